@@ -1,0 +1,201 @@
+"""The four extension points: Planner, Tokenizer, Generator, Composer.
+
+Each is a base class with **one** abstract method and capability flags as class
+attributes, in the style of ``llm.Model.execute`` and ``httpx.BaseTransport``. A
+component is constructed with keyword options (``Generator(steps=4, preset="tiny")``);
+the registry and story files pass options the same way.
+
+Example, a complete generator::
+
+    class Solid(Generator):
+        name = "solid"
+        modality = "image"
+
+        def generate(self, scenes, ctx):
+            for scene in scenes:
+                rng = random.Random(ctx.scene_seed(scene))
+                colour = tuple(rng.randrange(256) for _ in range(3))
+                yield ImageAsset(scene.index, Image.new("RGB", (64, 64), colour), made_by=self.name)
+"""
+
+from __future__ import annotations
+
+import hashlib
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import attrs
+
+from .model import Asset, Modality, Scene, Story, StoryPlan, StoryRequest, Tokens
+
+__all__ = [
+    "Component",
+    "Composer",
+    "Generator",
+    "Planner",
+    "ProgressEvent",
+    "RenderContext",
+    "StepContext",
+    "Tokenizer",
+    "derive_seed",
+]
+
+
+def derive_seed(seed: int, *parts: object) -> int:
+    """A 63-bit seed derived from ``seed`` and ``parts`` (stable across runs and platforms).
+
+    The pipeline gives every scene its own seed this way, so a scene renders the same
+    whether it is rendered alone, in a batch, or after a resume.
+    """
+    text = "\x1f".join([str(int(seed))] + [str(p) for p in parts])
+    return int.from_bytes(hashlib.sha256(text.encode("utf-8")).digest()[:8], "big") >> 1
+
+
+@attrs.define(frozen=True)
+class ProgressEvent:
+    """One progress report: ``stage`` is plan/tokenize/generate/compose, ``done`` of ``total``."""
+
+    stage: str
+    component: str
+    done: int
+    total: int
+    scene_index: int | None = None
+    message: str = ""
+
+
+ProgressCallback = Callable[[ProgressEvent], None]
+
+
+@attrs.define(eq=False)
+class RenderContext:
+    """What a tokenizer or generator gets besides its scenes: the plan and the story seed."""
+
+    plan: StoryPlan
+    seed: int = 0
+    component: str = ""
+    progress: ProgressCallback | None = None
+    story: Story | None = None
+
+    def scene_seed(self, scene: Scene | int, *salt: object) -> int:
+        """The seed of one scene; independent of which other scenes are rendered with it."""
+        index = scene.index if isinstance(scene, Scene) else int(scene)
+        return derive_seed(self.seed, "scene", index, *salt)
+
+    def report(self, done: int, total: int, scene_index: int | None = None, message: str = "") -> None:
+        """Report step-level progress (for example denoising steps) to the pipeline's callback."""
+        if self.progress is not None:
+            self.progress(ProgressEvent("step", self.component, done, total, scene_index, message))
+
+
+@attrs.define(eq=False)
+class StepContext:
+    """What an interleaved planner sees when asked for the next scene.
+
+    ``plan`` holds the scenes so far (with their tokens), ``story`` the assets made so far,
+    and ``state`` is a dict that lives for one run only: the planner keeps caches there
+    (a KV cache, a conversation), never on itself or in module globals.
+    """
+
+    request: StoryRequest
+    plan: StoryPlan
+    story: Story
+    state: dict[str, Any] = attrs.field(factory=dict)
+
+    @property
+    def next_index(self) -> int:
+        return max((s.index for s in self.plan.scenes), default=-1) + 1
+
+
+class Component:
+    """Shared by all four kinds: a registered ``name`` and capability flags.
+
+    ``needs_gpu``: too slow to be useful without one (the tiny preset still runs on CPU).
+    ``tiny_preset``: accepts ``preset="tiny"`` (offline, seeded random weights).
+    """
+
+    name: ClassVar[str] = ""
+    kind: ClassVar[str] = ""
+    needs_gpu: ClassVar[bool] = False
+    tiny_preset: ClassVar[bool] = False
+    description: ClassVar[str] = ""
+
+    def capabilities(self) -> dict[str, Any]:
+        return capabilities_of(type(self))
+
+
+def capabilities_of(cls: type) -> dict[str, Any]:
+    """The capability flags a component class declares, as plain data."""
+    caps: dict[str, Any] = {"needs_gpu": cls.needs_gpu, "tiny_preset": cls.tiny_preset}
+    for flag in ("modality", "batching", "interleaved", "produces", "consumes", "requires"):
+        if hasattr(cls, flag):
+            value = getattr(cls, flag)
+            caps[flag] = list(value) if isinstance(value, tuple) else value
+    return caps
+
+
+class Planner(Component, ABC):
+    """Turns a :class:`StoryRequest` into a :class:`StoryPlan`.
+
+    A planner with ``interleaved = True`` (SEED-Story's shape) may return a plan with only
+    the opening scenes from :meth:`plan`; the pipeline then calls :meth:`step` after each
+    scene is rendered, so the next scene can depend on the assets made so far.
+    """
+
+    kind = "planner"
+    interleaved: ClassVar[bool] = False
+
+    @abstractmethod
+    def plan(self, request: StoryRequest) -> StoryPlan:
+        """Return the plan (all scenes, or the opening ones for an interleaved planner)."""
+
+    def step(self, ctx: StepContext) -> Scene | None:
+        """Interleaved planners: the next scene given ``ctx``, or ``None`` when the story ends."""
+        raise NotImplementedError(f"planner {self.name!r} is not interleaved")
+
+
+class Tokenizer(Component, ABC):
+    """Turns scenes into the conditioning a generator consumes (:class:`Tokens` of kind ``produces``)."""
+
+    kind = "tokenizer"
+    produces: ClassVar[str] = ""
+
+    @abstractmethod
+    def tokenize(self, scenes: Sequence[Scene], ctx: RenderContext) -> list[Tokens]:
+        """One :class:`Tokens` per scene, in the order of ``scenes``."""
+
+
+class Generator(Component, ABC):
+    """Renders scenes into assets of one ``modality`` (``"image"`` or ``"audio"``).
+
+    ``batching = True`` tells the pipeline to pass all pending scenes in one call (the
+    generator chunks them as its memory allows); otherwise it passes one scene per call.
+    ``consumes`` lists token kinds the generator uses when present.
+    ``generate`` yields each asset as soon as it exists, so the pipeline can save it at once;
+    the order of assets may differ from the order of ``scenes``.
+    """
+
+    kind = "generator"
+    modality: ClassVar[Modality] = "image"
+    batching: ClassVar[bool] = False
+    consumes: ClassVar[tuple[str, ...]] = ()
+
+    @abstractmethod
+    def generate(self, scenes: Sequence[Scene], ctx: RenderContext) -> Iterable[Asset]:
+        """Yield one asset per scene; seed each scene from ``ctx.scene_seed(scene)``."""
+
+
+class Composer(Component, ABC):
+    """Lays a finished :class:`Story` out into files (pages, soundtrack, storybook, ...).
+
+    ``requires`` lists the modalities without which the composer has nothing to do; the
+    pipeline skips it (with a progress message) when the story has none of them.
+    """
+
+    kind = "composer"
+    requires: ClassVar[tuple[Modality, ...]] = ()
+
+    @abstractmethod
+    def compose(self, story: Story, out_dir: Path) -> list[Path]:
+        """Write files under ``out_dir`` and return their paths."""

@@ -1,0 +1,3 @@
+"""Pipeline (being written)."""
+class Pipeline:  # placeholder, replaced shortly
+    pass

@@ -1,0 +1,331 @@
+"""The component registry: a pluggy plugin manager plus a table of registered components.
+
+Plugins are found through the ``storysdk`` entry-point group. A plugin that fails to import,
+or whose hook raises, is recorded in :attr:`Registry.failed` with its error and never breaks
+the others. Environment switches:
+
+- ``STORYSDK_LOAD_PLUGINS=a,b`` loads only those plugins (entry-point or distribution
+  names); set it to an empty string to load none. Built-ins are always loaded.
+- ``STORYSDK_TRACE_PLUGINS=1`` prints every hook call and its result to stderr.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib.metadata
+import inspect
+import os
+import sys
+import traceback
+from collections.abc import Iterable, Mapping
+from functools import partial
+from typing import Any, TypeVar
+
+import attrs
+import pluggy
+
+from . import hookspecs
+from .errors import ConfigError, PluginError, UnknownComponentError
+from .interfaces import Component, Composer, Generator, Planner, Tokenizer, capabilities_of
+
+__all__ = ["ComponentInfo", "FailedPlugin", "PluginInfo", "Registry", "get_registry"]
+
+ENTRY_POINT_GROUP = "storysdk"
+BUILTIN_PLUGIN = "storysdk.builtins"
+
+#: kind -> (hook name, base class)
+KINDS: dict[str, tuple[str, type[Component]]] = {
+    "planner": ("register_planners", Planner),
+    "tokenizer": ("register_tokenizers", Tokenizer),
+    "generator": ("register_generators", Generator),
+    "composer": ("register_composers", Composer),
+}
+
+C = TypeVar("C", bound=Component)
+
+
+@attrs.frozen
+class ComponentInfo:
+    """A registered component: its kind, name, class and the plugin that registered it."""
+
+    kind: str
+    name: str
+    factory: type[Component]
+    plugin: str
+    version: str | None = None
+
+    def capabilities(self) -> dict[str, Any]:
+        return capabilities_of(self.factory)
+
+    def options(self) -> dict[str, Any]:
+        """The keyword options the component accepts, with their defaults (``...``: required)."""
+        sig = inspect.signature(self.factory.__init__)
+        out: dict[str, Any] = {}
+        for p in list(sig.parameters.values())[1:]:
+            if p.kind in (p.VAR_POSITIONAL, p.VAR_KEYWORD):
+                continue
+            out[p.name] = ... if p.default is p.empty else p.default
+        return out
+
+    def create(self, **options: Any) -> Component:
+        """Instantiate with ``options``; an unknown or missing option is a :class:`ConfigError`."""
+        sig = inspect.signature(self.factory.__init__)
+        params = list(sig.parameters.values())[1:]
+        takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
+        if not takes_any:
+            known = {p.name for p in params if p.kind is not p.VAR_POSITIONAL}
+            unknown = sorted(set(options) - known)
+            if unknown:
+                raise ConfigError(
+                    f"{self.kind} {self.name!r} has no option {', '.join(map(repr, unknown))}; "
+                    f"its options are: {', '.join(sorted(known)) or '(none)'}"
+                )
+        try:
+            sig.bind(None, **options)
+        except TypeError as exc:
+            raise ConfigError(f"{self.kind} {self.name!r}: {exc}") from exc
+        return self.factory(**options)
+
+
+@attrs.frozen
+class FailedPlugin:
+    """A plugin that could not be imported or whose registration hook raised."""
+
+    name: str
+    distribution: str | None
+    version: str | None
+    error: str
+    traceback: str = ""
+
+
+@attrs.frozen
+class PluginInfo:
+    """A loaded plugin: name, distribution version, hooks it implements, components it gave."""
+
+    name: str
+    version: str | None
+    hooks: tuple[str, ...]
+    components: tuple[ComponentInfo, ...]
+
+
+def _version(dist_name: str | None) -> str | None:
+    if not dist_name:
+        return None
+    try:
+        return importlib.metadata.version(dist_name)
+    except importlib.metadata.PackageNotFoundError:
+        return None
+
+
+class Registry:
+    """Plugins and the components they registered.
+
+    ``Registry()`` loads the built-ins and every installed plugin; ``Registry(entrypoints=False)``
+    only the built-ins (what :func:`storysdk.testing.storysdk_registry` gives tests).
+    """
+
+    def __init__(
+        self,
+        *,
+        entrypoints: bool = True,
+        builtins: bool = True,
+        environ: Mapping[str, str] | None = None,
+    ) -> None:
+        env = os.environ if environ is None else environ
+        self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
+        self.pm.add_hookspecs(hookspecs)
+        self.failed: list[FailedPlugin] = []
+        self._versions: dict[str, str | None] = {}
+        self._dists: dict[str, str | None] = {}
+        self._table: dict[tuple[str, str], ComponentInfo] | None = None
+        self._undo_trace: Any = None
+        if env.get("STORYSDK_TRACE_PLUGINS", "") not in ("", "0"):
+            self._enable_trace()
+        if builtins:
+            from .builtins import plugin as builtin_plugin
+
+            self.register_plugin(builtin_plugin, name=BUILTIN_PLUGIN, version=_version("storysdk"))
+        if entrypoints:
+            only = env.get("STORYSDK_LOAD_PLUGINS")
+            allowed = None if only is None else {n.strip() for n in only.split(",") if n.strip()}
+            self._load_entrypoints(allowed)
+
+    # -- loading -----------------------------------------------------------------------
+    def _enable_trace(self) -> None:
+        def before(hook_name: str, impls: list[Any], kwargs: Mapping[str, Any]) -> None:
+            names = ", ".join(i.plugin_name for i in impls) or "(no implementations)"
+            print(f"[storysdk trace] {hook_name} -> {names}", file=sys.stderr)
+
+        def after(outcome: Any, hook_name: str, impls: list[Any], kwargs: Mapping[str, Any]) -> None:
+            exc = outcome.exception
+            status = f"raised {exc!r}" if exc is not None else "ok"
+            print(f"[storysdk trace] {hook_name} <- {status}", file=sys.stderr)
+
+        self._undo_trace = self.pm.add_hookcall_monitoring(before, after)
+
+    def _load_entrypoints(self, allowed: set[str] | None) -> None:
+        eps = sorted(importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda e: e.name)
+        for ep in eps:
+            dist = getattr(ep, "dist", None)
+            dist_name = dist.metadata["Name"] if dist is not None else None
+            if allowed is not None and ep.name not in allowed and dist_name not in allowed:
+                continue
+            if self.pm.has_plugin(ep.name) or self.pm.is_blocked(ep.name):
+                continue
+            version = dist.version if dist is not None else None
+            try:
+                module = ep.load()
+            except BaseException as exc:  # noqa: BLE001 - a broken plugin must not stop the others
+                if isinstance(exc, (KeyboardInterrupt, SystemExit)):
+                    raise
+                self.failed.append(
+                    FailedPlugin(ep.name, dist_name, version, f"{type(exc).__name__}: {exc}", traceback.format_exc())
+                )
+                continue
+            self.register_plugin(module, name=ep.name, version=version, distribution=dist_name)
+
+    def register_plugin(
+        self,
+        plugin: object,
+        *,
+        name: str | None = None,
+        version: str | None = None,
+        distribution: str | None = None,
+    ) -> str:
+        """Register a plugin object (a module or any object with ``@hookimpl`` methods)."""
+        try:
+            plugin_name = self.pm.register(plugin, name=name)
+        except ValueError as exc:
+            raise PluginError(f"plugin {name!r} could not be registered: {exc}") from exc
+        except pluggy.PluginValidationError as exc:
+            raise PluginError(f"plugin {name!r} has an invalid hook implementation: {exc}") from exc
+        assert plugin_name is not None
+        self._versions[plugin_name] = version
+        self._dists[plugin_name] = distribution
+        self._table = None
+        return plugin_name
+
+    def unregister_plugin(self, name: str) -> None:
+        self.pm.unregister(name=name)
+        self._table = None
+
+    # -- the component table ---------------------------------------------------------------
+    def _collect(self) -> dict[tuple[str, str], ComponentInfo]:
+        if self._table is not None:
+            return self._table
+        table: dict[tuple[str, str], ComponentInfo] = {}
+        self.failed = [f for f in self.failed if f.traceback != "<hook>"]
+        plugins = self.pm.list_name_plugin()
+        # built-ins first, then plugins in name order: which of two equal names wins is stable
+        plugins.sort(key=lambda np_: (np_[0] != BUILTIN_PLUGIN, np_[0]))
+        for plugin_name, plugin in plugins:
+            others = [p for n, p in plugins if n != plugin_name]
+            added: list[tuple[str, str]] = []
+            try:
+                for kind, (hook_name, _) in KINDS.items():
+                    caller = self.pm.subset_hook_caller(hook_name, remove_plugins=others)
+                    caller(register=partial(self._add, table, added, kind, plugin_name))
+            except Exception as exc:  # noqa: BLE001 - reported, other plugins go on
+                for key in added:
+                    table.pop(key, None)
+                self.failed.append(
+                    FailedPlugin(
+                        plugin_name,
+                        self._dists.get(plugin_name),
+                        self._versions.get(plugin_name),
+                        f"{type(exc).__name__}: {exc}",
+                        "<hook>",
+                    )
+                )
+        self._table = table
+        return table
+
+    def _add(
+        self,
+        table: dict[tuple[str, str], ComponentInfo],
+        added: list[tuple[str, str]],
+        kind: str,
+        plugin_name: str,
+        factory: type[Component],
+        *,
+        name: str | None = None,
+    ) -> None:
+        base = KINDS[kind][1]
+        if not (isinstance(factory, type) and issubclass(factory, base)):
+            raise PluginError(
+                f"{KINDS[kind][0]} of plugin {plugin_name!r} registered {factory!r}, "
+                f"which is not a subclass of storysdk.{base.__name__}"
+            )
+        cname = name or factory.name
+        if not cname:
+            raise PluginError(
+                f"{factory.__name__} of plugin {plugin_name!r} has no name; set the class attribute 'name'"
+            )
+        if (kind, cname) in table:
+            other = table[(kind, cname)].plugin
+            raise PluginError(
+                f"{kind} {cname!r} is already registered by plugin {other!r}; rename one of them"
+            )
+        table[(kind, cname)] = ComponentInfo(kind, cname, factory, plugin_name, self._versions.get(plugin_name))
+        added.append((kind, cname))
+
+    # -- queries ---------------------------------------------------------------------------
+    def components(self, kind: str | None = None) -> list[ComponentInfo]:
+        """Registered components (of one kind), sorted by kind then name."""
+        if kind is not None and kind not in KINDS:
+            raise ConfigError(f"unknown component kind {kind!r}; kinds are {', '.join(KINDS)}")
+        infos = [i for (k, _), i in self._collect().items() if kind is None or k == kind]
+        order = list(KINDS)
+        return sorted(infos, key=lambda i: (order.index(i.kind), i.name))
+
+    def get(self, kind: str, name: str) -> ComponentInfo:
+        """The component ``name`` of ``kind``; :class:`UnknownComponentError` with suggestions."""
+        table = self._collect()
+        if kind not in KINDS:
+            raise ConfigError(f"unknown component kind {kind!r}; kinds are {', '.join(KINDS)}")
+        info = table.get((kind, name))
+        if info is not None:
+            return info
+        names = sorted(n for (k, n) in table if k == kind)
+        close = difflib.get_close_matches(name, names, n=3)
+        hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
+        failed = [f.name for f in self.failed]
+        fail_hint = (
+            f" Plugins that failed to load: {', '.join(failed)} (see 'storysdk plugins')." if failed else ""
+        )
+        raise UnknownComponentError(
+            f"no {kind} named {name!r}; registered {kind}s: {', '.join(names) or '(none)'}."
+            f"{hint}{fail_hint} Install the plugin that provides it or fix the name."
+        )
+
+    def create(self, kind: str, name: str, **options: Any) -> Component:
+        return self.get(kind, name).create(**options)
+
+    def plugins(self) -> list[PluginInfo]:
+        """Loaded plugins with their versions, implemented hooks and components."""
+        table = self._collect()
+        out = []
+        for plugin_name, plugin in self.pm.list_name_plugin():
+            hooks = tuple(sorted(h.name for h in self.pm.get_hookcallers(plugin) or ()))
+            comps = tuple(i for i in table.values() if i.plugin == plugin_name)
+            out.append(PluginInfo(plugin_name, self._versions.get(plugin_name), hooks, comps))
+        out.sort(key=lambda p: (p.name != BUILTIN_PLUGIN, p.name))
+        return out
+
+    def names(self, kind: str) -> list[str]:
+        return [i.name for i in self.components(kind)]
+
+
+_default: Registry | None = None
+
+
+def get_registry(*, reload: bool = False) -> Registry:
+    """The process-wide default registry (built-ins plus installed plugins), created on first use."""
+    global _default
+    if _default is None or reload:
+        _default = Registry()
+    return _default
+
+
+def iter_kinds() -> Iterable[str]:
+    return iter(KINDS)
