@@ -4,7 +4,6 @@
 they first load a model.
 """
 
-from __future__ import annotations
 
 from .errors import (
     CheckpointError,

@@ -1,5 +1,155 @@
-"""Story files (being written)."""
-class StoryFile:  # placeholder
-    pass
-def load_story_file(path):  # placeholder
-    raise NotImplementedError
+"""Story files: a TOML file naming the request, the components and their options.
+
+::
+
+    [story]                     # fields of StoryRequest
+    seed = 7
+    width = 64
+    height = 64
+    style = "Comic book"
+    characters = "[Mia] a girl with a red scarf"
+    script = \"\"\"
+    [Mia] finds a map in the attic #Mia finds an old map.
+    \"\"\"
+
+    [defaults]                  # given to every component that takes the option
+    preset = "auto"
+
+    [planner]
+    name = "script"
+    num_ids = 1
+
+    [[generators]]
+    name = "diffusers-image"
+    steps = 20
+
+    [[composers]]
+    name = "comic"
+
+Relative image paths in ``[story]`` (``start_image``, characters' ``reference_image``) are
+resolved against the story file's folder.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import attrs
+
+from .errors import ConfigError
+from .model import StoryRequest
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on 3.10 only
+    import tomli as tomllib
+
+__all__ = ["StoryFile", "load_story_file", "parse_story_file"]
+
+TOP_LEVEL = ("story", "defaults", "planner", "tokenizers", "generators", "composers", "output")
+
+
+@attrs.define
+class StoryFile:
+    """A parsed story file: the request and the component specs, ready for :class:`Pipeline`."""
+
+    request: StoryRequest
+    planner: dict[str, Any]
+    tokenizers: list[dict[str, Any]] = attrs.field(factory=list)
+    generators: list[dict[str, Any]] = attrs.field(factory=list)
+    composers: list[dict[str, Any]] = attrs.field(factory=list)
+    defaults: dict[str, Any] = attrs.field(factory=dict)
+    output: dict[str, Any] = attrs.field(factory=dict)
+    path: Path | None = None
+
+    def pipeline(self, *, registry: Any = None, defaults: Mapping[str, Any] | None = None) -> Any:
+        """Build the :class:`~storysdk.pipeline.Pipeline` this file describes.
+
+        ``defaults`` (for example the CLI's ``--preset``) override the file's ``[defaults]``.
+        """
+        from .pipeline import Pipeline
+
+        merged = dict(self.defaults)
+        merged.update(defaults or {})
+        return Pipeline(
+            planner=self.planner,
+            tokenizers=self.tokenizers,
+            generators=self.generators,
+            composers=self.composers,
+            registry=registry,
+            defaults=merged,
+        )
+
+
+def _component(value: Any, where: str) -> dict[str, Any]:
+    if isinstance(value, str):
+        return {"name": value}
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{where} must be a table with a 'name' key (or just a name), got {value!r}")
+    if "name" not in value or not isinstance(value["name"], str):
+        raise ConfigError(f"{where} needs name = \"<registered component>\"; see 'storysdk plugins' for names")
+    return dict(value)
+
+
+def _components(data: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
+    value = data.get(key, [])
+    if isinstance(value, (str, Mapping)):
+        value = [value]
+    if not isinstance(value, list):
+        raise ConfigError(f"[[{key}]] must be an array of tables, got {type(value).__name__}")
+    return [_component(v, f"[[{key}]] #{i + 1}") for i, v in enumerate(value)]
+
+
+def parse_story_file(text: str, *, base_dir: Path | None = None, source: str = "story file") -> StoryFile:
+    """Parse the TOML text of a story file (``base_dir`` resolves relative image paths)."""
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{source} is not valid TOML: {exc}; fix the line it names") from exc
+    unknown = sorted(set(data) - set(TOP_LEVEL))
+    if unknown:
+        raise ConfigError(
+            f"{source}: unknown section(s) {', '.join(unknown)}; known sections: {', '.join(TOP_LEVEL)}"
+        )
+    story = dict(data.get("story", {}))
+    if not isinstance(data.get("story", {}), Mapping):
+        raise ConfigError(f"{source}: [story] must be a table")
+    if base_dir is not None:
+        if isinstance(story.get("start_image"), str) and not story["start_image"].startswith("data:"):
+            story["start_image"] = str((base_dir / story["start_image"]).resolve())
+        if isinstance(story.get("characters"), list):
+            for ch in story["characters"]:
+                ref = ch.get("reference_image") if isinstance(ch, Mapping) else None
+                if isinstance(ref, str) and not ref.startswith("data:"):
+                    ch["reference_image"] = str((base_dir / ref).resolve())
+    try:
+        request = StoryRequest.from_dict(story)
+    except TypeError as exc:
+        raise ConfigError(f"{source}: [story] {exc}") from exc
+    planner = _component(data.get("planner", {"name": "script"}), "[planner]")
+    defaults = data.get("defaults", {})
+    output = data.get("output", {})
+    if not isinstance(defaults, Mapping) or not isinstance(output, Mapping):
+        raise ConfigError(f"{source}: [defaults] and [output] must be tables")
+    return StoryFile(
+        request=request,
+        planner=planner,
+        tokenizers=_components(data, "tokenizers"),
+        generators=_components(data, "generators"),
+        composers=_components(data, "composers"),
+        defaults=dict(defaults),
+        output=dict(output),
+    )
+
+
+def load_story_file(path: str | Path) -> StoryFile:
+    """Read and parse a story file from disk."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"story file {str(path)!r} does not exist; see examples/ for story files")
+    sf = parse_story_file(path.read_text(encoding="utf-8"), base_dir=path.parent, source=str(path))
+    sf.path = path
+    return sf

@@ -1,0 +1,7 @@
+"""``python -m storysdk`` is the ``storysdk`` command."""
+
+import sys
+
+from .cli import main
+
+sys.exit(main())

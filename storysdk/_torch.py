@@ -1,0 +1,179 @@
+"""Torch helpers shared by model-backed components: devices, dtypes, seeds, presets, offload.
+
+Everything here imports torch (and diffusers, huggingface_hub) inside the functions, so that
+importing this module stays as light as ``import storysdk``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import warnings
+from typing import TYPE_CHECKING, Any
+
+from .errors import ConfigError
+
+if TYPE_CHECKING:
+    import torch
+
+__all__ = [
+    "apply_offload",
+    "cpu_generator",
+    "require_torch",
+    "resolve_device",
+    "resolve_dtype",
+    "resolve_preset",
+]
+
+TORCH_EXTRA_HINT = "pip install 'storysdk[torch]'"
+PRESETS = ("tiny", "full", "auto")
+OFFLOAD_MODES = ("model", "sequential")
+
+_DTYPE_NAMES = {
+    "float16": "float16",
+    "fp16": "float16",
+    "half": "float16",
+    "bfloat16": "bfloat16",
+    "bf16": "bfloat16",
+    "float32": "float32",
+    "fp32": "float32",
+    "float": "float32",
+}
+
+
+def require_torch(feature: str) -> None:
+    """Raise a :class:`ConfigError` naming ``feature`` when torch, diffusers or transformers is missing."""
+    missing = [m for m in ("torch", "diffusers", "transformers") if importlib.util.find_spec(m) is None]
+    if missing:
+        raise ConfigError(
+            f"{feature} needs the torch extra ({', '.join(missing)} not installed): {TORCH_EXTRA_HINT}"
+        )
+
+
+def resolve_device(device: str | torch.device | None) -> torch.device:
+    """``None``/``"auto"``: CUDA when available, else CPU; otherwise the named device, checked."""
+    import torch
+
+    if device is None or (isinstance(device, str) and device.strip().lower() == "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"device {device!r} is not a torch device name; use 'auto', 'cpu', 'cuda' or 'cuda:N'"
+        ) from exc
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ConfigError(
+                f"device {device!r} asked for CUDA but no CUDA GPU is available; use device='cpu' or 'auto'"
+            )
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ConfigError(
+                f"device {device!r}: only {torch.cuda.device_count()} CUDA device(s) exist; "
+                f"use cuda:0..cuda:{torch.cuda.device_count() - 1}"
+            )
+    elif dev.type == "mps":
+        if not (hasattr(torch.backends, "mps") and torch.backends.mps.is_available()):
+            raise ConfigError(f"device {device!r}: MPS is not available here; use device='cpu' or 'auto'")
+    elif dev.type != "cpu" and not _accelerator_available(dev.type):
+        raise ConfigError(
+            f"device {device!r} is not available on this machine; use 'auto', 'cpu' or 'cuda'"
+        )
+    return dev
+
+
+def _accelerator_available(kind: str) -> bool:
+    import torch
+
+    mod = getattr(torch, kind, None)
+    is_available = getattr(mod, "is_available", None)
+    return bool(is_available()) if callable(is_available) else False
+
+
+def resolve_dtype(dtype: str | torch.dtype | None, device: torch.device | str) -> torch.dtype:
+    """``None``/``"auto"``: float16 on CUDA, float32 elsewhere; else one of float16/bfloat16/float32."""
+    import torch
+
+    dev = torch.device(device) if not isinstance(device, torch.device) else device
+    if dtype is None or (isinstance(dtype, str) and dtype.strip().lower() == "auto"):
+        return torch.float16 if dev.type == "cuda" else torch.float32
+    if isinstance(dtype, torch.dtype):
+        if dtype in (torch.float16, torch.bfloat16, torch.float32):
+            return dtype
+        raise ConfigError(f"dtype {dtype} is not supported; use 'float16', 'bfloat16', 'float32' or 'auto'")
+    name = _DTYPE_NAMES.get(str(dtype).strip().lower().removeprefix("torch."))
+    if name is None:
+        raise ConfigError(
+            f"dtype {dtype!r} is not supported; use 'auto', 'float16' (fp16), 'bfloat16' (bf16) or 'float32' (fp32)"
+        )
+    return getattr(torch, name)
+
+
+def cpu_generator(seed: int) -> torch.Generator:
+    """A CPU ``torch.Generator`` seeded with ``seed`` (diffusers' convention for reproducible noise)."""
+    import torch
+
+    return torch.Generator(device="cpu").manual_seed(int(seed))
+
+
+def resolve_preset(preset: str | None, model: str | os.PathLike[str] | None) -> str:
+    """``"tiny"`` or ``"full"``: which weights a component should use.
+
+    ``None``/``"full"``: the named (or default) model. ``"tiny"``: toy weights built in code.
+    ``"auto"``: ``"full"`` when ``model`` is a local path or is already in the local Hugging
+    Face cache (checked offline, never over the network), otherwise ``"tiny"`` with a warning.
+    """
+    if preset is None:
+        return "full"
+    key = str(preset).strip().lower()
+    if key not in PRESETS:
+        raise ConfigError(f"preset {preset!r} is unknown; use one of {', '.join(PRESETS)} (or leave it unset)")
+    if key != "auto":
+        return key
+    if model is not None and _weights_available(str(model)):
+        return "full"
+    warnings.warn(
+        f"preset='auto': no local weights found for model {str(model)!r} (not a local path and not "
+        "in the Hugging Face cache), so the tiny preset (random toy weights) is used; "
+        "download the model or pass a local path to use real weights",
+        UserWarning,
+        stacklevel=2,
+    )
+    return "tiny"
+
+
+def _weights_available(model: str) -> bool:
+    """Whether ``model`` is a local path or a repo id whose files are in the local HF cache."""
+    if os.path.exists(os.path.expanduser(model)):
+        return True
+    if importlib.util.find_spec("huggingface_hub") is None:
+        return False
+    from huggingface_hub import try_to_load_from_cache
+
+    for filename in ("model_index.json", "config.json"):
+        try:
+            found = try_to_load_from_cache(repo_id=model, filename=filename)
+        except Exception:  # an id that is not a valid repo name (HFValidationError, ...)
+            return False
+        if isinstance(found, str):
+            return True
+    return False
+
+
+def apply_offload(pipe: Any, offload: str | None, device: torch.device) -> Any:
+    """Put ``pipe`` on ``device``: ``None`` moves it, ``"model"``/``"sequential"`` enable CPU offload."""
+    if offload is None:
+        return pipe.to(device)
+    if offload not in OFFLOAD_MODES:
+        raise ConfigError(
+            f"offload {offload!r} is unknown; use 'model' (whole models), 'sequential' (layer by layer) or None"
+        )
+    if getattr(device, "type", str(device)) != "cuda":
+        raise ConfigError(
+            f"offload={offload!r} needs a CUDA device (got {str(device)!r}); drop the offload option on CPU"
+        )
+    if offload == "model":
+        pipe.enable_model_cpu_offload(device=device)
+    else:
+        pipe.enable_sequential_cpu_offload(device=device)
+    return pipe

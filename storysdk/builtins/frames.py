@@ -1,0 +1,129 @@
+"""The ``frames`` composer: one image file per scene, plus the image-writing helpers the
+other built-in composers share (fixed encoder settings, atomic writes).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import tempfile
+from pathlib import Path
+from typing import ClassVar
+
+from PIL import Image
+
+from ..captions import check_font_options, draw_caption
+from ..errors import ConfigError
+from ..interfaces import Composer
+from ..model import Modality, Story
+
+__all__ = [
+    "IMAGE_FORMATS",
+    "FramesComposer",
+    "atomic_write_bytes",
+    "check_image_format",
+    "check_quality",
+    "encode_image",
+]
+
+#: Accepted image format names -> (Pillow format, file extension, MIME type).
+IMAGE_FORMATS: dict[str, tuple[str, str, str]] = {
+    "png": ("PNG", "png", "image/png"),
+    "jpeg": ("JPEG", "jpg", "image/jpeg"),
+    "jpg": ("JPEG", "jpg", "image/jpeg"),
+    "webp": ("WEBP", "webp", "image/webp"),
+}
+
+
+def check_image_format(fmt: str, allowed: tuple[str, ...] = ("png", "jpeg", "jpg", "webp")) -> str:
+    """Normalise an image format name (``"jpg"`` -> ``"jpeg"``) or raise a :class:`ConfigError`."""
+    key = str(fmt).lower()
+    if key not in allowed:
+        names = ", ".join(a for a in allowed if a != "jpg")
+        raise ConfigError(f"unknown image format {fmt!r}; use one of: {names}")
+    return "jpeg" if key == "jpg" else key
+
+
+def check_quality(quality: int) -> int:
+    """Validate a JPEG/WebP quality: a whole number from 1 to 100."""
+    if isinstance(quality, bool) or not isinstance(quality, int) or not 1 <= quality <= 100:
+        raise ConfigError(f"quality must be a whole number from 1 to 100, got {quality!r}")
+    return quality
+
+
+def encode_image(image: Image.Image, fmt: str = "png", quality: int = 95) -> bytes:
+    """Encode ``image`` (as RGB) with fixed settings, so identical pixels give identical bytes.
+
+    PNG: zlib level 6, no metadata chunks. JPEG: ``quality``, 4:2:0 subsampling, baseline,
+    no EXIF. WebP: lossy at ``quality``, method 4, no metadata.
+    """
+    fmt = check_image_format(fmt)
+    quality = check_quality(quality)
+    rgb = image.convert("RGB") if image.mode != "RGB" else image
+    buf = io.BytesIO()
+    if fmt == "png":
+        rgb.save(buf, format="PNG", optimize=False, compress_level=6)
+    elif fmt == "jpeg":
+        rgb.save(buf, format="JPEG", quality=quality, subsampling=2, optimize=False, progressive=False)
+    else:
+        rgb.save(buf, format="WEBP", quality=quality, method=4, lossless=False, exact=False)
+    return buf.getvalue()
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> Path:
+    """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return path
+
+
+class FramesComposer(Composer):
+    """Writes each scene's picture to ``frames/scene-NNN.<ext>`` (NNN = scene index), in scene order.
+
+    Options: ``format`` png/jpeg/webp, ``quality`` 1-100 (JPEG/WebP), ``captions`` to draw
+    each scene's caption StoryDiffusion style (see :mod:`storysdk.captions`), with
+    ``font_size`` and ``font_path`` passed on to :func:`~storysdk.captions.draw_caption`.
+    """
+
+    name = "frames"
+    description = "one image file per scene"
+    requires: ClassVar[tuple[Modality, ...]] = ("image",)
+
+    def __init__(
+        self,
+        *,
+        format: str = "png",
+        quality: int = 95,
+        captions: bool = False,
+        font_size: int | None = None,
+        font_path: str | None = None,
+    ) -> None:
+        self.format = check_image_format(format)
+        self.quality = check_quality(quality)
+        if not isinstance(captions, bool):
+            raise ConfigError(f"captions must be true or false, got {captions!r}")
+        self.captions = captions
+        check_font_options(font_size, font_path)
+        self.font_size = font_size
+        self.font_path = font_path
+
+    def compose(self, story: Story, out_dir: Path) -> list[Path]:
+        folder = Path(out_dir) / "frames"
+        ext = IMAGE_FORMATS[self.format][1]
+        paths: list[Path] = []
+        for scene, asset in story.ordered_images():
+            image = asset.image
+            if self.captions:
+                image = draw_caption(image, scene.caption, self.font_size, self.font_path)
+            path = folder / f"scene-{scene.index:03d}.{ext}"
+            paths.append(atomic_write_bytes(path, encode_image(image, self.format, self.quality)))
+        return paths

@@ -1,0 +1,165 @@
+"""Fake components: deterministic, instant, no models (like httpx's ``MockTransport``).
+
+They follow every rule real components follow (per-scene seeds, one asset per scene, yield
+as soon as ready), so pipeline and plugin tests can mix them with real components.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import ClassVar
+
+import numpy as np
+from PIL import Image
+
+from ..interfaces import Composer, Generator, Planner, RenderContext, StepContext, Tokenizer
+from ..model import AudioAsset, ImageAsset, Modality, Scene, Story, StoryPlan, StoryRequest, Tokens
+from ..output import atomic_write
+
+__all__ = [
+    "FakeAudioGenerator",
+    "FakeComposer",
+    "FakeImageGenerator",
+    "FakeInterleavedPlanner",
+    "FakePlanner",
+    "FakeTokenizer",
+]
+
+
+class FakePlanner(Planner):
+    """One scene per line of ``request.script`` (or ``num_scenes`` copies of ``request.prompt``)."""
+
+    name = "fake-planner"
+    description = "one scene per script line; for tests"
+
+    def __init__(self, duration: float = 1.0) -> None:
+        self.duration = duration
+
+    def plan(self, request: StoryRequest) -> StoryPlan:
+        if request.script:
+            lines = [ln.strip() for ln in request.script.splitlines() if ln.strip()]
+        else:
+            lines = [f"{request.prompt} {i}".strip() for i in range(request.num_scenes or 3)]
+        scenes = [
+            Scene(index=i, prompt=ln, caption=ln, duration=self.duration) for i, ln in enumerate(lines)
+        ]
+        return StoryPlan(
+            scenes=scenes,
+            style=request.style,
+            width=request.width,
+            height=request.height,
+            seed=request.seed,
+            planner=self.name,
+        )
+
+
+class FakeInterleavedPlanner(Planner):
+    """An interleaved planner: each next scene's prompt quotes the mean colour of the last picture.
+
+    That makes every scene depend on the assets made before it, as in SEED-Story.
+    """
+
+    name = "fake-interleaved"
+    interleaved = True
+    description = "interleaved planner whose scenes depend on earlier pictures; for tests"
+
+    def __init__(self, duration: float = 1.0) -> None:
+        self.duration = duration
+
+    def plan(self, request: StoryRequest) -> StoryPlan:
+        first = Scene(index=0, prompt=request.prompt or "opening", caption="opening", duration=self.duration)
+        return StoryPlan(
+            scenes=[first], width=request.width, height=request.height, seed=request.seed, planner=self.name
+        )
+
+    def step(self, ctx: StepContext) -> Scene | None:
+        last = ctx.plan.scenes[-1]
+        img = ctx.story.images.get(last.index)
+        mean = "none" if img is None else ",".join(
+            str(int(v)) for v in np.asarray(img.image, dtype=np.float64).mean(axis=(0, 1))
+        )
+        ctx.state["steps"] = ctx.state.get("steps", 0) + 1
+        i = ctx.next_index
+        return Scene(index=i, prompt=f"after {mean}", caption=f"scene {i}", duration=self.duration)
+
+
+def _rng(ctx: RenderContext, scene: Scene) -> np.random.Generator:
+    return np.random.default_rng(ctx.scene_seed(scene))
+
+
+class FakeImageGenerator(Generator):
+    """A seeded noise picture per scene, tinted by a hash of the prompt."""
+
+    name = "fake-image"
+    modality: ClassVar[Modality] = "image"
+    batching = True
+
+    def __init__(self, width: int | None = None, height: int | None = None) -> None:
+        self.width = width
+        self.height = height
+
+    def generate(self, scenes: Sequence[Scene], ctx: RenderContext) -> Iterator[ImageAsset]:
+        w = self.width or ctx.plan.width or 64
+        h = self.height or ctx.plan.height or 64
+        for scene in scenes:
+            rng = _rng(ctx, scene)
+            tint = np.frombuffer(scene.prompt.encode("utf-8").ljust(3, b"\0")[:3], dtype=np.uint8)
+            pix = (rng.integers(0, 128, size=(h, w, 3)) + tint // 2).astype(np.uint8)
+            yield ImageAsset(scene.index, Image.fromarray(pix, "RGB"), made_by=self.name)
+
+
+class FakeAudioGenerator(Generator):
+    """A sine per scene whose pitch follows the scene seed; length = the scene's duration."""
+
+    name = "fake-audio"
+    modality: ClassVar[Modality] = "audio"
+
+    def __init__(self, sample_rate: int = 8000, duration: float = 1.0, channels: int = 1) -> None:
+        self.sample_rate = sample_rate
+        self.duration = duration
+        self.channels = channels
+
+    def generate(self, scenes: Sequence[Scene], ctx: RenderContext) -> Iterator[AudioAsset]:
+        for scene in scenes:
+            seconds = scene.duration or self.duration
+            n = int(round(seconds * self.sample_rate))
+            freq = 200.0 + float(_rng(ctx, scene).integers(0, 600))
+            t = np.arange(n) / self.sample_rate
+            wave = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
+            yield AudioAsset(scene.index, np.tile(wave, (self.channels, 1)), self.sample_rate, made_by=self.name)
+
+
+class FakeTokenizer(Tokenizer):
+    """Tokens of kind ``fake`` holding the prompt's UTF-8 bytes as a numpy array."""
+
+    name = "fake-tokenizer"
+    produces = "fake"
+
+    def tokenize(self, scenes: Sequence[Scene], ctx: RenderContext) -> list[Tokens]:
+        return [
+            Tokens(self.produces, self.name, {"bytes": np.frombuffer(s.prompt.encode("utf-8"), dtype=np.uint8).copy()})
+            for s in scenes
+        ]
+
+
+class FakeComposer(Composer):
+    """Writes ``story.json``: each scene's caption and which assets it has."""
+
+    name = "fake-composer"
+
+    def compose(self, story: Story, out_dir: Path) -> list[Path]:
+        data = [
+            {
+                "index": s.index,
+                "caption": s.caption,
+                "image": s.index in story.images,
+                "audio": s.index in story.audio,
+            }
+            for s in story.plan.scenes
+        ]
+        path = Path(out_dir) / "story.json"
+        with atomic_write(path, "w") as fh:
+            json.dump(data, fh, indent=2)
+        return [path]
