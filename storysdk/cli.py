@@ -18,10 +18,10 @@ __all__ = ["main"]
 class ProgressBar:
     """A one-line progress bar on a terminal; one line per finished item elsewhere (logs, CI)."""
 
-    def __init__(self, stream: TextIO = sys.stderr, width: int = 24) -> None:
-        self.stream = stream
+    def __init__(self, stream: TextIO | None = None, width: int = 24) -> None:
+        self.stream = stream if stream is not None else sys.stderr
         self.width = width
-        self.tty = stream.isatty()
+        self.tty = self.stream.isatty()
         self._open = False
 
     def __call__(self, ev: ProgressEvent) -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -202,6 +202,12 @@ class Tokens:
         return self.tensors[key]
 
 
+def _names(value: Iterable[str]) -> tuple[str, ...]:
+    if isinstance(value, str):
+        raise ConfigError(f"scene characters must be a list of names, got the string {value!r}")
+    return tuple(str(v) for v in value)
+
+
 @attrs.define(eq=False)
 class Scene:
     """One scene of a story: a picture and/or an audio clip.
@@ -216,7 +222,7 @@ class Scene:
     index: int
     prompt: str
     caption: str = ""
-    characters: tuple[str, ...] = attrs.field(default=(), converter=tuple)
+    characters: tuple[str, ...] = attrs.field(default=(), converter=_names)
     duration: float | None = None
     metadata: dict[str, Any] = attrs.field(factory=dict)
     tokens: dict[str, Tokens] = attrs.field(factory=dict, repr=False)

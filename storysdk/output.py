@@ -27,6 +27,7 @@ from typing import IO, Any
 import numpy as np
 from PIL import Image
 
+from .audio import read_audio, write_audio
 from .errors import OutputFolderError
 from .model import AudioAsset, ImageAsset, Scene, StoryPlan, Tokens
 
@@ -209,12 +210,8 @@ class OutputFolder:
             with atomic_write(path) as fh:
                 asset.image.save(fh, format="PNG")
             return path
-        import soundfile as sf
-
-        path = self.audio_path(asset.scene_index)
-        with atomic_path(path) as tmp:
-            sf.write(str(tmp), asset.samples.T, asset.sample_rate, subtype="FLOAT", format="WAV")
-        return path
+        # float32 WAV without libsndfile's time-stamped PEAK chunk: exact and byte-stable
+        return write_audio(self.audio_path(asset.scene_index), asset.samples, asset.sample_rate, "wav", "FLOAT")
 
     def load_image(self, index: int, made_by: str = "") -> ImageAsset | None:
         path = self.image_path(index)
@@ -229,7 +226,5 @@ class OutputFolder:
         path = self.audio_path(index)
         if not path.is_file():
             return None
-        import soundfile as sf
-
-        data, sr = sf.read(str(path), dtype="float32", always_2d=True)
-        return AudioAsset(index, data.T, sample_rate=int(sr), made_by=made_by, metadata={"resumed": True})
+        samples, sr = read_audio(path)
+        return AudioAsset(index, samples, sample_rate=sr, made_by=made_by, metadata={"resumed": True})

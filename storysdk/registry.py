@@ -134,7 +134,8 @@ class Registry:
         env = os.environ if environ is None else environ
         self.pm = pluggy.PluginManager(ENTRY_POINT_GROUP)
         self.pm.add_hookspecs(hookspecs)
-        self.failed: list[FailedPlugin] = []
+        self._import_failures: list[FailedPlugin] = []
+        self._hook_failures: list[FailedPlugin] = []
         self._versions: dict[str, str | None] = {}
         self._dists: dict[str, str | None] = {}
         self._table: dict[tuple[str, str], ComponentInfo] | None = None
@@ -178,7 +179,7 @@ class Registry:
             except BaseException as exc:  # noqa: BLE001 - a broken plugin must not stop the others
                 if isinstance(exc, (KeyboardInterrupt, SystemExit)):
                     raise
-                self.failed.append(
+                self._import_failures.append(
                     FailedPlugin(ep.name, dist_name, version, f"{type(exc).__name__}: {exc}", traceback.format_exc())
                 )
                 continue
@@ -214,10 +215,10 @@ class Registry:
         if self._table is not None:
             return self._table
         table: dict[tuple[str, str], ComponentInfo] = {}
-        self.failed = [f for f in self.failed if f.traceback != "<hook>"]
+        self._hook_failures = []
+        # registration order: built-ins first, then entry points by name, then plugins
+        # registered by hand; of two equal names the first registered wins
         plugins = self.pm.list_name_plugin()
-        # built-ins first, then plugins in name order: which of two equal names wins is stable
-        plugins.sort(key=lambda np_: (np_[0] != BUILTIN_PLUGIN, np_[0]))
         for plugin_name, plugin in plugins:
             others = [p for n, p in plugins if n != plugin_name]
             added: list[tuple[str, str]] = []
@@ -228,13 +229,13 @@ class Registry:
             except Exception as exc:  # noqa: BLE001 - reported, other plugins go on
                 for key in added:
                     table.pop(key, None)
-                self.failed.append(
+                self._hook_failures.append(
                     FailedPlugin(
                         plugin_name,
                         self._dists.get(plugin_name),
                         self._versions.get(plugin_name),
                         f"{type(exc).__name__}: {exc}",
-                        "<hook>",
+                        traceback.format_exc(),
                     )
                 )
         self._table = table
@@ -270,6 +271,12 @@ class Registry:
         added.append((kind, cname))
 
     # -- queries ---------------------------------------------------------------------------
+    @property
+    def failed(self) -> list[FailedPlugin]:
+        """Plugins that failed to import, or whose registration hook raised, with their errors."""
+        self._collect()
+        return self._import_failures + self._hook_failures
+
     def components(self, kind: str | None = None) -> list[ComponentInfo]:
         """Registered components (of one kind), sorted by kind then name."""
         if kind is not None and kind not in KINDS:
@@ -289,7 +296,7 @@ class Registry:
         names = sorted(n for (k, n) in table if k == kind)
         close = difflib.get_close_matches(name, names, n=3)
         hint = f" Did you mean {', '.join(map(repr, close))}?" if close else ""
-        failed = [f.name for f in self.failed]
+        failed = [f.name for f in self._import_failures + self._hook_failures]
         fail_hint = (
             f" Plugins that failed to load: {', '.join(failed)} (see 'storysdk plugins')." if failed else ""
         )

@@ -558,11 +558,8 @@ class ScriptPlanner(Planner):
             name = e.character.name
             alone = [i for i, f in enumerate(frames) if f.characters == (name,)]
             if len(alone) < n:
-                where = (
-                    f" (line{'s' if len(alone) > 1 else ''} {', '.join(str(frames[i].lineno) for i in alone)})"
-                    if alone
-                    else ""
-                )
+                numbers = ", ".join(str(frames[i].lineno) for i in alone)
+                where = f" (line{'s' if len(alone) > 1 else ''} {numbers})" if alone else ""
                 lower = (
                     f", or lower num_ids to {len(alone)}"
                     if alone
