@@ -16,8 +16,6 @@ from __future__ import annotations
 
 import io
 import math
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -287,19 +285,6 @@ def encode_audio(
     return _strip_wav_peak(data) if fmt == "wav" else data
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
 def write_audio(
     path: str | Path,
     samples: np.ndarray,
@@ -311,8 +296,12 @@ def write_audio(
 
     See :func:`encode_audio` for formats and subtypes. Returns the path.
     """
+    from .output import atomic_write  # output imports this module at load time
+
     path = Path(path)
-    _atomic_write_bytes(path, encode_audio(samples, sr, format, subtype))
+    data = encode_audio(samples, sr, format, subtype)
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
     return path
 
 

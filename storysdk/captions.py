@@ -12,6 +12,10 @@ Deviations from upstream, each with a way back to the faithful behaviour:
 * Size: ``font_size=None`` means ``round(45 * width / 768)`` but at least
   :data:`MIN_FONT_SIZE`, so captions on small frames stay readable and 768-px frames get
   upstream's 45; pass ``font_size=45`` for the fixed upstream size.
+* Line gap: upstream places each line (its height + 20) px above the line below (the bottom
+  line 20 px above the bottom edge), tuned for its 45 px font. We scale the 20 px with the
+  font, ``round(20 * font_size / 45)`` (see :func:`line_gap`), so small captions are not
+  spread apart; at font size 45 (768-px frames by default) it is exactly upstream's 20.
 * A first word wider than the image does not produce an empty line above it (upstream's
   wrapper appends the empty current line in that case).
 """
@@ -35,6 +39,7 @@ __all__ = [
     "CaptionLayout",
     "check_font_options",
     "default_font_size",
+    "line_gap",
     "draw_caption",
     "layout_caption",
     "load_font",
@@ -54,6 +59,11 @@ def default_font_size(width: int) -> int:
     return max(MIN_FONT_SIZE, round(REFERENCE_FONT_SIZE * width / REFERENCE_WIDTH))
 
 
+def line_gap(font_size: int) -> int:
+    """The gap below each caption line: upstream's 20 px at its font size 45, scaled with the font."""
+    return max(1, round(CAPTION_BOTTOM * font_size / REFERENCE_FONT_SIZE))
+
+
 def load_font(size: int, font_path: str | Path | None = None) -> ImageFont.FreeTypeFont:
     """A scalable font of ``size`` px: the TrueType file ``font_path``, or Pillow's built-in font."""
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
@@ -70,7 +80,8 @@ def load_font(size: int, font_path: str | Path | None = None) -> ImageFont.FreeT
     if not path.is_file():
         raise ConfigError(f"font file {str(path)!r} does not exist; give the path of a .ttf/.otf file")
     try:
-        return ImageFont.truetype(str(path), size)
+        # BASIC layout, as load_default uses: the same pixels whether or not libraqm is installed
+        return ImageFont.truetype(str(path), size, layout_engine=ImageFont.Layout.BASIC)
     except OSError as exc:
         raise ConfigError(f"cannot load font {str(path)!r} ({exc}); give a TrueType or OpenType font") from exc
 
@@ -117,11 +128,14 @@ def layout_caption(
 ) -> CaptionLayout | None:
     """The geometry of StoryDiffusion's ``add_caption`` (bottom-mid) for ``text``; ``None`` if empty.
 
-    Bottom line first: its origin is ``((W - w) // 2, H - (h + 20))`` with ``(w, h)`` the size
-    of its ``textbbox``; each line above sits ``(its h + 20)`` px above the line below. The
+    Bottom line first: its origin is ``((W - w) // 2, H - (h + g))`` with ``(w, h)`` the size
+    of its ``textbbox`` and ``g`` = :func:`line_gap` (20 at font size 45); each line above sits
+    ``(its h + g)`` px above the line below. The
     rectangle spans the widest line, centred, padded by 5 px, from the top line's origin to
     the bottom line's origin plus the *top* line's height (upstream reuses the last height it
-    measured; identical for one-line captions).
+    measured; identical for one-line captions). Like upstream, the rectangle ignores the
+    ``textbbox``'s top offset, so with large fonts the glyphs' lowest pixels can reach a few
+    px below it.
     """
     width, height = image_size
     measure = ImageDraw.Draw(Image.new("RGB", (1, 1)))
@@ -131,11 +145,12 @@ def layout_caption(
     positions: list[tuple[int, int]] = []
     widest = 0
     text_height = 0
+    gap = line_gap(int(font.size))
     y = height
     for line in reversed(lines):  # bottom line first
         left, top, right, bottom = measure.textbbox((0, 0), line, font=font)
         text_width, text_height = right - left, bottom - top
-        y = y - (text_height + CAPTION_BOTTOM)
+        y = y - (text_height + gap)
         positions.append(((width - text_width) // 2, y))
         widest = max(widest, text_width)
     x0 = (width - widest) // 2

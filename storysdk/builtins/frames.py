@@ -5,8 +5,6 @@ other built-in composers share (fixed encoder settings, atomic writes).
 from __future__ import annotations
 
 import io
-import os
-import tempfile
 from pathlib import Path
 from typing import ClassVar
 
@@ -16,6 +14,7 @@ from ..captions import check_font_options, draw_caption
 from ..errors import ConfigError
 from ..interfaces import Composer
 from ..model import Modality, Story
+from ..output import atomic_write
 
 __all__ = [
     "IMAGE_FORMATS",
@@ -73,16 +72,8 @@ def encode_image(image: Image.Image, fmt: str = "png", quality: int = 95) -> byt
 def atomic_write_bytes(path: Path, data: bytes) -> Path:
     """Write ``data`` to ``path`` via a temporary file in the same folder and ``os.replace``."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
     return path
 
 
