@@ -135,6 +135,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
     pipe = sf.pipeline(defaults=_defaults(args))
     out = Path(args.out) if args.out else Path(sf.output.get("dir", Path("out") / Path(args.story).stem))
     plan = StoryPlan.load(args.plan) if args.plan else None
+    if plan is not None and args.seed is not None:
+        plan.seed = args.seed
     bar = ProgressBar() if not args.quiet else None
     try:
         story = pipe.run(sf.request, out_dir=out, plan=plan, progress=bar, overwrite=args.overwrite)

@@ -37,6 +37,14 @@ RUN_FILE = "run.json"
 PLAN_FILE = "plan.json"
 
 
+def _publish(tmp: str, path: Path) -> None:
+    # mkstemp creates 0600 files; give the result the permissions a plain open() would
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
+
+
 @contextmanager
 def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     """Open a temporary file next to ``path``; on success it replaces ``path`` atomically."""
@@ -45,7 +53,7 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
     try:
         with os.fdopen(fd, mode) as fh:
             yield fh
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)
@@ -62,7 +70,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     os.close(fd)
     try:
         yield Path(tmp)
-        os.replace(tmp, path)
+        _publish(tmp, path)
     except BaseException:
         try:
             os.unlink(tmp)

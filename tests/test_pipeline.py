@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import os
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,10 @@ def test_plan_then_render_writes_every_asset_and_the_plan(tmp_path: Path) -> Non
     assert StoryPlan.load(tmp_path / "plan.json") == story.plan
     assert all(s.tokens["fake"].tensors["bytes"].tobytes() == s.prompt.encode() for s in story.plan.scenes)
     assert story.files["fake-composer"] == [tmp_path / "story.json"]
+    umask = os.umask(0)
+    os.umask(umask)
+    for name in ("plan.json", "images/scene-0000.png", "audio/scene-0000.wav", "story.json"):
+        assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
 def test_same_seed_gives_byte_identical_files_and_other_seed_differs(tmp_path: Path) -> None:

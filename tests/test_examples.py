@@ -1,0 +1,151 @@
+"""The examples and the docs: story files parse and render, scripts run, doc code blocks run, links resolve."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import soundfile as sf
+from PIL import Image
+
+import storysdk
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = ROOT / "examples"
+DOCS = ROOT / "docs"
+STORY_FILES = sorted(EXAMPLES.glob("*.toml"))
+#: Documents whose ```python blocks are run, in order, in one namespace per document.
+RUNNABLE_DOCS = [
+    DOCS / "getting-started.md",
+    DOCS / "data-flow.md",
+    DOCS / "story-files.md",
+    DOCS / "plugin-guide.md",
+    ROOT / "README.md",
+]
+
+
+def python_blocks(path: Path) -> list[str]:
+    return re.findall(r"^```python\n(.*?)^```", path.read_text(encoding="utf-8"), flags=re.S | re.M)
+
+
+def test_there_are_story_files_and_one_mixes_images_and_audio() -> None:
+    assert [p.name for p in STORY_FILES] == ["mixed-story.toml"]
+    mixed = storysdk.load_story_file(EXAMPLES / "mixed-story.toml")
+    assert [g["name"] for g in mixed.generators] == ["diffusers-image", "diffusers-audio"]
+    assert {"comic", "soundtrack", "storybook", "frames"} == {c["name"] for c in mixed.composers}
+    assert mixed.defaults == {"preset": "auto"}
+
+
+@pytest.mark.parametrize("path", STORY_FILES, ids=lambda p: p.name)
+def test_story_file_parses_builds_and_plans(path: Path) -> None:
+    story_file = storysdk.load_story_file(path)
+    pipe = story_file.pipeline(defaults={"preset": "tiny"})  # what --preset tiny builds
+    assert pipe.planner.name == story_file.planner["name"]
+    assert [t.name for t in pipe.tokenizers] == [t["name"] for t in story_file.tokenizers]
+    assert [g.name for g in pipe.generators] == [g["name"] for g in story_file.generators]
+    assert [c.name for c in pipe.composers] == [c["name"] for c in story_file.composers]
+    plan = pipe.plan(story_file.request)
+    assert plan.scenes and plan.seed == story_file.request.seed
+    json.loads(plan.to_json())
+
+
+def test_mixed_story_plan_follows_the_script() -> None:
+    story_file = storysdk.load_story_file(EXAMPLES / "mixed-story.toml")
+    plan = story_file.pipeline(defaults={"preset": "tiny"}).plan(story_file.request)
+    script_lines = [ln for ln in (story_file.request.script or "").splitlines() if ln.strip()]
+    assert len(plan.scenes) == len(script_lines) == 6
+    for scene, line in zip(plan.scenes, script_lines):
+        assert scene.caption == line.rsplit("#", 1)[1].strip()
+        tags = [t for t in re.findall(r"\[([^\]]+)\]", line.split("#")[0]) if t != "NC"]
+        assert list(scene.characters) == tags
+        assert "[" not in scene.prompt  # tags were replaced by the descriptions
+    assert [s.characters for s in plan.scenes][3] == ()  # the [NC] frame
+    total = story_file.request.duration
+    assert total is not None
+    assert sum(s.duration or 0 for s in plan.scenes) == pytest.approx(total)
+
+
+def test_mixed_story_renders_on_the_tiny_preset(tmp_path: Path) -> None:
+    """The demo's story file, shrunk (2 scenes, 64 px, 1 step), renders every deliverable."""
+    story_file = storysdk.load_story_file(EXAMPLES / "mixed-story.toml")
+    story_file.request.width = story_file.request.height = 64
+    for gen in story_file.generators:
+        gen["steps"] = 1
+    pipe = story_file.pipeline(defaults={"preset": "tiny", "device": "cpu"})
+    plan = pipe.plan(story_file.request)
+    plan.scenes = [plan.scenes[0], plan.scenes[3]]  # Lily alone, and the [NC] storm
+    story = pipe.run(story_file.request, plan=plan, out_dir=tmp_path)
+
+    assert sorted(story.images) == sorted(story.audio) == [0, 3]
+    assert {a.image.size for a in story.images.values()} == {(64, 64)}
+    (page,) = story.files["comic"]
+    assert page.is_file() and Image.open(page).size[0] >= 64
+    frames = story.files["frames"]
+    assert [p.suffix for p in frames] == [".webp", ".webp"]
+    assert all(Image.open(p).size == (64, 64) for p in frames)
+    wav = [p for p in story.files["soundtrack"] if p.suffix == ".wav"]
+    assert len(wav) == 1
+    data, rate = sf.read(str(wav[0]), always_2d=True)
+    clip = story.audio[0]
+    assert clip.seconds == pytest.approx(2.0, abs=1 / clip.sample_rate)  # 12 s over 6 scenes
+    crossfade = story_file.composers[2]["crossfade"]
+    assert data.shape[0] == round((2 * clip.seconds - crossfade) * rate)
+    (html,) = [p for p in story.files["storybook"] if p.suffix == ".html"]
+    text = html.read_text(encoding="utf-8")
+    assert "The Crystal Cave" in text
+    for scene in plan.scenes:
+        assert scene.caption in text
+    manifest = json.loads((tmp_path / "files.json").read_text())
+    assert set(manifest) == {"comic", "frames", "soundtrack", "storybook"}
+
+
+def test_python_api_example_runs(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [sys.executable, str(EXAMPLES / "python_api.py"), str(out)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "3 scenes, 3 pictures, 3 clips" in proc.stdout
+    printed = dict(line.split(": ", 1) for line in proc.stdout.splitlines() if ": " in line)
+    for composer in ("comic", "soundtrack", "captions-md"):
+        assert Path(printed[composer]).is_file(), composer
+    md = (out / "story.md").read_text(encoding="utf-8")
+    for caption in ("Ada finishes her robot.", "It wakes up!", "They go out to see the city."):
+        assert caption in md
+    for link in re.findall(r"\]\((images/[^)]+)\)", md):
+        assert (out / link).is_file()
+    assert len(list((out / "images").glob("scene-*.png"))) == 3
+
+
+@pytest.mark.parametrize("doc", RUNNABLE_DOCS, ids=lambda p: p.name)
+def test_doc_python_blocks_run(doc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    blocks = python_blocks(doc)
+    assert blocks, f"{doc.name} has no python blocks"
+    (tmp_path / "examples").mkdir()
+    for path in STORY_FILES:
+        shutil.copy(path, tmp_path / "examples" / path.name)
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {"__name__": f"doc_{doc.stem}"}
+    for i, block in enumerate(blocks):
+        exec(compile(block, f"{doc}:python-block-{i + 1}", "exec"), namespace)  # noqa: S102
+
+
+LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")
+
+
+@pytest.mark.parametrize("doc", sorted(DOCS.glob("*.md")) + [ROOT / "README.md", EXAMPLES / "plugin-template" / "README.md"],
+                         ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_relative_links_resolve(doc: Path) -> None:
+    for target in LINK.findall(doc.read_text(encoding="utf-8")):
+        if re.match(r"[a-z]+:", target):
+            continue
+        assert (doc.parent / target).exists(), f"{doc.name}: broken link {target}"
