@@ -19,6 +19,7 @@ if TYPE_CHECKING:
 __all__ = [
     "apply_offload",
     "cpu_generator",
+    "dtype_kwargs",
     "require_torch",
     "resolve_device",
     "resolve_dtype",
@@ -158,6 +159,16 @@ def _weights_available(model: str) -> bool:
         if isinstance(found, str):
             return True
     return False
+
+
+def dtype_kwargs(dtype: torch.dtype) -> dict[str, Any]:
+    """``{"dtype": dtype}`` for diffusers' loaders, or ``{"torch_dtype": dtype}`` before diffusers
+    renamed it (plugin-conventions.md §3: ``torch_dtype`` is deprecated in favour of ``dtype``)."""
+    try:
+        from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
+    except ImportError:
+        return {"torch_dtype": dtype}
+    return {"dtype": dtype}
 
 
 def apply_offload(pipe: Any, offload: str | None, device: torch.device) -> Any:

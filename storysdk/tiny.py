@@ -13,7 +13,8 @@ the cross-attention width. Importing this module does not import torch.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Mapping
 
 from .errors import ConfigError
 
@@ -22,14 +23,16 @@ if TYPE_CHECKING:
 
 __all__ = [
     "TINY_SDXL",
+    "TINY_STABLE_AUDIO",
     "tiny_sdxl_components",
     "tiny_sdxl_pipeline",
+    "tiny_sdxl_text_components",
     "tiny_stable_audio_components",
     "tiny_stable_audio_pipeline",
 ]
 
 #: Sizes of the tiny SDXL (read-only; build with :func:`tiny_sdxl_components`).
-TINY_SDXL: dict[str, Any] = {
+TINY_SDXL: Mapping[str, Any] = MappingProxyType({
     "text_hidden": 32,  # each CLIP text encoder; cross_attention_dim = 32 + 32
     "text_layers": 4,
     "text_vocab": 1000,
@@ -38,10 +41,10 @@ TINY_SDXL: dict[str, Any] = {
     "unet_channels": (16, 32, 64),
     "vae_channels": (8, 8, 16, 16),
     "sample_size": 8,  # latent size -> default 64x64 images
-}
+})
 
 #: SDXL's default scheduler settings (stable-diffusion-xl-base-1.0 scheduler_config.json).
-_SDXL_SCHEDULER = {
+_SDXL_SCHEDULER: Mapping[str, Any] = MappingProxyType({
     "beta_start": 0.00085,
     "beta_end": 0.012,
     "beta_schedule": "scaled_linear",
@@ -49,10 +52,10 @@ _SDXL_SCHEDULER = {
     "prediction_type": "epsilon",
     "steps_offset": 1,
     "timestep_spacing": "leading",
-}
+})
 
 
-def _scheduler(name: str | None, defaults: dict[str, Any], default_cls: str) -> Any:
+def _scheduler(name: str | None, defaults: Mapping[str, Any], default_cls: str) -> Any:
     import diffusers
 
     cls_name = name or default_cls
@@ -65,14 +68,12 @@ def _scheduler(name: str | None, defaults: dict[str, Any], default_cls: str) -> 
     return cls.from_config(dict(defaults))
 
 
-def tiny_sdxl_components(seed: int = 0, scheduler: str | None = None) -> dict[str, Any]:
-    """The components of a tiny SDXL pipeline (``StableDiffusionXLPipeline(**components)``).
+def tiny_sdxl_text_components(seed: int = 0) -> dict[str, Any]:
+    """The text side of the tiny SDXL: ``text_encoder``, ``text_encoder_2``, ``tokenizer``, ``tokenizer_2``.
 
-    Same ``seed``: bit-identical weights. ``scheduler`` is a diffusers scheduler class name
-    (default ``EulerDiscreteScheduler``, as SDXL base).
+    The weights equal those of :func:`tiny_sdxl_components` with the same ``seed``.
     """
     import torch
-    from diffusers import AutoencoderKL, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
     from .testing.tokenizers import clip_tokenizer
@@ -80,7 +81,7 @@ def tiny_sdxl_components(seed: int = 0, scheduler: str | None = None) -> dict[st
     t = TINY_SDXL
     tokenizer = clip_tokenizer(vocab_size=t["text_vocab"])
     tokenizer_2 = clip_tokenizer(vocab_size=t["text_vocab"])
-    text_cfg = dict(
+    text_cfg: dict[str, Any] = dict(
         vocab_size=t["text_vocab"],
         hidden_size=t["text_hidden"],
         intermediate_size=37,
@@ -92,6 +93,33 @@ def tiny_sdxl_components(seed: int = 0, scheduler: str | None = None) -> dict[st
         eos_token_id=tokenizer.eos_token_id,
         pad_token_id=tokenizer.pad_token_id,
     )
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg, hidden_act="quick_gelu"))
+    torch.manual_seed(seed)
+    text_encoder_2 = CLIPTextModelWithProjection(
+        CLIPTextConfig(**text_cfg, hidden_act="gelu", projection_dim=t["pooled_dim"])
+    )
+    text_encoder.eval()
+    text_encoder_2.eval()
+    return {
+        "text_encoder": text_encoder,
+        "text_encoder_2": text_encoder_2,
+        "tokenizer": tokenizer,
+        "tokenizer_2": tokenizer_2,
+    }
+
+
+def tiny_sdxl_components(seed: int = 0, scheduler: str | None = None) -> dict[str, Any]:
+    """The components of a tiny SDXL pipeline (``StableDiffusionXLPipeline(**components)``).
+
+    Same ``seed``: bit-identical weights. ``scheduler`` is a diffusers scheduler class name
+    (default ``EulerDiscreteScheduler``, as SDXL base).
+    """
+    import torch
+    from diffusers import AutoencoderKL, UNet2DConditionModel
+
+    t = TINY_SDXL
+    text = tiny_sdxl_text_components(seed)
     torch.manual_seed(seed)
     unet = UNet2DConditionModel(
         sample_size=t["sample_size"],
@@ -126,21 +154,12 @@ def tiny_sdxl_components(seed: int = 0, scheduler: str | None = None) -> dict[st
         sample_size=8 * t["sample_size"],
         scaling_factor=0.13025,  # SDXL's VAE scaling factor
     )
-    torch.manual_seed(seed)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg, hidden_act="quick_gelu"))
-    torch.manual_seed(seed)
-    text_encoder_2 = CLIPTextModelWithProjection(
-        CLIPTextConfig(**text_cfg, hidden_act="gelu", projection_dim=t["pooled_dim"])
-    )
-    for module in (unet, vae, text_encoder, text_encoder_2):
-        module.eval()
+    unet.eval()
+    vae.eval()
     return {
         "unet": unet,
         "vae": vae,
-        "text_encoder": text_encoder,
-        "text_encoder_2": text_encoder_2,
-        "tokenizer": tokenizer,
-        "tokenizer_2": tokenizer_2,
+        **text,
         "scheduler": _scheduler(scheduler, _SDXL_SCHEDULER, "EulerDiscreteScheduler"),
         "image_encoder": None,
         "feature_extractor": None,
@@ -156,14 +175,14 @@ def tiny_sdxl_pipeline(seed: int = 0, scheduler: str | None = None) -> StableDif
     return pipe
 
 
-#: Sizes of the tiny Stable Audio: 800 Hz stereo, hop 16, at most 1024 latent frames (20.48 s).
-TINY_STABLE_AUDIO: dict[str, Any] = {
-    "sampling_rate": 800,
-    "downsampling_ratios": (2, 8),
+#: Sizes of the tiny Stable Audio: 8 kHz stereo, hop 160, at most 1024 latent frames (20.48 s).
+TINY_STABLE_AUDIO: Mapping[str, Any] = MappingProxyType({
+    "sampling_rate": 8000,
+    "downsampling_ratios": (2, 8, 10),
     "latent_frames": 1024,
     "max_seconds": 20.48,
     "t5_vocab": 1000,
-}
+})
 
 
 def tiny_stable_audio_components(seed: int = 0) -> dict[str, Any]:
@@ -192,14 +211,14 @@ def tiny_stable_audio_components(seed: int = 0) -> dict[str, Any]:
         out_channels=4,
         cross_attention_dim=16,
         time_proj_dim=16,
-        global_states_input_dim=16,
+        global_states_input_dim=32,  # seconds_start and seconds_end, 16 each
         cross_attention_input_dim=16,
     )
     torch.manual_seed(seed)
     vae = AutoencoderOobleck(
         encoder_hidden_size=4,
         downsampling_ratios=list(a["downsampling_ratios"]),
-        channel_multiples=[1, 2],
+        channel_multiples=[1, 2, 2],
         decoder_channels=4,
         decoder_input_channels=4,
         audio_channels=2,
@@ -248,7 +267,7 @@ def tiny_stable_audio_components(seed: int = 0) -> dict[str, Any]:
 
 
 def tiny_stable_audio_pipeline(seed: int = 0) -> StableAudioPipeline:
-    """A tiny :class:`~diffusers.StableAudioPipeline`: stereo at 800 Hz, clips up to 20.48 s."""
+    """A tiny :class:`~diffusers.StableAudioPipeline`: stereo at 8 kHz, clips up to 20.48 s."""
     from diffusers import StableAudioPipeline
 
     pipe = StableAudioPipeline(**tiny_stable_audio_components(seed))

@@ -4,6 +4,11 @@ Hub tokenizers (``hf-internal-testing/tiny-random-clip``...) cannot be downloade
 without a hub, so the tiny presets build theirs from :data:`STORY_CORPUS`, a fixed English
 text of story vocabulary (plugin-conventions.md §5, options 2 and 3). Both functions are
 deterministic: the same arguments give the same vocabulary and ids in every process.
+
+Deviation from §5 option 2: the BPE merges are learned by :func:`learn_bpe_merges` here,
+not by the ``tokenizers`` ``BpeTrainer``, whose tie-breaking follows hash-map order and so
+gave a different vocabulary in each process. Normalisation and pre-tokenisation are still
+those of the ``tokenizers`` pipeline that ``CLIPTokenizer`` uses.
 """
 
 from __future__ import annotations

@@ -1,0 +1,149 @@
+"""The per-run state of the story loop (§2), in its two cache modes.
+
+``PrefillStory`` is the release's behaviour: the prompt string is rebuilt and re-encoded from
+scratch every step, with the window of 8 images cut out of the string. ``SinkStory`` keeps
+the KV cache across steps and evicts old images with the attention-sink rule of §2.
+Both live in the pipeline's per-run ``StepContext.state``, never on the planner.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import torch
+
+from .constants import EOI_TOKEN, IMAGE_BLOCK, INST, NUM_IMG_TOKENS, WINDOW_SIZE
+from .decode import BlockMode, decode_step
+from .mllm import MLLM
+from .sink import reindex_cache, sink_positions
+from .text import clean_text
+
+__all__ = ["PrefillStory", "SinkStory", "StepOutput", "cut_window"]
+
+
+@attrs.define
+class StepOutput:
+    """One scene from the loop: the cleaned text, the raw decoded text, the image features."""
+
+    text: str
+    raw: str
+    features: torch.Tensor | None  # (256, D) regressed features, or None when no image came
+    context_tokens: int
+
+
+def cut_window(prompt: str, features: list[torch.Tensor], window: int = WINDOW_SIZE) -> tuple[str, list[torch.Tensor]]:
+    """§2 window: while more than ``window`` images are held, cut the prompt up to the first
+    ``</img>`` plus ``len("[INST]")`` characters and drop the oldest image feature."""
+    while len(features) > window:
+        cut = prompt.index(EOI_TOKEN) + len(EOI_TOKEN) + len(INST)
+        prompt, features = prompt[cut:], features[1:]
+    return prompt, features
+
+
+def _no_grad(fn: Any) -> Any:
+    return torch.no_grad()(fn)
+
+
+@attrs.define
+class PrefillStory:
+    """Release mode: ``prompt`` and ``features`` as upstream's ``gen_george.py`` keeps them."""
+
+    prompt: str
+    features: list[torch.Tensor]
+    window: int = WINDOW_SIZE
+
+    @classmethod
+    def start(cls, caption: str, features: torch.Tensor, window: int = WINDOW_SIZE) -> PrefillStory:
+        return cls(prompt=caption + IMAGE_BLOCK, features=[features], window=window)
+
+    @_no_grad
+    def step(self, lm: MLLM, max_new_tokens: int, block: BlockMode = "one-pass",
+             max_text_tokens: int | None = None) -> StepOutput:
+        from transformers import DynamicCache
+
+        ids = [lm.ids.bos] + lm.tokenizer.encode(self.prompt, add_special_tokens=False)
+        embeds = lm.inject(ids, torch.stack(self.features))
+        cache = DynamicCache()
+        _, logits = lm.forward(embeds, cache, 0)
+        out = decode_step(lm, cache, logits, len(ids), max_new_tokens, block, max_text_tokens)
+        raw = lm.tokenizer.decode(out.gen_ids, skip_special_tokens=False)
+        text = clean_text(raw)
+        feats = None if out.image_hidden is None else lm.regress(out.image_hidden)
+        if feats is not None:  # §2 history: the regressed features themselves, then the window
+            self.prompt, self.features = cut_window(self.prompt + text + IMAGE_BLOCK, self.features + [feats], self.window)
+        return StepOutput(text, raw, feats, len(ids))
+
+
+@attrs.define
+class SinkStory:
+    """KV-reuse mode: the cache persists; images leaving the window are evicted per §2's sink rule.
+
+    ``kept`` holds the absolute sequence position of every cache row; ``images`` the absolute
+    (boi, eoi) of every image block, oldest first; ``evicted`` those that left the window.
+    """
+
+    cache: Any
+    logits: torch.Tensor
+    total: int
+    kept: list[int]
+    images: list[tuple[int, int]]
+    evicted: list[tuple[int, int]] = attrs.field(factory=list)
+    window: int = WINDOW_SIZE
+
+    @classmethod
+    @_no_grad
+    def start(cls, lm: MLLM, caption: str, features: torch.Tensor, window: int = WINDOW_SIZE) -> SinkStory:
+        from transformers import DynamicCache
+
+        ids = [lm.ids.bos] + lm.tokenizer.encode(caption + IMAGE_BLOCK, add_special_tokens=False)
+        cache = DynamicCache()
+        _, logits = lm.forward(lm.inject(ids, features[None]), cache, 0)
+        boi = ids.index(lm.ids.boi)
+        return cls(cache, logits, len(ids), list(range(len(ids))), [(boi, boi + NUM_IMG_TOKENS + 1)], window=window)
+
+    @property
+    def live_images(self) -> int:
+        return len(self.images) - len(self.evicted)
+
+    @_no_grad
+    def step(self, lm: MLLM, max_new_tokens: int, block: BlockMode = "one-pass",
+             max_text_tokens: int | None = None) -> StepOutput:
+        context = len(self.kept)
+        out = decode_step(lm, self.cache, self.logits, context, max_new_tokens, block, max_text_tokens)
+        raw = lm.tokenizer.decode(out.gen_ids, skip_special_tokens=False)
+        feats = None if out.image_hidden is None else lm.regress(out.image_hidden)
+        fed = out.next_pos - context
+        if feats is None:
+            self._keep_fed(fed, out.logits)
+            return StepOutput(clean_text(raw), raw, None, context)
+        # Replace the generated chain by the canonical block with the regressed features fed
+        # back through the input resampler, exactly what a re-prefill would hold (§2 history).
+        drop = fed - (out.chain_start or 0)
+        self.cache.crop(-drop)
+        self._keep_fed(fed - drop, None)
+        start = len(self.kept)
+        block_ids = list(lm.ids.chain)
+        embeds = lm.inject(block_ids, feats[None])
+        _, self.logits = lm.forward(embeds, self.cache, start)
+        boi = self.total
+        self._keep_fed(len(block_ids), self.logits)
+        self.images.append((boi, boi + NUM_IMG_TOKENS + 1))
+        while self.live_images > self.window:
+            self.evict(lm)
+        return StepOutput(clean_text(raw), raw, feats, context)
+
+    def _keep_fed(self, n: int, logits: torch.Tensor | None) -> None:
+        self.kept.extend(range(self.total, self.total + n))
+        self.total += n
+        if logits is not None:
+            self.logits = logits
+
+    def evict(self, lm: MLLM) -> None:
+        """Evict the oldest live image and rebuild the cache with the kept positions (§2)."""
+        self.evicted.append(self.images[len(self.evicted)])
+        keep = sink_positions(self.total, self.evicted)
+        row_of = {p: r for r, p in enumerate(self.kept)}
+        rows = [row_of[p] for p in keep if p in row_of]
+        self.cache = reindex_cache(lm.llm, self.cache, rows)
+        self.kept = [self.kept[r] for r in rows]

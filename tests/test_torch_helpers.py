@@ -1,0 +1,187 @@
+"""storysdk._torch: devices, dtypes, generators, presets, offload, and import lightness."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import warnings
+
+import pytest
+import torch
+
+from storysdk import _torch
+from storysdk._torch import (
+    apply_offload,
+    cpu_generator,
+    require_torch,
+    resolve_device,
+    resolve_dtype,
+    resolve_preset,
+)
+from storysdk.errors import ConfigError, StorySDKError
+
+
+def test_resolve_device_auto_and_names():
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device(None).type == expected
+    assert resolve_device("auto").type == expected
+    assert resolve_device("AUTO").type == expected
+    assert resolve_device("cpu") == torch.device("cpu")
+
+
+@pytest.mark.parametrize("bad", ["gpu0", "cuda:x", "", "banana"])
+def test_resolve_device_bad_names(bad):
+    with pytest.raises(ConfigError, match="device"):
+        resolve_device(bad)
+
+
+def test_resolve_device_cuda_missing_is_clear(monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    with pytest.raises(ConfigError, match="no CUDA GPU"):
+        resolve_device("cuda")
+    assert resolve_device("auto").type == "cpu"
+
+
+@pytest.mark.parametrize(
+    "name, expected",
+    [
+        ("float16", torch.float16),
+        ("fp16", torch.float16),
+        ("bfloat16", torch.bfloat16),
+        ("bf16", torch.bfloat16),
+        ("float32", torch.float32),
+        ("fp32", torch.float32),
+        ("torch.float16", torch.float16),
+        (torch.bfloat16, torch.bfloat16),
+    ],
+)
+def test_resolve_dtype_names(name, expected):
+    assert resolve_dtype(name, torch.device("cpu")) is expected
+
+
+def test_resolve_dtype_auto_depends_on_device():
+    assert resolve_dtype("auto", torch.device("cpu")) is torch.float32
+    assert resolve_dtype(None, "cpu") is torch.float32
+    assert resolve_dtype("auto", torch.device("cuda")) is torch.float16
+    assert resolve_dtype(None, "cuda:0") is torch.float16
+
+
+@pytest.mark.parametrize("bad", ["int8", "float64", "double", torch.int64])
+def test_resolve_dtype_bad(bad):
+    with pytest.raises(ConfigError, match="dtype"):
+        resolve_dtype(bad, torch.device("cpu"))
+
+
+def test_cpu_generator_is_seeded_cpu():
+    g1, g2 = cpu_generator(123), cpu_generator(123)
+    assert g1.device.type == "cpu"
+    a = torch.randn(5, generator=g1)
+    b = torch.randn(5, generator=g2)
+    reference = torch.randn(5, generator=torch.Generator().manual_seed(123))
+    assert torch.equal(a, b) and torch.equal(a, reference)
+    assert not torch.equal(a, torch.randn(5, generator=cpu_generator(124)))
+
+
+def test_resolve_preset_plain():
+    assert resolve_preset("tiny", None) == "tiny"
+    assert resolve_preset("tiny", "/does/not/matter") == "tiny"
+    assert resolve_preset(None, None) == "full"
+    assert resolve_preset("full", "some/model") == "full"
+    with pytest.raises(ConfigError, match="preset 'huge'"):
+        resolve_preset("huge", None)
+
+
+def test_resolve_preset_auto_local_path(tmp_path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_preset("auto", str(tmp_path)) == "full"
+
+
+def test_resolve_preset_auto_falls_back_to_tiny(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
+    with pytest.warns(UserWarning, match="tiny preset"):
+        assert resolve_preset("auto", "nobody/no-such-model-xyz") == "tiny"
+    with pytest.warns(UserWarning, match="tiny preset"):
+        assert resolve_preset("auto", str(tmp_path / "missing")) == "tiny"
+    with pytest.warns(UserWarning):
+        assert resolve_preset("auto", None) == "tiny"
+
+
+def test_resolve_preset_auto_finds_hf_cache(tmp_path, monkeypatch):
+    # Build the hub cache layout by hand: models--org--name/snapshots/<rev>/model_index.json
+    cache = tmp_path / "hub"
+    repo = cache / "models--org--cached-model"
+    rev = "0" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(rev)
+    snap = repo / "snapshots" / rev
+    snap.mkdir(parents=True)
+    (snap / "model_index.json").write_text("{}")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(cache))
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert resolve_preset("auto", "org/cached-model") == "full"
+
+
+class _FakePipe:
+    def __init__(self):
+        self.calls = []
+
+    def to(self, device):
+        self.calls.append(("to", device))
+        return self
+
+    def enable_model_cpu_offload(self, device=None):
+        self.calls.append(("model", device))
+
+    def enable_sequential_cpu_offload(self, device=None):
+        self.calls.append(("sequential", device))
+
+
+def test_apply_offload():
+    pipe = _FakePipe()
+    assert apply_offload(pipe, None, torch.device("cpu")) is pipe
+    assert pipe.calls == [("to", torch.device("cpu"))]
+    cuda = torch.device("cuda")
+    pipe = _FakePipe()
+    apply_offload(pipe, "model", cuda)
+    apply_offload(pipe, "sequential", cuda)
+    assert pipe.calls == [("model", cuda), ("sequential", cuda)]
+
+
+def test_apply_offload_errors():
+    with pytest.raises(ConfigError, match="needs a CUDA device"):
+        apply_offload(_FakePipe(), "model", torch.device("cpu"))
+    with pytest.raises(ConfigError, match="offload 'disk' is unknown"):
+        apply_offload(_FakePipe(), "disk", torch.device("cuda"))
+
+
+def test_require_torch(monkeypatch):
+    require_torch("anything")  # installed here
+    real = _torch.importlib.util.find_spec
+    monkeypatch.setattr(
+        _torch.importlib.util, "find_spec", lambda name: None if name == "diffusers" else real(name)
+    )
+    with pytest.raises(StorySDKError, match=r"my feature needs the torch extra .*storysdk\[torch\]"):
+        require_torch("my feature")
+
+
+@pytest.mark.parametrize(
+    "module",
+    [
+        "storysdk._torch",
+        "storysdk.tiny",
+        "storysdk.testing.tokenizers",
+        "storysdk.builtins.diffusers_image",
+        "storysdk.builtins.diffusers_audio",
+        "storysdk.builtins.clip_text",
+    ],
+)
+def test_modules_import_without_torch(module):
+    code = (
+        f"import {module}, sys; "
+        "heavy = [m for m in ('torch', 'diffusers', 'transformers', 'tokenizers') if m in sys.modules]; "
+        "assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
