@@ -34,7 +34,12 @@ def python_blocks(path: Path) -> list[str]:
 
 
 def test_there_are_story_files_and_one_mixes_images_and_audio() -> None:
-    assert [p.name for p in STORY_FILES] == ["mixed-story.toml"]
+    assert [p.name for p in STORY_FILES] == [
+        "frames-with-tangoflux.toml",
+        "mixed-story.toml",
+        "seed-story-plot-diffusers.toml",
+        "seed-story-tiny.toml",
+    ]
     mixed = storysdk.load_story_file(EXAMPLES / "mixed-story.toml")
     assert [g["name"] for g in mixed.generators] == ["diffusers-image", "diffusers-audio"]
     assert {"comic", "soundtrack", "storybook", "frames"} == {c["name"] for c in mixed.composers}

@@ -118,7 +118,7 @@ def test_example_story_file_renders_on_the_tiny_preset(tmp_path):
 
     from storysdk import load_story_file
 
-    sf = load_story_file(Path(__file__).parents[1] / "examples" / "seed-story-tiny.toml")
+    sf = load_story_file(Path(__file__).parents[3] / "examples" / "seed-story-tiny.toml")
     story = sf.pipeline(defaults={"device": "cpu"}).run(sf.request, out_dir=tmp_path / "out")
     assert len(story.plan.scenes) == 4 and sorted(story.images) == [0, 1, 2, 3]
     assert [p.name for p in story.files["frames"]] == [f"scene-00{i}.png" for i in range(4)]
