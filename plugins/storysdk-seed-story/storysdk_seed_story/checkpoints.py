@@ -1,6 +1,6 @@
 """Reading the released files of §1.6 with strict key accounting.
 
-Upstream loads every checkpoint with ``strict=False`` (§6 pitfalls); here every tensor of a
+Upstream loads every checkpoint non-strictly, ignoring key mismatches (§6 pitfalls); here every tensor of a
 file must be used and every tensor of the module must be found, otherwise a
 :class:`~storysdk.errors.CheckpointError` lists the missing and unexpected keys. Only the
 frozen sin-cos tables (``*pos_embed``) may be absent: they are recomputed (§9).
