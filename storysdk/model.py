@@ -11,7 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -462,7 +462,3 @@ class Story:
     def ordered_audio(self) -> list[tuple[Scene, AudioAsset]]:
         """(scene, clip) pairs in scene order, for scenes that have audio."""
         return [(s, self.audio[s.index]) for s in self.plan.scenes if s.index in self.audio]
-
-
-def scenes_by_index(scenes: Sequence[Scene]) -> dict[int, Scene]:
-    return {s.index: s for s in scenes}

@@ -17,9 +17,9 @@ import inspect
 import os
 import sys
 import traceback
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from functools import partial
-from typing import Any, TypeVar
+from typing import Any
 
 import attrs
 import pluggy
@@ -40,8 +40,6 @@ KINDS: dict[str, tuple[str, type[Component]]] = {
     "generator": ("register_generators", Generator),
     "composer": ("register_composers", Composer),
 }
-
-C = TypeVar("C", bound=Component)
 
 
 @attrs.frozen
@@ -332,7 +330,3 @@ def get_registry(*, reload: bool = False) -> Registry:
     if _default is None or reload:
         _default = Registry()
     return _default
-
-
-def iter_kinds() -> Iterable[str]:
-    return iter(KINDS)

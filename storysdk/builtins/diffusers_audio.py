@@ -10,17 +10,14 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Sequence
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 
 from ..errors import ConfigError
 from ..interfaces import Generator, RenderContext
 from ..model import Asset, AudioAsset, Scene
-from .diffusers_image import call_default, check_model_path, load_error
-
-if TYPE_CHECKING:
-    import torch
+from .diffusers_image import call_default, check_model_path, load_pipeline, pipeline_from_pretrained
 
 __all__ = ["DEFAULT_AUDIO_MODEL", "DiffusersAudioGenerator", "fit_length"]
 
@@ -101,36 +98,18 @@ class DiffusersAudioGenerator(Generator):
     def load(self) -> Any:
         """Load the pipeline now (otherwise at the first :meth:`generate`) and return it."""
         if self._pipe is None:
-            from .._torch import apply_offload, require_torch, resolve_device, resolve_dtype
+            from ..tiny import tiny_stable_audio_pipeline
 
-            require_torch(f"generator {self.name!r}")
-            device = resolve_device(self.device)
-            dtype = resolve_dtype(self.dtype, device)
-            if self.preset == "tiny":
-                from ..tiny import tiny_stable_audio_pipeline
-
-                pipe = tiny_stable_audio_pipeline(0)
-                if dtype != pipe.transformer.dtype:
-                    pipe = pipe.to(dtype=dtype)
-            else:
-                pipe = self._load_full(dtype)
-            pipe.set_progress_bar_config(disable=True)
-            self._pipe = apply_offload(pipe, self.offload, device)
+            self._pipe, _ = load_pipeline(
+                f"generator {self.name!r}",
+                preset=self.preset,
+                device=self.device,
+                dtype=self.dtype,
+                offload=self.offload,
+                tiny=lambda: tiny_stable_audio_pipeline(0),
+                full=lambda dtype: pipeline_from_pretrained(self.model, dtype),
+            )
         return self._pipe
-
-    def _load_full(self, dtype: torch.dtype) -> Any:
-        from diffusers import DiffusionPipeline
-
-        from .._torch import dtype_kwargs
-
-        try:
-            return DiffusionPipeline.from_pretrained(self.model, **dtype_kwargs(dtype))
-        except ImportError as exc:  # e.g. Stable Audio's scheduler needs torchsde
-            raise ConfigError(
-                f"model {self.model!r} needs a package that is not installed: {exc}; install it and retry"
-            ) from exc
-        except (OSError, ValueError) as exc:
-            raise load_error(self.model, exc) from exc
 
     @property
     def sample_rate(self) -> int:

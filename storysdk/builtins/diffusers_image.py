@@ -11,7 +11,7 @@ import inspect
 import os
 import re
 import warnings
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigError
@@ -79,6 +79,57 @@ def load_error(model: str, exc: BaseException, hint: str = "") -> ConfigError:
         + "Give a local folder (save_pretrained layout), a hub id reachable from here, "
         "or preset='tiny' for toy weights"
     )
+
+
+def pipeline_from_pretrained(model: str, dtype: torch.dtype) -> Any:
+    """``DiffusionPipeline.from_pretrained`` with the SDK's errors (missing package, bad model)."""
+    from diffusers import DiffusionPipeline
+
+    from .._torch import dtype_kwargs
+
+    try:
+        return DiffusionPipeline.from_pretrained(model, **dtype_kwargs(dtype))
+    except ImportError as exc:  # e.g. Stable Audio's scheduler needs torchsde
+        raise ConfigError(
+            f"model {model!r} needs a package that is not installed: {exc}; install it and retry"
+        ) from exc
+    except (OSError, ValueError) as exc:
+        raise load_error(model, exc) from exc
+
+
+def load_pipeline(
+    who: str,
+    *,
+    preset: str,
+    device: Any,
+    dtype: Any,
+    offload: str | None,
+    tiny: Callable[[], Any],
+    full: Callable[[torch.dtype], Any],
+    configure: Callable[[Any], None] | None = None,
+) -> tuple[Any, torch.device]:
+    """Build a diffusers pipeline the way every model-backed built-in does.
+
+    Resolves ``device``/``dtype``, takes the tiny preset from ``tiny()`` (cast to ``dtype``) or
+    the real model from ``full(dtype)``, lets ``configure`` adjust it (a scheduler, ...),
+    silences the pipeline's own progress bar and applies ``offload``. Returns the pipeline and
+    the execution device.
+    """
+    from .._torch import apply_offload, require_torch, resolve_device, resolve_dtype
+
+    require_torch(who)
+    dev = resolve_device(device)
+    dt = resolve_dtype(dtype, dev)
+    if preset == "tiny":
+        pipe = tiny()
+        if dt != pipe.dtype:
+            pipe = pipe.to(dtype=dt)
+    else:
+        pipe = full(dt)
+    if configure is not None:
+        configure(pipe)
+    pipe.set_progress_bar_config(disable=True)
+    return apply_offload(pipe, offload, dev), dev
 
 
 def scheduler_from_name(pipe: Any, name: str) -> Any:
@@ -188,37 +239,28 @@ class DiffusersImageGenerator(Generator):
     def load(self) -> Any:
         """Load the pipeline now (otherwise done at the first :meth:`generate`) and return it."""
         if self._pipe is None:
-            from .._torch import apply_offload, require_torch, resolve_device, resolve_dtype
+            from ..tiny import tiny_sdxl_pipeline
 
-            require_torch(f"generator {self.name!r}")
-            device = resolve_device(self.device)
-            dtype = resolve_dtype(self.dtype, device)
-            if self.preset == "tiny":
-                from ..tiny import tiny_sdxl_pipeline
+            def configure(pipe: Any) -> None:
+                if self.scheduler is not None:
+                    pipe.scheduler = scheduler_from_name(pipe, self.scheduler)
 
-                pipe = tiny_sdxl_pipeline(0)
-                if dtype != pipe.unet.dtype:
-                    pipe = pipe.to(dtype=dtype)
-            else:
-                pipe = self._load_full(dtype)
-            if self.scheduler is not None:
-                pipe.scheduler = scheduler_from_name(pipe, self.scheduler)
-            pipe.set_progress_bar_config(disable=True)
-            self._pipe = apply_offload(pipe, self.offload, device)
-            self._device = device
+            self._pipe, self._device = load_pipeline(
+                f"generator {self.name!r}",
+                preset=self.preset,
+                device=self.device,
+                dtype=self.dtype,
+                offload=self.offload,
+                tiny=lambda: tiny_sdxl_pipeline(0),
+                full=self._load_full,
+                configure=configure,
+            )
         return self._pipe
 
     def _load_full(self, dtype: torch.dtype) -> Any:
-        from diffusers import DiffusionPipeline
-
-        from .._torch import dtype_kwargs
-
         if self.model.endswith(SINGLE_FILE_SUFFIXES) and os.path.isfile(self.model):
             return self._load_single_file(dtype)
-        try:
-            return DiffusionPipeline.from_pretrained(self.model, **dtype_kwargs(dtype))
-        except (OSError, ValueError) as exc:
-            raise load_error(self.model, exc) from exc
+        return pipeline_from_pretrained(self.model, dtype)
 
     def _load_single_file(self, dtype: torch.dtype) -> Any:
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline

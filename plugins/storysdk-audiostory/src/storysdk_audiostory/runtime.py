@@ -10,7 +10,6 @@ from typing import Any
 import attrs
 import torch
 
-from . import constants as C
 from .dit import TangoFluxDiT
 from .presets import vae_clip_seconds
 
