@@ -17,7 +17,7 @@ $(BIN)/python:
 
 $(STAMP): $(BIN)/python pyproject.toml $(wildcard plugins/*/pyproject.toml) $(TEMPLATE)/pyproject.toml
 	$(BIN)/python -c "import torch" 2>/dev/null || $(BIN)/pip install --quiet "$(TORCH)"
-	$(BIN)/pip install --quiet -e ".[torch,test]" $(foreach d,$(PLUGIN_DIRS),-e $(d))
+	$(BIN)/pip install --quiet -e ".[torch,video,serve,test]" $(foreach d,$(PLUGIN_DIRS),-e $(d))
 	$(BIN)/pip install --quiet --no-deps -e $(TEMPLATE)
 	touch $(STAMP)
 

@@ -5,6 +5,7 @@ they first load a model.
 """
 
 
+from .cache import ComponentCache
 from .errors import (
     CheckpointError,
     ComponentError,
@@ -46,6 +47,7 @@ __all__ = [
     "AudioAsset",
     "Character",
     "CheckpointError",
+    "ComponentCache",
     "ComponentError",
     "ComponentInfo",
     "Composer",

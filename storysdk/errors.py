@@ -7,9 +7,11 @@ problem *and* the fix, so that an app can show it to a person as it is.
 from __future__ import annotations
 
 __all__ = [
+    "BusyError",
     "CheckpointError",
     "ComponentError",
     "ConfigError",
+    "JobCancelled",
     "OutputFolderError",
     "PluginError",
     "ScriptError",
@@ -84,3 +86,11 @@ class CheckpointError(StorySDKError):
 
 class OutputFolderError(StorySDKError):
     """The output folder holds a different story, or cannot be written."""
+
+
+class BusyError(StorySDKError):
+    """A bounded work queue is full (``storysdk serve`` answers 429); retry later."""
+
+
+class JobCancelled(StorySDKError):
+    """A queued or running job was cancelled on request; what it had written is kept."""

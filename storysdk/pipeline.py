@@ -17,6 +17,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Union
 
+from .cache import ComponentCache
 from .errors import ComponentError, ConfigError, StorySDKError
 from .interfaces import (
     Component,
@@ -54,7 +55,9 @@ class Pipeline:
     >>> story = pipe.run(StoryRequest(script="...", seed=1), out_dir="out")   # doctest: +SKIP
 
     ``defaults`` are options given to every named component whose constructor takes them
-    (``{"preset": "tiny", "device": "cpu"}``); explicit options win.
+    (``{"preset": "tiny", "device": "cpu"}``); explicit options win. With ``cache`` (a
+    :class:`~storysdk.cache.ComponentCache`), components named with the same options as an
+    earlier pipeline's are taken from it, loaded models included.
     """
 
     def __init__(
@@ -67,8 +70,10 @@ class Pipeline:
         registry: Registry | None = None,
         defaults: Mapping[str, Any] | None = None,
         max_scenes: int = DEFAULT_MAX_SCENES,
+        cache: ComponentCache | None = None,
     ) -> None:
         self.registry = registry if registry is not None else get_registry()
+        self.cache = cache
         self.defaults = dict(defaults or {})
         self._specs: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
         self.planner: Planner = self._build("planner", planner)  # type: ignore[assignment]
@@ -120,6 +125,8 @@ class Pipeline:
         merged = {k: v for k, v in self.defaults.items() if k in accepted}
         merged.update(options)
         self._specs[kind].append({"name": name, "options": merged})
+        if self.cache is not None:
+            return self.cache.get(kind, info, merged)
         return info.create(**merged)
 
     def describe(self) -> dict[str, Any]:

@@ -7,6 +7,9 @@ the others. Environment switches:
 - ``STORYSDK_LOAD_PLUGINS=a,b`` loads only those plugins (entry-point or distribution
   names); set it to an empty string to load none. Built-ins are always loaded.
 - ``STORYSDK_TRACE_PLUGINS=1`` prints every hook call and its result to stderr.
+- ``STORYSDK_PLUGINS=pkg.module,pkg.module:Object`` registers these plugin objects as well
+  (like pytest's ``PYTEST_PLUGINS``): a plugin that is not installed, or the test fakes in a
+  subprocess (``STORYSDK_PLUGINS=storysdk.testing:FakesPlugin``). A class is instantiated.
 """
 
 from __future__ import annotations
@@ -148,6 +151,9 @@ class Registry:
             only = env.get("STORYSDK_LOAD_PLUGINS")
             allowed = None if only is None else {n.strip() for n in only.split(",") if n.strip()}
             self._load_entrypoints(allowed)
+        for spec in (n.strip() for n in env.get("STORYSDK_PLUGINS", "").split(",")):
+            if spec:
+                self._load_named(spec)
 
     # -- loading -----------------------------------------------------------------------
     def _enable_trace(self) -> None:
@@ -182,6 +188,22 @@ class Registry:
                 )
                 continue
             self.register_plugin(module, name=ep.name, version=version, distribution=dist_name)
+
+    def _load_named(self, spec: str) -> None:
+        module_name, _, attr = spec.partition(":")
+        try:
+            obj: Any = importlib.import_module(module_name)
+            for part in filter(None, attr.split(".")):
+                obj = getattr(obj, part)
+            if inspect.isclass(obj):
+                obj = obj()
+        except Exception as exc:  # noqa: BLE001 - reported like a broken entry point
+            self._import_failures.append(
+                FailedPlugin(spec, None, None, f"{type(exc).__name__}: {exc} (from STORYSDK_PLUGINS)", traceback.format_exc())
+            )
+            return
+        if not self.pm.has_plugin(spec):
+            self.register_plugin(obj, name=spec)
 
     def register_plugin(
         self,

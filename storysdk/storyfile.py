@@ -65,10 +65,13 @@ class StoryFile:
     output: dict[str, Any] = attrs.field(factory=dict)
     path: Path | None = None
 
-    def pipeline(self, *, registry: Any = None, defaults: Mapping[str, Any] | None = None) -> Any:
+    def pipeline(
+        self, *, registry: Any = None, defaults: Mapping[str, Any] | None = None, cache: Any = None
+    ) -> Any:
         """Build the :class:`~storysdk.pipeline.Pipeline` this file describes.
 
-        ``defaults`` (for example the CLI's ``--preset``) override the file's ``[defaults]``.
+        ``defaults`` (for example the CLI's ``--preset``) override the file's ``[defaults]``;
+        ``cache`` is a :class:`~storysdk.cache.ComponentCache` to take built components from.
         """
         from .pipeline import Pipeline
 
@@ -81,6 +84,7 @@ class StoryFile:
             composers=self.composers,
             registry=registry,
             defaults=merged,
+            cache=cache,
         )
 
 

@@ -199,3 +199,16 @@ def test_default_registry_is_cached() -> None:
 def test_component_base_classes_have_one_abstract_method() -> None:
     for base in (storysdk.Planner, storysdk.Tokenizer, Generator, storysdk.Composer):
         assert len(base.__abstractmethods__) == 1
+
+
+def test_storysdk_plugins_registers_named_plugin_objects() -> None:
+    from storysdk.registry import Registry
+
+    reg = Registry(entrypoints=True, environ={"STORYSDK_LOAD_PLUGINS": "", "STORYSDK_PLUGINS": "storysdk.testing:FakesPlugin"})
+    assert reg.get("generator", "fake-image").plugin == "storysdk.testing:FakesPlugin"
+    assert reg.failed == []
+    broken = Registry(environ={"STORYSDK_LOAD_PLUGINS": "", "STORYSDK_PLUGINS": "storysdk.testing:NoSuchThing, no_such_module"})
+    assert [f.name for f in broken.failed] == ["storysdk.testing:NoSuchThing", "no_such_module"]
+    assert "AttributeError" in broken.failed[0].error and "STORYSDK_PLUGINS" in broken.failed[0].error
+    assert "ModuleNotFoundError" in broken.failed[1].error
+    assert "fake-image" not in broken.names("generator")

@@ -11,6 +11,9 @@ the ``storydiffusion`` generator and the ``comic`` composer. Only the first 10 l
 
 ``ref_image`` (the PhotoMaker path, storydiffusion.md §3) is not supported yet: giving one is a
 :class:`~storysdk.errors.ConfigError`.
+
+:class:`HostedRenderer` does the same for one request after another and keeps the loaded SDXL
+pipelines between them (what ``storysdk serve`` runs in each worker).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from __future__ import annotations
 import io
 import os
 import tempfile
+from collections import OrderedDict
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -27,7 +31,16 @@ import attrs
 from storysdk.errors import ConfigError
 from storysdk.model import Story, StoryRequest
 
-__all__ = ["DEFAULT_FIELDS", "FIELDS", "HostedRequest", "compose_page", "parse_fields", "render", "render_story"]
+__all__ = [
+    "DEFAULT_FIELDS",
+    "FIELDS",
+    "HostedRenderer",
+    "HostedRequest",
+    "compose_page",
+    "parse_fields",
+    "render",
+    "render_story",
+]
 
 MAX_LINES = 10  # storydiffusion-api.md: the hosted demo honours only the first 10 lines
 #: The hosted default negative prompt (the "anatomy list" of storydiffusion-api.md / predict.py).
@@ -217,7 +230,9 @@ def _refuse_ref_image(ref_image: Any) -> None:
         )
 
 
-def _render_request(req: HostedRequest, preset: str | None, options: Mapping[str, Any]) -> Story:
+def _render_request(
+    req: HostedRequest, preset: str | None, options: Mapping[str, Any], holder: dict[str, Any] | None = None
+) -> Story:
     from storysdk.builtins.script import ScriptPlanner
     from storysdk.interfaces import RenderContext
 
@@ -247,6 +262,8 @@ def _render_request(req: HostedRequest, preset: str | None, options: Mapping[str
         seed=req.seed,
         **options,
     )
+    if holder is not None:  # HostedRenderer keeps the loaded pipeline
+        holder["pipeline"] = gen.load()
     story = Story(plan=plan)
     for asset in gen.generate(plan.scenes, RenderContext(plan=plan, seed=req.seed, component=gen.name)):
         story.add(asset)
@@ -283,3 +300,75 @@ def render(
     _refuse_ref_image(ref_image)
     req = parse_fields(fields)  # parsed once: a blank seed draws one random seed for the whole request
     return compose_page(_render_request(req, preset, options), req)
+
+
+class HostedRenderer:
+    """Renders hosted requests one after another, keeping loaded SDXL pipelines between them.
+
+    ``preset`` and ``options`` (``device``, ``dtype``, ``offload``, ``mode``, ``read_batch``,
+    ...) are given to every request's ``storydiffusion`` generator. The pipeline of each base
+    model (``sd_model``; every name shares the tiny pipeline under ``preset="tiny"``) is loaded
+    at its first request and reused; at most ``max_models`` stay loaded, the least recently
+    used is dropped first. One renderer serves one request at a time (give each worker thread
+    its own).
+    """
+
+    def __init__(self, *, preset: str | None = None, max_models: int = 1, **options: Any) -> None:
+        if isinstance(max_models, bool) or not isinstance(max_models, int) or max_models < 1:
+            raise ConfigError(f"max_models must be a whole number >= 1, got {max_models!r}")
+        if "pipeline" in options:
+            raise ConfigError("HostedRenderer loads its own pipelines; do not pass 'pipeline'")
+        self.preset = preset
+        self.options = dict(options)
+        self.max_models = max_models
+        self.loads = 0
+        self._pipes: OrderedDict[str, Any] = OrderedDict()
+
+    @property
+    def loaded(self) -> list[str]:
+        """The keys of the loaded pipelines (``"tiny"`` or the checkpoint), least recently used first."""
+        return list(self._pipes)
+
+    def _key(self, sd_model: str) -> str:
+        from storysdk._torch import resolve_preset
+
+        from .loading import resolve_model
+
+        ref, single = resolve_model(sd_model)
+        kind = resolve_preset(self.preset, ref if single is None else None)
+        return "tiny" if kind == "tiny" else f"{ref}/{single}" if single else ref
+
+    def render_story(self, req: HostedRequest) -> Story:
+        """Render a parsed request into a :class:`Story` (one image per frame)."""
+        key = self._key(req.sd_model)
+        pipe = self._pipes.get(key)
+        if pipe is not None:
+            self._pipes.move_to_end(key)
+            return _render_request(req, self.preset, {**self.options, "pipeline": pipe})
+        while len(self._pipes) >= self.max_models:  # make room before loading the next model
+            self._pipes.popitem(last=False)
+            _free_accelerator_memory()
+        holder: dict[str, Any] = {}
+        try:
+            return _render_request(req, self.preset, self.options, holder)
+        finally:  # kept even when this request fails after loading (a bad frame line, ...)
+            if "pipeline" in holder:
+                self.loads += 1
+                self._pipes[key] = holder["pipeline"]
+
+    def render(self, fields: Mapping[str, Any]) -> tuple[bytes, str]:
+        """``(image bytes, mime type)`` of the request ``fields``, as :func:`render` returns."""
+        req = parse_fields(fields)
+        return compose_page(self.render_story(req), req)
+
+
+def _free_accelerator_memory() -> None:
+    import gc
+
+    gc.collect()
+    try:
+        import torch
+    except ImportError:  # pragma: no cover - the plugin depends on torch
+        return
+    if torch.cuda.is_available():
+        torch.cuda.empty_cache()

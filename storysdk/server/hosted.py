@@ -1,0 +1,48 @@
+"""``POST /v1/storydiffusion``: the hosted StoryDiffusion request (storydiffusion-api.md), image out.
+
+The body is the hosted request's fields as a multipart form, a url-encoded form or a JSON
+object; the answer is the comic page's bytes with its content type (``image/webp`` by
+default). Fields are checked before the request is queued, so a bad field is answered 422
+at once with the field named; a full queue is answered 429.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from ..errors import ConfigError
+from .http import read_fields
+from .jobs import Job, JobQueue, WorkerContext
+
+__all__ = ["storydiffusion_endpoint"]
+
+
+def _plugin() -> Any:
+    try:
+        from storysdk_storydiffusion import hosted
+    except ImportError as exc:
+        raise ConfigError(
+            "POST /v1/storydiffusion needs the StoryDiffusion plugin; install it with "
+            "'pip install -e plugins/storysdk-storydiffusion' (or the storysdk-storydiffusion package)"
+        ) from exc
+    return hosted
+
+
+async def storydiffusion_endpoint(request: Request) -> Response:
+    """Validate the fields, queue the render, and answer with the image once it is done."""
+    hosted = _plugin()
+    fields = await read_fields(request, files=("ref_image",))
+    req = hosted.parse_fields(fields)  # ConfigError -> 422 naming the field; a blank seed is drawn here
+
+    def work(job: Job, ctx: WorkerContext) -> tuple[bytes, str]:
+        story = ctx.hosted_renderer().render_story(req)
+        return hosted.compose_page(story, req)  # type: ignore[no-any-return]
+
+    queue: JobQueue = request.app.state.queue
+    job = queue.submit(Job("storydiffusion", work, info={"seed": req.seed}))
+    data, mime = await asyncio.wrap_future(job.future)
+    return Response(content=data, media_type=mime, headers={"x-storysdk-job": job.id, "x-storysdk-seed": str(req.seed)})

@@ -1,0 +1,288 @@
+"""Jobs and the bounded queue that runs them on a fixed number of worker threads.
+
+The GPU (or CPU) does one job per worker at a time; requests beyond that wait in a queue of
+``max_queued`` places, and a request that finds the queue full is refused with
+:class:`~storysdk.errors.BusyError` (the server answers 429) instead of starting another
+model run that would run the device out of memory. Each worker keeps its own
+:class:`WorkerContext` for its whole life: a :class:`~storysdk.cache.ComponentCache` and the
+hosted renderer, so models stay loaded from one job to the next.
+"""
+
+from __future__ import annotations
+
+import secrets
+import threading
+import time
+import traceback
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from concurrent.futures import Future
+from pathlib import Path
+from typing import Any, Literal
+
+import attrs
+
+from ..cache import ComponentCache
+from ..errors import BusyError, ConfigError, JobCancelled, StorySDKError
+from ..interfaces import ProgressEvent
+
+__all__ = ["Job", "JobQueue", "JobStatus", "WorkerContext"]
+
+JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
+FINISHED: tuple[JobStatus, ...] = ("done", "failed", "cancelled")
+
+
+@attrs.define(eq=False)
+class WorkerContext:
+    """What one worker thread keeps between jobs: its device, component cache and hosted renderer."""
+
+    index: int
+    defaults: dict[str, Any] = attrs.field(factory=dict)
+    cache: ComponentCache = attrs.field(factory=ComponentCache)
+    hosted: Any = None  # a storysdk_storydiffusion HostedRenderer, made at the first hosted request
+
+    def hosted_renderer(self) -> Any:
+        """The worker's :class:`~storysdk_storydiffusion.hosted.HostedRenderer` (made on first use)."""
+        if self.hosted is None:
+            try:
+                from storysdk_storydiffusion.hosted import HostedRenderer
+            except ImportError as exc:
+                raise ConfigError(
+                    "POST /v1/storydiffusion needs the StoryDiffusion plugin; install it with "
+                    "'pip install -e plugins/storysdk-storydiffusion' (or the storysdk-storydiffusion package)"
+                ) from exc
+            options = {k: v for k, v in self.defaults.items() if k in ("device", "dtype", "offload")}
+            self.hosted = HostedRenderer(preset=self.defaults.get("preset"), **options)
+        return self.hosted
+
+    def loaded_models(self) -> list[str]:
+        """The hosted renderer's loaded pipelines (empty before the first hosted request)."""
+        return list(self.hosted.loaded) if self.hosted is not None else []
+
+
+#: A job's work: called on a worker thread with the job (for progress) and the worker's context.
+Work = Callable[["Job", WorkerContext], Any]
+
+
+class Job:
+    """One unit of work: its status, latest progress, error or result, and a future to await."""
+
+    def __init__(self, kind: str, work: Work, *, folder: Path | None = None, info: dict[str, Any] | None = None) -> None:
+        self.id = secrets.token_hex(8)
+        self.kind = kind
+        self.work = work
+        self.folder = folder
+        self.info = dict(info or {})
+        self.status: JobStatus = "queued"
+        self.created = time.time()
+        self.started: float | None = None
+        self.finished: float | None = None
+        self.progress: dict[str, Any] | None = None
+        self.events = 0
+        self.error: dict[str, str] | None = None
+        self.result: Any = None
+        self.worker: int | None = None
+        self.future: Future[Any] = Future()
+        self._cancel = threading.Event()
+        self._lock = threading.Lock()
+
+    # -- on the worker ---------------------------------------------------------------------
+    def report(self, event: ProgressEvent) -> None:
+        """A progress callback for :meth:`Pipeline.run`: records ``event``; raises when cancelled."""
+        if self._cancel.is_set():
+            raise JobCancelled(f"job {self.id} was cancelled; the files written so far are kept")
+        with self._lock:
+            self.progress = attrs.asdict(event)
+            self.events += 1
+
+    @property
+    def cancel_requested(self) -> bool:
+        return self._cancel.is_set()
+
+    def cancel(self) -> bool:
+        """Ask the job to stop: a queued job never starts, a running one stops at its next progress report.
+
+        Returns ``False`` when the job had already finished.
+        """
+        with self._lock:
+            if self.status in FINISHED:
+                return False
+            self._cancel.set()
+            return True
+
+    def _finish(self, status: JobStatus, *, result: Any = None, error: BaseException | None = None) -> None:
+        with self._lock:
+            self.status = status
+            self.finished = time.time()
+            self.result = result
+            if error is not None:
+                self.error = {"type": type(error).__name__, "message": str(error)}
+                if not isinstance(error, StorySDKError):
+                    self.error["traceback"] = "".join(traceback.format_exception(error)[-6:])
+        if error is not None:
+            self.future.set_exception(error)
+        else:
+            self.future.set_result(result)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The job as JSON-able data (what ``GET /v1/stories/{id}`` answers)."""
+        with self._lock:
+            data: dict[str, Any] = {
+                "id": self.id,
+                "kind": self.kind,
+                "status": self.status,
+                "created": self.created,
+                "started": self.started,
+                "finished": self.finished,
+                "progress": self.progress,
+                "events": self.events,
+                "error": self.error,
+                "cancel_requested": self._cancel.is_set() and self.status not in FINISHED,
+            }
+        data.update(self.info)
+        return data
+
+
+class JobQueue:
+    """``workers`` threads taking jobs from a queue of at most ``max_queued`` waiting jobs.
+
+    ``make_context(i)`` builds worker ``i``'s :class:`WorkerContext` (on that worker's thread,
+    when it starts). Finished jobs are kept for lookup, the oldest dropped past ``max_kept``.
+    """
+
+    def __init__(
+        self,
+        *,
+        workers: int = 1,
+        max_queued: int = 8,
+        make_context: Callable[[int], WorkerContext] | None = None,
+        max_kept: int = 256,
+    ) -> None:
+        for name, value, low in (("workers", workers, 1), ("max_queued", max_queued, 0), ("max_kept", max_kept, 1)):
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise ConfigError(f"{name} must be a whole number >= {low}, got {value!r}")
+        self.workers = workers
+        self.max_queued = max_queued
+        self.max_kept = max_kept
+        self._make_context = make_context or (lambda i: WorkerContext(i))
+        self._pending: deque[Job] = deque()
+        self._jobs: OrderedDict[str, Job] = OrderedDict()
+        self._cond = threading.Condition()
+        self._threads: list[threading.Thread] = []
+        self._contexts: dict[int, WorkerContext] = {}
+        self._running: dict[int, Job] = {}
+        self._stopping = False
+
+    # -- life --------------------------------------------------------------------------------
+    def start(self) -> None:
+        """Start the worker threads (once)."""
+        with self._cond:
+            if self._threads:
+                return
+            self._stopping = False
+            for i in range(self.workers):
+                t = threading.Thread(target=self._worker, args=(i,), name=f"storysdk-worker-{i}", daemon=True)
+                self._threads.append(t)
+                t.start()
+
+    def stop(self, timeout: float | None = 30.0) -> None:
+        """Cancel waiting jobs, ask running ones to stop, and wait up to ``timeout`` s for the workers."""
+        with self._cond:
+            self._stopping = True
+            while self._pending:
+                job = self._pending.popleft()
+                job.cancel()
+                job._finish("cancelled", error=JobCancelled("the server stopped before this job started"))
+            for job in self._running.values():
+                job.cancel()
+            self._cond.notify_all()
+            threads, self._threads = self._threads, []
+        for t in threads:
+            t.join(timeout)
+
+    # -- jobs --------------------------------------------------------------------------------
+    def submit(self, job: Job) -> Job:
+        """Queue ``job``; :class:`BusyError` when ``max_queued`` jobs are already waiting."""
+        with self._cond:
+            if self._stopping:
+                raise BusyError("the server is shutting down; send the request to another instance or retry later")
+            if len(self._pending) >= self.max_queued:
+                raise BusyError(
+                    f"all {self.workers} worker(s) are busy and the queue is full ({self.max_queued} waiting); "
+                    "retry later (the server's --max-queue sets the queue length)"
+                )
+            self._pending.append(job)
+            self._jobs[job.id] = job
+            self._forget_old()
+            self._cond.notify()
+        return job
+
+    def get(self, job_id: str) -> Job | None:
+        with self._cond:
+            return self._jobs.get(job_id)
+
+    def jobs(self, kind: str | None = None) -> list[Job]:
+        with self._cond:
+            return [j for j in self._jobs.values() if kind is None or j.kind == kind]
+
+    def position(self, job: Job) -> int | None:
+        """0-based place of a waiting job in the queue (``None`` once it has started)."""
+        with self._cond:
+            for i, j in enumerate(self._pending):
+                if j is job:
+                    return i
+        return None
+
+    def cancel(self, job: Job) -> bool:
+        """Cancel ``job``: a waiting job is finished as cancelled at once; see :meth:`Job.cancel`."""
+        with self._cond:
+            if not job.cancel():
+                return False
+            if job in self._pending:
+                self._pending.remove(job)
+                job._finish("cancelled", error=JobCancelled(f"job {job.id} was cancelled before it started"))
+        return True
+
+    def stats(self) -> dict[str, Any]:
+        with self._cond:
+            return {
+                "workers": self.workers,
+                "running": len(self._running),
+                "queued": len(self._pending),
+                "max_queued": self.max_queued,
+                "loaded_models": {i: c.loaded_models() for i, c in self._contexts.items()},
+                "cached_components": {i: len(c.cache) for i, c in self._contexts.items()},
+            }
+
+    def _forget_old(self) -> None:
+        excess = len(self._jobs) - self.max_kept
+        for job_id in [j.id for j in self._jobs.values() if j.status in FINISHED][: max(excess, 0)]:
+            del self._jobs[job_id]
+
+    # -- the workers -------------------------------------------------------------------------
+    def _worker(self, index: int) -> None:
+        ctx = self._make_context(index)
+        with self._cond:
+            self._contexts[index] = ctx
+        while True:
+            with self._cond:
+                while not self._pending and not self._stopping:
+                    self._cond.wait()
+                if self._stopping:
+                    return
+                job = self._pending.popleft()
+                job.status, job.started, job.worker = "running", time.time(), index
+                self._running[index] = job
+            try:
+                if job.cancel_requested:
+                    raise JobCancelled(f"job {job.id} was cancelled before it started")
+                result = job.work(job, ctx)
+            except JobCancelled as exc:
+                job._finish("cancelled", error=exc)
+            except Exception as exc:  # noqa: BLE001 - recorded on the job; the worker goes on
+                job._finish("failed", error=exc)
+            else:
+                job._finish("done", result=result)
+            finally:
+                with self._cond:
+                    self._running.pop(index, None)
