@@ -1,4 +1,4 @@
-"""The ``storysdk`` command: ``plugins``, ``plan`` and ``run``."""
+"""The ``storysdk`` command: ``plugins``, ``plan``, ``run``, ``batch`` and ``serve``."""
 
 from __future__ import annotations
 
@@ -178,6 +178,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an output folder that holds another story")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_run)
+
+    from .batch import add_parser as _add_batch
+
+    _add_batch(sub)
+    from .server.cli import add_parser as _add_serve
+
+    _add_serve(sub)
     return parser
 
 

@@ -25,6 +25,8 @@ RUNNABLE_DOCS = [
     DOCS / "data-flow.md",
     DOCS / "story-files.md",
     DOCS / "plugin-guide.md",
+    DOCS / "video.md",
+    DOCS / "batching.md",
     ROOT / "README.md",
 ]
 
@@ -42,7 +44,7 @@ def test_there_are_story_files_and_one_mixes_images_and_audio() -> None:
     ]
     mixed = storysdk.load_story_file(EXAMPLES / "mixed-story.toml")
     assert [g["name"] for g in mixed.generators] == ["diffusers-image", "diffusers-audio"]
-    assert {"comic", "soundtrack", "storybook", "frames"} == {c["name"] for c in mixed.composers}
+    assert {"comic", "soundtrack", "storybook", "frames", "video"} == {c["name"] for c in mixed.composers}
     assert mixed.defaults == {"preset": "auto"}
 
 
@@ -106,7 +108,17 @@ def test_mixed_story_renders_on_the_tiny_preset(tmp_path: Path) -> None:
     for scene in plan.scenes:
         assert scene.caption in text
     manifest = json.loads((tmp_path / "files.json").read_text())
-    assert set(manifest) == {"comic", "frames", "soundtrack", "storybook"}
+    assert set(manifest) == {"comic", "frames", "soundtrack", "storybook", "video"}
+    (mp4,) = [p for p in story.files["video"] if p.suffix == ".mp4"]
+    import av
+
+    with av.open(str(mp4)) as container:
+        kinds = sorted(s.type for s in container.streams)
+        assert kinds == ["audio", "subtitle", "video"]
+        video = container.streams.video[0]
+        assert (video.codec_context.width, video.codec_context.height) == (64, 64)
+        seconds = container.duration / av.time_base
+    assert seconds == pytest.approx(data.shape[0] / rate, abs=0.05)  # the soundtrack's length
 
 
 def test_python_api_example_runs(tmp_path: Path) -> None:

@@ -169,6 +169,17 @@ def test_hosted_example_request_gets_the_comic_image_and_json_gets_the_same(tmp_
         worker = srv.app.state.queue._contexts[0]
         assert worker.hosted.loads == 1
 
+        # examples/hosted_client.py (the documentation's client as a script) gets the same image
+        import subprocess
+        import sys
+
+        out = tmp_path / "comic.webp"
+        script = Path(__file__).resolve().parents[1] / "examples" / "hosted_client.py"
+        proc = subprocess.run([sys.executable, str(script), "--url", url, "--api-key", api_key, "--small",
+                               "--out", str(out)], capture_output=True, text=True, timeout=300)
+        assert proc.returncode == 0, proc.stderr
+        assert out.read_bytes() == response.content and "image/webp" in proc.stdout
+
         png = requests.post(url, data={**data, "output_format": "png", "num_ids": 8}, headers=headers)
         assert png.status_code == 200 and png.headers["content-type"] == "image/png"
         assert Image.open(io.BytesIO(png.content)).format == "PNG"

@@ -37,8 +37,10 @@ def register_composers(register: Register) -> None:
     from .frames import FramesComposer
     from .soundtrack import SoundtrackComposer
     from .storybook import StorybookComposer
+    from .video import VideoComposer
 
     register(ComicComposer)
     register(FramesComposer)
     register(SoundtrackComposer)
     register(StorybookComposer)
+    register(VideoComposer)

@@ -13,13 +13,21 @@ fade on any clips: each join then shortens the track by that much.
 Writes ``soundtrack.wav`` (or ``.flac``) and ``soundtrack.json``, which records each
 scene's clip extent on the joined timeline (start/end in seconds and in frames; a clip's end
 overlaps the next clip's start by the crossfade).
+
+The join itself is :func:`join_clips`, shared with the ``video`` composer so that its audio
+track and picture timeline are exactly this composer's; it can also put :class:`Silence`
+between clips (hard cuts on both sides), which the video composer uses for scenes without audio.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Union
+
+import attrs
+import numpy as np
 
 from ..audio import (
     AUDIO_FORMATS,
@@ -35,7 +43,14 @@ from ..interfaces import Composer
 from ..model import AudioAsset, Modality, Story
 from .frames import atomic_write_bytes
 
-__all__ = ["AUDIOSTORY_CROSSFADE", "SoundtrackComposer"]
+__all__ = [
+    "AUDIOSTORY_CROSSFADE",
+    "JoinedTrack",
+    "Silence",
+    "SoundtrackComposer",
+    "declared_crossfade",
+    "join_clips",
+]
 
 AUDIOSTORY_CROSSFADE = 3.0  # audiostory.md §1.7: 3 s linear crossfade (what its generator pads)
 
@@ -46,6 +61,119 @@ def _optional_positive_int(name: str, value: object) -> int | None:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ConfigError(f"{name} must be a positive whole number or None, got {value!r}")
     return value
+
+
+@attrs.frozen
+class Silence:
+    """A silent stretch of ``seconds`` on a :func:`join_clips` timeline (hard cuts on both sides)."""
+
+    seconds: float
+
+    def __attrs_post_init__(self) -> None:
+        s = self.seconds
+        if isinstance(s, bool) or not isinstance(s, (int, float)) or not s >= 0:
+            raise ConfigError(f"a silence must last a number of seconds >= 0, got {s!r}")
+
+
+TrackItem = Union[AudioAsset, Silence]
+
+
+@attrs.frozen(eq=False)
+class JoinedTrack:
+    """The result of :func:`join_clips`: the track and where each item sits on it.
+
+    ``samples`` is float32 (channels, frames) at ``sample_rate``; ``starts[i]`` and
+    ``ends[i]`` are item ``i``'s first frame and one past its last (a clip's end overlaps the
+    next clip's start by ``fade`` frames where they crossfade).
+    """
+
+    samples: np.ndarray
+    sample_rate: int
+    fade: int
+    starts: tuple[int, ...]
+    ends: tuple[int, ...]
+
+    @property
+    def channels(self) -> int:
+        return int(self.samples.shape[0])
+
+    @property
+    def frames(self) -> int:
+        return int(self.samples.shape[1])
+
+    @property
+    def duration(self) -> float:
+        return self.frames / self.sample_rate
+
+
+def declared_crossfade(clips: Sequence[AudioAsset]) -> float:
+    """The crossfade the clips ask for: the largest ``metadata["crossfade"]`` among all clips
+    but the last when every one of them declares it (AudioStory's padding), else 0 (hard cuts)."""
+    declared = [c.metadata.get("crossfade") for c in clips[:-1]]
+    if declared and all(isinstance(d, (int, float)) and not isinstance(d, bool) and d >= 0 for d in declared):
+        return float(max(declared))  # type: ignore[type-var]
+    return 0.0
+
+
+def join_clips(
+    items: Sequence[TrackItem],
+    crossfade: float | None = None,
+    sample_rate: int | None = None,
+    channels: int | None = None,
+    peak: float | None = None,
+) -> JoinedTrack:
+    """Join clips (and silences) in order into one track, as the ``soundtrack`` composer does.
+
+    Every clip is resampled to ``sample_rate`` (``None``: the highest among the clips) and
+    mapped to ``channels`` (``None``: the most among the clips). Consecutive clips are joined
+    by :func:`storysdk.audio.crossfade_join` with a fade of ``int(crossfade * rate)`` frames
+    (audiostory.md §9); ``crossfade=None`` uses :func:`declared_crossfade`. A
+    :class:`Silence` is inserted with hard cuts on both sides (``round(seconds * rate)``
+    frames), so the clips after it keep their place. ``peak`` scales the whole track to that
+    peak level (``None``: unchanged).
+    """
+    clips = [it for it in items if isinstance(it, AudioAsset)]
+    if not clips:
+        raise ConfigError("join_clips needs at least one audio clip; give the story some audio")
+    if any(not isinstance(it, (AudioAsset, Silence)) for it in items):
+        raise ConfigError("join_clips takes AudioAsset and Silence items only")
+    rate = sample_rate or max(a.sample_rate for a in clips)
+    chans = channels or max(a.channels for a in clips)
+    seconds = declared_crossfade(clips) if crossfade is None else crossfade
+    fade = int(seconds * rate)  # audiostory.md §9: int(seconds x rate)
+
+    pieces: list[np.ndarray] = []  # runs of crossfaded clips and silences, joined by hard cuts
+    starts: list[int] = []
+    ends: list[int] = []
+    run: list[np.ndarray] = []
+    offset = 0
+
+    def close_run() -> None:
+        nonlocal offset
+        if run:
+            lengths = [p.shape[1] for p in run]
+            for start, n in zip(crossfade_offsets(lengths, fade), lengths):
+                starts.append(offset + start)
+                ends.append(offset + start + n)
+            pieces.append(crossfade_join(run, fade))
+            offset += pieces[-1].shape[1]
+            run.clear()
+
+    for item in items:
+        if isinstance(item, AudioAsset):
+            run.append(to_channels(resample(item.samples, item.sample_rate, rate), chans))
+            continue
+        close_run()
+        n = int(round(item.seconds * rate))
+        pieces.append(np.zeros((chans, n), dtype=np.float32))
+        starts.append(offset)
+        ends.append(offset + n)
+        offset += n
+    close_run()
+    joined = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
+    if peak is not None:
+        joined = peak_normalize(joined, peak)
+    return JoinedTrack(joined, rate, fade, tuple(starts), tuple(ends))
 
 
 class SoundtrackComposer(Composer):
@@ -100,21 +228,16 @@ class SoundtrackComposer(Composer):
         clips = story.ordered_audio()
         if not clips:
             return []
-        rate = self.sample_rate or max(a.sample_rate for _, a in clips)
-        channels = self.channels or max(a.channels for _, a in clips)
-        parts = [to_channels(resample(a.samples, a.sample_rate, rate), channels) for _, a in clips]
-        fade = int(self._crossfade_seconds([a for _, a in clips]) * rate)  # audiostory.md §9: int(seconds x rate)
-        joined = crossfade_join(parts, fade)
-        if self.peak is not None:
-            joined = peak_normalize(joined, self.peak)
-        starts = crossfade_offsets([p.shape[1] for p in parts], fade)
+        track = join_clips(
+            [a for _, a in clips], self.crossfade, self.sample_rate, self.channels, self.peak
+        )
+        rate, joined = track.sample_rate, track.samples
 
         folder = Path(out_dir)
         audio_path = folder / f"soundtrack.{self.format}"
         data = encode_audio(joined, rate, self.format, self.subtype)
         scenes: list[dict[str, Any]] = []
-        for (scene, asset), start, part in zip(clips, starts, parts):
-            end = start + part.shape[1]
+        for (scene, asset), start, end in zip(clips, track.starts, track.ends):
             scenes.append(
                 {
                     "index": scene.index,
@@ -129,11 +252,11 @@ class SoundtrackComposer(Composer):
         timeline = {
             "file": audio_path.name,
             "sample_rate": rate,
-            "channels": channels,
+            "channels": track.channels,
             "frames": int(joined.shape[1]),
             "duration": joined.shape[1] / rate,
-            "crossfade": fade / rate,
-            "crossfade_frames": fade,
+            "crossfade": track.fade / rate,
+            "crossfade_frames": track.fade,
             "scenes": scenes,
         }
         text = json.dumps(timeline, indent=2, ensure_ascii=False) + "\n"
@@ -141,11 +264,3 @@ class SoundtrackComposer(Composer):
             atomic_write_bytes(audio_path, data),
             atomic_write_bytes(folder / "soundtrack.json", text.encode("utf-8")),
         ]
-
-    def _crossfade_seconds(self, clips: list[AudioAsset]) -> float:
-        if self.crossfade is not None:
-            return self.crossfade
-        declared = [c.metadata.get("crossfade") for c in clips[:-1]]
-        if declared and all(isinstance(d, (int, float)) and not isinstance(d, bool) and d >= 0 for d in declared):
-            return float(max(declared))  # type: ignore[type-var]
-        return 0.0

@@ -97,3 +97,18 @@ def test_bad_fields_are_refused(field: str, value: str, match: str) -> None:
 def test_ref_image_argument_is_not_supported_yet() -> None:
     with pytest.raises(ConfigError, match="not supported yet"):
         render({}, ref_image=b"\x89PNG", preset="tiny")
+
+
+def test_hosted_renderer_keys_and_options() -> None:
+    from storysdk_storydiffusion.hosted import HostedRenderer
+
+    tiny = HostedRenderer(preset="tiny")
+    assert tiny._key("Unstable") == tiny._key("Juggernaut") == "tiny"  # one tiny pipeline for every name
+    full = HostedRenderer()
+    assert full._key("Unstable") == "stablediffusionapi/sdxl-unstable-diffusers-y"
+    assert full._key("Juggernaut") == "RunDiffusion/Juggernaut-XL-v9/Juggernaut-XL_v9_RunDiffusionPhoto_v2.safetensors"
+    assert full.loaded == [] and full.loads == 0
+    with pytest.raises(ConfigError, match="max_models"):
+        HostedRenderer(max_models=0)
+    with pytest.raises(ConfigError, match="pipeline"):
+        HostedRenderer(pipeline=object())
