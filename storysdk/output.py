@@ -212,7 +212,32 @@ class OutputFolder:
     def audio_path(self, index: int) -> Path:
         return self.root / "audio" / f"scene-{index:04d}.wav"
 
+    def _meta_path(self, asset_path: Path) -> Path:
+        return asset_path.with_suffix(".json")
+
+    def _save_metadata(self, asset_path: Path, metadata: Mapping[str, Any]) -> None:
+        # written before the asset: an asset on disk always has its metadata (a resumed
+        # AudioStory clip keeps its declared crossfade padding, for example)
+        meta = {k: v for k, v in metadata.items() if k != "resumed"}
+        with atomic_write(self._meta_path(asset_path), "w") as fh:
+            fh.write(json.dumps(meta, sort_keys=True, default=str, ensure_ascii=False) + "\n")
+
+    def _load_metadata(self, asset_path: Path) -> dict[str, Any]:
+        path = self._meta_path(asset_path)
+        meta: dict[str, Any] = {}
+        if path.is_file():
+            try:
+                loaded = json.loads(path.read_text(encoding="utf-8"))
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                loaded = None
+            if isinstance(loaded, dict):
+                meta.update(loaded)
+        meta["resumed"] = True
+        return meta
+
     def save_asset(self, asset: ImageAsset | AudioAsset) -> Path:
+        path = self.image_path(asset.scene_index) if isinstance(asset, ImageAsset) else self.audio_path(asset.scene_index)
+        self._save_metadata(path, asset.metadata)
         if isinstance(asset, ImageAsset):
             path = self.image_path(asset.scene_index)
             with atomic_write(path) as fh:
@@ -228,11 +253,11 @@ class OutputFolder:
         with Image.open(path) as im:
             im.load()
             image = im.copy()
-        return ImageAsset(index, image, made_by=made_by, metadata={"resumed": True})
+        return ImageAsset(index, image, made_by=made_by, metadata=self._load_metadata(path))
 
     def load_audio(self, index: int, made_by: str = "") -> AudioAsset | None:
         path = self.audio_path(index)
         if not path.is_file():
             return None
         samples, sr = read_audio(path)
-        return AudioAsset(index, samples, sample_rate=sr, made_by=made_by, metadata={"resumed": True})
+        return AudioAsset(index, samples, sample_rate=sr, made_by=made_by, metadata=self._load_metadata(path))

@@ -160,7 +160,7 @@ def test_single_process_batch_records_failures_and_finishes_the_rest(batch_dir: 
         assert (out / "tale" / name).read_bytes() == (ref / name).read_bytes()
         assert (out / "tale-seed-5" / name).read_bytes() == (ref5 / name).read_bytes()
         assert (out / "tale" / name).read_bytes() != (ref5 / name).read_bytes()
-    assert sorted(p.name for p in (out / "other" / "images").iterdir()) == ["scene-0000.png", "scene-0001.png"]
+    assert sorted(p.name for p in (out / "other" / "images").glob("*.png")) == ["scene-0000.png", "scene-0001.png"]
     assert not (out / "other" / "audio").exists()
 
     # status records: in each folder and merged in input order

@@ -12,9 +12,11 @@ import numpy as np
 import pytest
 
 from storysdk import (
+    AudioAsset,
     ComponentError,
     Composer,
     ConfigError,
+    Generator,
     ImageAsset,
     OutputFolderError,
     Pipeline,
@@ -336,3 +338,32 @@ def test_bad_specs_are_config_errors() -> None:
         Pipeline(FakeImageGenerator(), registry=reg)  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="cannot build"):
         Pipeline(42, registry=reg)  # type: ignore[arg-type]
+
+
+class _PaddedAudio(Generator):
+    """Clips that declare AudioStory-style crossfade padding in their metadata."""
+
+    name = "padded-audio"
+    modality = "audio"
+
+    def generate(self, scenes: Sequence[Scene], ctx: RenderContext) -> Iterator[AudioAsset]:
+        for s in scenes:
+            rng = np.random.default_rng(ctx.scene_seed(s))
+            yield AudioAsset(s.index, rng.uniform(-0.5, 0.5, (1, 4000)).astype(np.float32), 8000,
+                             made_by=self.name, metadata={"crossfade": 0.25, "note": "padded"})
+
+
+def test_resumed_assets_keep_their_metadata(tmp_path: Path) -> None:
+    pipe = Pipeline(planner="fake-planner", generators=[_PaddedAudio()], composers=["soundtrack"],
+                    registry=make_registry())
+    req = StoryRequest(script="a\nb\nc", seed=2)
+    first = pipe.run(req, out_dir=tmp_path)
+    wav = (tmp_path / "soundtrack.wav").read_bytes()
+    assert first.audio[1].metadata == {"crossfade": 0.25, "note": "padded"}
+    again = pipe.run(req, out_dir=tmp_path)  # every clip is loaded from disk
+    assert again.audio[1].metadata == {"crossfade": 0.25, "note": "padded", "resumed": True}
+    # the declared padding still drives the join: 3 clips of 0.5 s with 2 joins of 0.25 s
+    assert (tmp_path / "soundtrack.wav").read_bytes() == wav
+    import soundfile as sf
+
+    assert sf.info(str(tmp_path / "soundtrack.wav")).frames == 3 * 4000 - 2 * 2000
