@@ -389,3 +389,14 @@ def test_storysdk_serve_command_serves_until_interrupted(tmp_path: Path) -> None
             proc.kill()
             raise
     assert code == 0
+
+
+def test_missing_storydiffusion_plugin_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
+    import sys
+
+    from storysdk import ConfigError
+    from storysdk.server._deps import storydiffusion_hosted
+
+    monkeypatch.setitem(sys.modules, "storysdk_storydiffusion", None)  # as if not installed
+    with pytest.raises(ConfigError, match="pip install -e plugins/storysdk-storydiffusion"):
+        storydiffusion_hosted()

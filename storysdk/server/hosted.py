@@ -9,32 +9,20 @@ at once with the field named; a full queue is answered 429.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 
 from starlette.requests import Request
 from starlette.responses import Response
 
-from ..errors import ConfigError
+from ._deps import storydiffusion_hosted
 from .http import read_fields
 from .jobs import Job, JobQueue, WorkerContext
 
 __all__ = ["storydiffusion_endpoint"]
 
 
-def _plugin() -> Any:
-    try:
-        from storysdk_storydiffusion import hosted
-    except ImportError as exc:
-        raise ConfigError(
-            "POST /v1/storydiffusion needs the StoryDiffusion plugin; install it with "
-            "'pip install -e plugins/storysdk-storydiffusion' (or the storysdk-storydiffusion package)"
-        ) from exc
-    return hosted
-
-
 async def storydiffusion_endpoint(request: Request) -> Response:
     """Validate the fields, queue the render, and answer with the image once it is done."""
-    hosted = _plugin()
+    hosted = storydiffusion_hosted()
     fields = await read_fields(request, files=("ref_image",))
     req = hosted.parse_fields(fields)  # ConfigError -> 422 naming the field; a blank seed is drawn here
 

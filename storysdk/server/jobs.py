@@ -44,13 +44,9 @@ class WorkerContext:
     def hosted_renderer(self) -> Any:
         """The worker's :class:`~storysdk_storydiffusion.hosted.HostedRenderer` (made on first use)."""
         if self.hosted is None:
-            try:
-                from storysdk_storydiffusion.hosted import HostedRenderer
-            except ImportError as exc:
-                raise ConfigError(
-                    "POST /v1/storydiffusion needs the StoryDiffusion plugin; install it with "
-                    "'pip install -e plugins/storysdk-storydiffusion' (or the storysdk-storydiffusion package)"
-                ) from exc
+            from ._deps import storydiffusion_hosted
+
+            HostedRenderer = storydiffusion_hosted().HostedRenderer  # noqa: N806
             options = {k: v for k, v in self.defaults.items() if k in ("device", "dtype", "offload")}
             self.hosted = HostedRenderer(preset=self.defaults.get("preset"), **options)
         return self.hosted
