@@ -144,12 +144,19 @@ def _accelerator_available() -> bool:
     return current is not None and current.type != "mps"  # MPS has no multi-process backend
 
 
+def _launched_world_size() -> int:
+    """How many processes the launcher (torchrun, MPI) says it started; 1 when not launched."""
+    from accelerate.utils import get_int_from_env
+
+    return int(get_int_from_env(["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"], 1))
+
+
 def _process_state(device: str | None) -> Any:
     """accelerate's ``PartialState``, on CPU (gloo) when launched where no accelerator exists."""
     from accelerate import PartialState
-    from accelerate.utils import get_int_from_env, parse_flag_from_env
+    from accelerate.utils import parse_flag_from_env
 
-    world = get_int_from_env(["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"], 1)
+    world = _launched_world_size()
     launched = world > 1 or int(os.environ.get("LOCAL_RANK", -1)) != -1
     cpu = (
         parse_flag_from_env("ACCELERATE_USE_CPU")
@@ -205,7 +212,7 @@ def _run_one(
         except OutputFolderError:
             # our own unfinished run of this very story, made with other options (another
             # device): start it over; a folder we know nothing about is left alone
-            if overwrite or prev is None or prev.fingerprint != fp:
+            if overwrite or prev is None:
                 raise
             story = pipe.run(sf.request, out_dir=folder, progress=progress, overwrite=True)
         record.status = "done"
@@ -318,12 +325,10 @@ def run_batch(
 def _cmd_batch(args: argparse.Namespace) -> int:
     import sys
 
-    from accelerate.utils import get_int_from_env
+    from .cli import ProgressBar, _defaults
 
-    from .cli import ProgressBar
-
-    defaults = {k: getattr(args, k) for k in ("preset", "device", "dtype") if getattr(args, k) is not None}
-    world = get_int_from_env(["WORLD_SIZE", "PMI_SIZE", "OMPI_COMM_WORLD_SIZE", "MV2_COMM_WORLD_SIZE"], 1)
+    defaults = _defaults(args)
+    world = _launched_world_size()
     bar = ProgressBar() if not args.quiet and world == 1 else None
 
     def log(line: str) -> None:

@@ -101,10 +101,6 @@ class JoinedTrack:
     def frames(self) -> int:
         return int(self.samples.shape[1])
 
-    @property
-    def duration(self) -> float:
-        return self.frames / self.sample_rate
-
 
 def declared_crossfade(clips: Sequence[AudioAsset]) -> float:
     """The crossfade the clips ask for: the largest ``metadata["crossfade"]`` among all clips
