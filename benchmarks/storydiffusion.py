@@ -4,7 +4,7 @@ Workload: the hosted API's default example (8 frames, 3 id frames of one charact
 frames of which 3 are ``[NC]``), rendered with Consistent Self-Attention in three ways:
 
 - ``upstream``: one write call for the id frames, then one pipeline call per read frame, the
-  whole token bank kept (``upstream_mode=True``, storydiffusion.md §1.5-§1.6);
+  whole token bank kept (``upstream_mode=True``, plugins/storysdk-storydiffusion/docs/storydiffusion.md §1.5-§1.6);
 - ``batched``: the read frames in one UNet batch (``read_batch=8``);
 - ``lockstep``: read frames denoised together with the id frames, so the bank holds one step
   (``mode="lockstep"``).

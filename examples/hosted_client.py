@@ -6,7 +6,7 @@ uses real SDXL weights when they are on disk), then run this script::
     storysdk serve --preset tiny --api-key YOUR_API_KEY
     python examples/hosted_client.py --url http://127.0.0.1:8000/v1/storydiffusion --out comic.webp
 
-The request is the hosted documentation's example, field for field (storydiffusion-api.md).
+The request is the hosted documentation's example, field for field (plugins/storysdk-storydiffusion/docs/storydiffusion-api.md).
 At its 768x768 and 25 steps, the tiny preset takes a few minutes on a CPU;
 ``--small`` asks for 256x256 and 20 steps instead.
 """

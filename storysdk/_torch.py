@@ -163,7 +163,7 @@ def _weights_available(model: str) -> bool:
 
 def dtype_kwargs(dtype: torch.dtype) -> dict[str, Any]:
     """``{"dtype": dtype}`` for diffusers' loaders, or ``{"torch_dtype": dtype}`` before diffusers
-    renamed it (plugin-conventions.md §3: ``torch_dtype`` is deprecated in favour of ``dtype``)."""
+    renamed it (docs/reference/plugin-conventions.md §3: ``torch_dtype`` is deprecated in favour of ``dtype``)."""
     try:
         from diffusers.utils.deprecation_utils import _resolve_dtype  # noqa: F401
     except ImportError:

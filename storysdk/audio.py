@@ -5,7 +5,7 @@ Every function takes and returns float32 arrays shaped ``(channels, frames)``; n
 
 * :func:`resample` is a band-limited polyphase resampler (Kaiser-windowed sinc) for any
   rational ratio ``target_sr / orig_sr``.
-* :func:`crossfade_join` joins clips exactly as AudioStory does (audiostory.md §1.7, §9):
+* :func:`crossfade_join` joins clips exactly as AudioStory does (plugins/storysdk-audiostory/docs/audiostory.md §1.7, §9):
   linear ramps that include both end points, falling back to a hard cut when a piece is
   shorter than the fade.
 * :func:`write_audio` writes WAV (32-bit float by default, so a write/read round trip is
@@ -202,7 +202,7 @@ def _check_fade(fade: int) -> int:
 def crossfade_join(clips: Sequence[np.ndarray], fade: int) -> np.ndarray:
     """Join ``clips`` (each (channels, frames)) into one track with linear crossfades.
 
-    audiostory.md §1.7/§9: at each join the last ``fade`` frames of the running mix are
+    plugins/storysdk-audiostory/docs/audiostory.md §1.7/§9: at each join the last ``fade`` frames of the running mix are
     multiplied by a ramp from 1 to 0 and the first ``fade`` frames of the next clip by a ramp
     from 0 to 1 (both ``linspace`` ramps include their end points) and summed; when the
     running mix or the next clip is strictly shorter than ``fade`` (or ``fade`` is 0) the clip

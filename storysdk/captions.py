@@ -1,4 +1,4 @@
-"""Caption drawing as StoryDiffusion's comic typesetting does it (storydiffusion.md §4).
+"""Caption drawing as StoryDiffusion's comic typesetting does it (plugins/storysdk-storydiffusion/docs/storydiffusion.md §4).
 
 Words are wrapped greedily to the image width (measured with ``textbbox``), lines are laid
 out from the bottom up and centred, a white rectangle with alpha 200/255 and 5 px padding
@@ -46,12 +46,12 @@ __all__ = [
     "wrap_words",
 ]
 
-REFERENCE_FONT_SIZE = 45  # storydiffusion.md §4: Inkfree.ttf at size 45
-REFERENCE_WIDTH = 768  # storydiffusion.md §4: the UI's default frame size, 768 x 768
+REFERENCE_FONT_SIZE = 45  # plugins/storysdk-storydiffusion/docs/storydiffusion.md §4: Inkfree.ttf at size 45
+REFERENCE_WIDTH = 768  # plugins/storysdk-storydiffusion/docs/storydiffusion.md §4: the UI's default frame size, 768 x 768
 MIN_FONT_SIZE = 12  # our floor for the scaled default size (deviation, see module docstring)
-CAPTION_BOTTOM = 20  # storydiffusion.md §4: each line sits (its height + 20) px above the one below
-CAPTION_PADDING = 5  # storydiffusion.md §4: the background rectangle's padding
-CAPTION_ALPHA = 200  # storydiffusion.md §4: background alpha 200/255, white
+CAPTION_BOTTOM = 20  # plugins/storysdk-storydiffusion/docs/storydiffusion.md §4: each line sits (its height + 20) px above the one below
+CAPTION_PADDING = 5  # plugins/storysdk-storydiffusion/docs/storydiffusion.md §4: the background rectangle's padding
+CAPTION_ALPHA = 200  # plugins/storysdk-storydiffusion/docs/storydiffusion.md §4: background alpha 200/255, white
 
 
 def default_font_size(width: int) -> int:

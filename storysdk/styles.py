@@ -1,8 +1,8 @@
-"""StoryDiffusion's style templates and base-model names (data from ``storydiffusion-styles.md``).
+"""StoryDiffusion's style templates and base-model names (data from ``plugins/storysdk-storydiffusion/docs/storydiffusion-styles.md``).
 
 A style wraps a frame prompt in a positive template (``{prompt}`` is replaced by the
 prompt) and has a negative prompt that is put in front of the user's negative prompt.
-:func:`apply_style` does both exactly as upstream does (``storydiffusion.md`` §2):
+:func:`apply_style` does both exactly as upstream does (``plugins/storysdk-storydiffusion/docs/storydiffusion.md`` §2):
 
     positive = template.replace("{prompt}", prompt)
     negative = style_negative + " " + user_negative
@@ -47,10 +47,10 @@ __all__ = [
 #: The style that applies no template (``None`` means this style too).
 NO_STYLE = "(No style)"
 
-#: Default of the open-source app (``storydiffusion.md`` §2, ``DEFAULT_STYLE_NAME``).
+#: Default of the open-source app (``plugins/storysdk-storydiffusion/docs/storydiffusion.md`` §2, ``DEFAULT_STYLE_NAME``).
 DEFAULT_STYLE = "Japanese Anime"
 
-#: Default of the hosted API's ``style_name`` field (``storydiffusion-api.md``; sic).
+#: Default of the hosted API's ``style_name`` field (``plugins/storysdk-storydiffusion/docs/storydiffusion-api.md``; sic).
 HOSTED_DEFAULT_STYLE = "Disney Charactor"
 
 
@@ -77,7 +77,7 @@ class Style:
         return self.positive.replace("{prompt}", prompt), self.negative + " " + negative
 
 
-# storydiffusion-styles.md, first table (current app, utils/style_template.py at HEAD);
+# plugins/storysdk-storydiffusion/docs/storydiffusion-styles.md, first table (current app, utils/style_template.py at HEAD);
 # strings copied character for character.
 _CURRENT: tuple[Style, ...] = (
     Style(
@@ -127,7 +127,7 @@ _CURRENT: tuple[Style, ...] = (
     ),
 )
 
-# storydiffusion-styles.md, second table: older names kept by the hosted API.
+# plugins/storysdk-storydiffusion/docs/storydiffusion-styles.md, second table: older names kept by the hosted API.
 _LEGACY: tuple[Style, ...] = (
     Style(
         name="Cinematic",
@@ -150,7 +150,7 @@ CURRENT_STYLE_NAMES: tuple[str, ...] = tuple(s.name for s in _CURRENT)
 #: The two older names only the hosted API still offers.
 LEGACY_STYLE_NAMES: tuple[str, ...] = tuple(s.name for s in _LEGACY)
 
-#: The menu of the app before commit 02dda9b, which the hosted API keeps (storydiffusion.md §2).
+#: The menu of the app before commit 02dda9b, which the hosted API keeps (plugins/storysdk-storydiffusion/docs/storydiffusion.md §2).
 HOSTED_STYLE_NAMES: tuple[str, ...] = (
     "(No style)",
     "Japanese Anime",
@@ -209,7 +209,7 @@ class SDModel(NamedTuple):
 
 
 #: Base-model names of the hosted API (``sd_model``) and the upstream app
-#: (storydiffusion-styles.md, last table; config/models.yaml upstream). Unstable ships
+#: (plugins/storysdk-storydiffusion/docs/storydiffusion-styles.md, last table; config/models.yaml upstream). Unstable ships
 #: ``.bin`` weights, the two other folders ship safetensors; Juggernaut is a single file.
 SD_MODELS: Mapping[str, SDModel] = MappingProxyType(
     {

@@ -2,7 +2,7 @@
 
 Built offline in code (no hub, no files), in well under a second, and bit-reproducible:
 ``torch.manual_seed`` is set before each module, as diffusers' own fast tests do
-(plugin-conventions.md §5). Tokenizers come from :mod:`storysdk.testing.tokenizers`.
+(docs/reference/plugin-conventions.md §5). Tokenizers come from :mod:`storysdk.testing.tokenizers`.
 
 The tiny SDXL keeps SDXL's *shape*, which the StoryDiffusion plugin relies on: a VAE that
 down-samples 8x, a UNet with three resolution levels (no attention at full latent size,

@@ -43,7 +43,7 @@ def test_wrap_is_greedy_and_fits() -> None:
 @pytest.mark.parametrize(
     "w,h,size,gap",
     [
-        (768, 200, 45, 20),  # storydiffusion.md §4: 20 px at upstream's font size 45
+        (768, 200, 45, 20),  # plugins/storysdk-storydiffusion/docs/storydiffusion.md §4: 20 px at upstream's font size 45
         (300, 200, 24, 11),  # scaled with the font: round(20 * 24 / 45)
     ],
 )

@@ -25,8 +25,8 @@ import storysdk
 
 ROOT = Path(__file__).resolve().parents[1]
 COOKBOOK = ROOT / "examples" / "cookbook"
-SR = 32000  # AudioStory's output rate, audiostory.md §1.7
-TANGOFLUX_DEFAULT_SECONDS = 10.0  # TangoFlux's default clip length, audiostory.md §2
+SR = 32000  # AudioStory's output rate, plugins/storysdk-audiostory/docs/audiostory.md §1.7
+TANGOFLUX_DEFAULT_SECONDS = 10.0  # TangoFlux's default clip length, plugins/storysdk-audiostory/docs/audiostory.md §2
 
 
 def _load(name: str) -> ModuleType:

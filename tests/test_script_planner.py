@@ -1,7 +1,7 @@
 """Tests of the built-in ``script`` planner (StoryDiffusion frame lines).
 
 Expected prompts and captions are worked out by hand from the rules in
-``storydiffusion.md`` §2 and ``storydiffusion-api.md`` and written out literally:
+``plugins/storysdk-storydiffusion/docs/storydiffusion.md`` §2 and ``plugins/storysdk-storydiffusion/docs/storydiffusion-api.md`` and written out literally:
 
 - unnamed mode (predict.py): prompt = (description + "," + line cut at its last '#').strip(),
   [NC] lines: the line without [NC], cut at the last '#', stripped;
@@ -20,7 +20,7 @@ from storysdk.builtins.script import ScriptPlanner
 from storysdk.errors import ConfigError, ScriptError
 from storysdk.model import Character, StoryPlan, StoryRequest
 
-# storydiffusion-api.md, the hosted API's default request
+# plugins/storysdk-storydiffusion/docs/storydiffusion-api.md, the hosted API's default request
 HOSTED_CHARACTER = "a man, wearing black suit"
 HOSTED_SCRIPT = (
     "at home, read new paper #at home, The newspaper says there is a treasure house in the forest.\n"

@@ -1,6 +1,6 @@
 """``storysdk serve``: the real server on a loopback port, spoken to with real HTTP clients.
 
-The StoryDiffusion tests send the hosted API's own example request (storydiffusion-api.md and
+The StoryDiffusion tests send the hosted API's own example request (plugins/storysdk-storydiffusion/docs/storydiffusion-api.md and
 its documentation's Python client: ``requests.post(url, data=data, files=files,
 headers={'x-api-key': ...})``) to a server running the tiny preset.
 """
@@ -25,7 +25,7 @@ from storysdk.testing import make_registry
 
 KEY = "test-key-123"
 
-#: the hosted API documentation's example request, field for field (storydiffusion-api.md);
+#: the hosted API documentation's example request, field for field (plugins/storysdk-storydiffusion/docs/storydiffusion-api.md);
 #: only the frame size and step count are the smallest the fields allow, for a CPU test.
 NEGATIVE = (
     "bad anatomy, bad hands, missing fingers, extra fingers, three hands, three legs, bad arms, missing legs, "
@@ -156,7 +156,7 @@ def test_hosted_example_request_gets_the_comic_image_and_json_gets_the_same(tmp_
         assert response.headers["content-type"] == "image/webp"
         page = Image.open(io.BytesIO(response.content))
         assert page.format == "WEBP"
-        panel = 256 + 2 * 10  # storydiffusion.md §4: 10 px border; 8 frames -> 2 rows of [1, 1, 2]
+        panel = 256 + 2 * 10  # plugins/storysdk-storydiffusion/docs/storydiffusion.md §4: 10 px border; 8 frames -> 2 rows of [1, 1, 2]
         assert page.size == (2 * panel + panel // 2, 2 * panel)
 
         # the JSON form of the documentation, numbers as JSON numbers: the same request, the same bytes

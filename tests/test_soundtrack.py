@@ -114,7 +114,7 @@ def test_crossfade_defaults_to_declared_padding_else_hard_cuts(tmp_path) -> None
     samples, _ = read_audio(SoundtrackComposer().compose(plain, tmp_path / "b")[0])
     assert samples.shape[1] == 15000  # undeclared: hard cuts keep every clip's place
     samples, _ = read_audio(SoundtrackComposer(crossfade=3.0).compose(plain, tmp_path / "d")[0])
-    assert samples.shape[1] == 15000 - 2 * 3000  # audiostory.md §1.7: 3 s
+    assert samples.shape[1] == 15000 - 2 * 3000  # plugins/storysdk-audiostory/docs/audiostory.md §1.7: 3 s
     zero = make_story(clips, metadata={0: {"crossfade": 0}, 1: {"crossfade": 0}})
     samples, _ = read_audio(SoundtrackComposer().compose(zero, tmp_path / "c")[0])
     assert samples.shape[1] == 15000

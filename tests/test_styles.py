@@ -1,6 +1,6 @@
 """Tests of storysdk.styles: every StoryDiffusion style template, the negatives, the name sets.
 
-The expected strings are written out from ``storydiffusion-styles.md`` (the template with
+The expected strings are written out from ``plugins/storysdk-storydiffusion/docs/storydiffusion-styles.md`` (the template with
 ``{prompt}`` replaced, and ``style_negative + " " + user_negative``), not taken from the code.
 """
 
@@ -29,7 +29,7 @@ from storysdk.styles import (
 PROMPT = "a girl reading a book"
 NEGATIVE = "blurry hands"
 
-# Each style applied to PROMPT with the user negative NEGATIVE (storydiffusion-styles.md).
+# Each style applied to PROMPT with the user negative NEGATIVE (plugins/storysdk-storydiffusion/docs/storydiffusion-styles.md).
 EXPECTED = {
     "(No style)": (
         "a girl reading a book",

@@ -1,4 +1,4 @@
-"""The ``comic`` composer: StoryDiffusion's comic typesetting (storydiffusion.md §4) plus a
+"""The ``comic`` composer: StoryDiffusion's comic typesetting (plugins/storysdk-storydiffusion/docs/storydiffusion.md §4) plus a
 page-based layout for mixed aspect ratios.
 
 Styles (``style`` option; upstream's exact names, misspelling included):
@@ -61,7 +61,7 @@ __all__ = [
 ]
 
 CLASSIC = "Classic Comic Style"
-FOUR = "Four Pannel"  # sic, storydiffusion.md §4
+FOUR = "Four Pannel"  # sic, plugins/storysdk-storydiffusion/docs/storydiffusion.md §4
 NONE = "No typesetting (default)"
 PAGES = "Pages"
 #: Accepted style names -> canonical style.
@@ -73,8 +73,8 @@ STYLES: dict[str, str] = {
     "No typesetting": NONE,
     PAGES: PAGES,
 }
-BORDER = 10  # storydiffusion.md §4: add_white_border, 10 px
-HALF = 2  # storydiffusion.md §4: stacked pairs are shrunk by 1/2
+BORDER = 10  # plugins/storysdk-storydiffusion/docs/storydiffusion.md §4: add_white_border, 10 px
+HALF = 2  # plugins/storysdk-storydiffusion/docs/storydiffusion.md §4: stacked pairs are shrunk by 1/2
 DEFAULT_PAGE_SIZE = (1654, 2339)  # A4 at 200 dpi (our choice for "Pages")
 
 
@@ -91,7 +91,7 @@ def resolve_style(style: str) -> str:
 
 
 def distribute_rows(count: int) -> list[int]:
-    """Row sizes of the Classic layout for ``count`` panels (storydiffusion.md §4, distribute_images2).
+    """Row sizes of the Classic layout for ``count`` panels (plugins/storysdk-storydiffusion/docs/storydiffusion.md §4, distribute_images2).
 
     Rows of 4 when there are at most 8 panels, otherwise alternately 4 and 6; a last row that
     is not full keeps its size (the rest is padding), except that fewer than 4 remaining
@@ -158,7 +158,7 @@ def classic_page(
     rng: random.Random,
     caption: _Captioner,
 ) -> Image.Image:
-    """One Classic Comic Style page from bordered ``panels`` (storydiffusion.md §4)."""
+    """One Classic Comic Style page from bordered ``panels`` (plugins/storysdk-storydiffusion/docs/storydiffusion.md §4)."""
     rows: list[Image.Image] = []
     start = 0
     for size in distribute_rows(len(panels)):
@@ -174,7 +174,7 @@ def classic_page(
         for span in pattern:
             if span == 1:
                 items.append(caption(group[i], texts[i]))
-            else:  # a stacked pair: no captions (storydiffusion.md §4)
+            else:  # a stacked pair: no captions (plugins/storysdk-storydiffusion/docs/storydiffusion.md §4)
                 items.append(_stack_half(group[i : i + 2]))
             i += span
         rows.append(_hstack(items))

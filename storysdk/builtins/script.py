@@ -1,6 +1,6 @@
 """The ``script`` planner: StoryDiffusion's frame-line syntax, one scene per line, no model.
 
-Syntax (``storydiffusion.md`` §2, ``storydiffusion-api.md``)
+Syntax (``plugins/storysdk-storydiffusion/docs/storydiffusion.md`` §2, ``plugins/storysdk-storydiffusion/docs/storydiffusion-api.md``)
 -----------------------------------------------------------
 ``request.script`` holds the frame lines, one frame per line (``str.splitlines``)::
 
@@ -31,7 +31,7 @@ up in the prompt part only).
 ``default_character_name``; every frame line without ``[NC]`` gets the prompt
 ``description + "," + line`` and that one character.
 
-Id frames (``storydiffusion.md`` §1.5)
+Id frames (``plugins/storysdk-storydiffusion/docs/storydiffusion.md`` §1.5)
 --------------------------------------
 Consistent Self-Attention first renders ``num_ids`` *id frames* per character together; their
 attention features are the character's reference for the other frames. The planner marks
@@ -94,7 +94,7 @@ from ..model import Character, Scene, StoryPlan, StoryRequest
 
 __all__ = ["NC_TAG", "ScriptPlanner"]
 
-#: The no-character marker of a frame line (storydiffusion.md §2).
+#: The no-character marker of a frame line (plugins/storysdk-storydiffusion/docs/storydiffusion.md §2).
 NC_TAG = "[NC]"
 _NC_NAME = "NC"
 _TAG = re.compile(r"\[([^\[\]]*)\]")

@@ -1,6 +1,6 @@
 """The ``soundtrack`` composer: every scene's clip, in scene order, on one crossfaded timeline.
 
-The join is AudioStory's (audiostory.md §1.7, §9): a linear crossfade of
+The join is AudioStory's (plugins/storysdk-audiostory/docs/audiostory.md §1.7, §9): a linear crossfade of
 ``int(crossfade * sample_rate)`` samples at each join, with a hard cut where a piece is
 shorter than the fade. AudioStory generates every clip but the last 3 s longer, so the joined
 track lasts about the sum of the planned durations, and records that padding in
@@ -52,7 +52,7 @@ __all__ = [
     "join_clips",
 ]
 
-AUDIOSTORY_CROSSFADE = 3.0  # audiostory.md §1.7: 3 s linear crossfade (what its generator pads)
+AUDIOSTORY_CROSSFADE = 3.0  # plugins/storysdk-audiostory/docs/audiostory.md §1.7: 3 s linear crossfade (what its generator pads)
 
 
 def _optional_positive_int(name: str, value: object) -> int | None:
@@ -123,7 +123,7 @@ def join_clips(
     Every clip is resampled to ``sample_rate`` (``None``: the highest among the clips) and
     mapped to ``channels`` (``None``: the most among the clips). Consecutive clips are joined
     by :func:`storysdk.audio.crossfade_join` with a fade of ``int(crossfade * rate)`` frames
-    (audiostory.md §9); ``crossfade=None`` uses :func:`declared_crossfade`. A
+    (plugins/storysdk-audiostory/docs/audiostory.md §9); ``crossfade=None`` uses :func:`declared_crossfade`. A
     :class:`Silence` is inserted with hard cuts on both sides (``round(seconds * rate)``
     frames), so the clips after it keep their place. ``peak`` scales the whole track to that
     peak level (``None``: unchanged).
@@ -136,7 +136,7 @@ def join_clips(
     rate = sample_rate or max(a.sample_rate for a in clips)
     chans = channels or max(a.channels for a in clips)
     seconds = declared_crossfade(clips) if crossfade is None else crossfade
-    fade = int(seconds * rate)  # audiostory.md §9: int(seconds x rate)
+    fade = int(seconds * rate)  # plugins/storysdk-audiostory/docs/audiostory.md §9: int(seconds x rate)
 
     pieces: list[np.ndarray] = []  # runs of crossfaded clips and silences, joined by hard cuts
     starts: list[int] = []

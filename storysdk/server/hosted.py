@@ -1,4 +1,4 @@
-"""``POST /v1/storydiffusion``: the hosted StoryDiffusion request (storydiffusion-api.md), image out.
+"""``POST /v1/storydiffusion``: the hosted StoryDiffusion request (plugins/storysdk-storydiffusion/docs/storydiffusion-api.md), image out.
 
 The body is the hosted request's fields as a multipart form, a url-encoded form or a JSON
 object; the answer is the comic page's bytes with its content type (``image/webp`` by

@@ -2,7 +2,7 @@
 
 Hub tokenizers (``hf-internal-testing/tiny-random-clip``...) cannot be downloaded on machines
 without a hub, so the tiny presets build theirs from :data:`STORY_CORPUS`, a fixed English
-text of story vocabulary (plugin-conventions.md §5, options 2 and 3). Both functions are
+text of story vocabulary (docs/reference/plugin-conventions.md §5, options 2 and 3). Both functions are
 deterministic: the same arguments give the same vocabulary and ids in every process.
 
 Deviation from §5 option 2: the BPE merges are learned by :func:`learn_bpe_merges` here,
@@ -160,7 +160,7 @@ def t5_tokenizer(vocab_size: int = 1000, model_max_length: int = 64) -> T5Tokeni
 
     Ids follow T5's layout: ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, then ``▁`` (word start),
     the single characters, and the corpus words as ``▁word`` pieces, most frequent first,
-    scored by their log frequency (plugin-conventions.md §5, option 3). No sentinel ids.
+    scored by their log frequency (docs/reference/plugin-conventions.md §5, option 3). No sentinel ids.
     """
     from transformers import T5Tokenizer
 

@@ -1,4 +1,4 @@
-"""One-pass query blocks == upstream's forced single steps (audiostory.md §1.4), and the planner."""
+"""One-pass query blocks == upstream's forced single steps (docs/audiostory.md §1.4), and the planner."""
 
 from __future__ import annotations
 
@@ -92,7 +92,7 @@ def test_one_pass_equals_forced_single_steps(planner_rt):
     n = min(len(one.hidden), len(step.hidden))
     assert n >= len(one.ids) - 1
     assert torch.allclose(one.hidden[:n], step.hidden[:n], atol=TOL, rtol=0)
-    # each event saves N+1 + M+1 forward passes (audiostory.md §1.4 tip)
+    # each event saves N+1 + M+1 forward passes (docs/audiostory.md §1.4 tip)
     assert step.forward_passes - one.forward_passes == 2 * (special.num_t5 + 1 + special.num_aud + 1)
     # teacher forcing the same response gives the same states
     forced = teacher_force(llm, prompt, one.ids)

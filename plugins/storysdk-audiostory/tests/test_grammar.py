@@ -1,4 +1,4 @@
-"""The output grammar (audiostory.md §1.4) on hand-written token streams, and duration repairs."""
+"""The output grammar (docs/audiostory.md §1.4) on hand-written token streams, and duration repairs."""
 
 from __future__ import annotations
 

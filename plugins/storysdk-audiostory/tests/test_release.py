@@ -1,4 +1,4 @@
-"""Loader round trips: tiny models saved under the released key names (audiostory.md §4, §9) and
+"""Loader round trips: tiny models saved under the released key names (docs/audiostory.md §4, §9) and
 loaded back, LoRA merged by an independent computation here; loud failures on bad checkpoints."""
 
 from __future__ import annotations

@@ -1,4 +1,4 @@
-"""The CSA processor against an independent reference computation (storydiffusion.md §1.4-§1.8)."""
+"""The CSA processor against an independent reference computation (docs/storydiffusion.md §1.4-§1.8)."""
 
 from __future__ import annotations
 

@@ -179,7 +179,7 @@ def test_loads_an_sdxl_folder_and_refuses_an_sd15_style_one(tiny_pipe: Any, tmp_
     folder = tmp_path / "tiny-sdxl"
     tiny_pipe.save_pretrained(folder)
     pipe = load_pipeline(str(folder), preset=None, device=torch.device("cpu"), dtype=torch.float32)
-    assert type(pipe.scheduler).__name__ == "DDIMScheduler"  # storydiffusion.md §2
+    assert type(pipe.scheduler).__name__ == "DDIMScheduler"  # docs/storydiffusion.md §2
     for name, tensor in tiny_pipe.unet.state_dict().items():
         assert torch.equal(pipe.unet.state_dict()[name], tensor)
     sd15_unet = UNet2DConditionModel(

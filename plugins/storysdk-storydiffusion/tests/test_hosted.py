@@ -1,4 +1,4 @@
-"""The hosted request format (storydiffusion-api.md) on the tiny preset."""
+"""The hosted request format (docs/storydiffusion-api.md) on the tiny preset."""
 
 from __future__ import annotations
 
@@ -16,7 +16,7 @@ from storysdk_storydiffusion.hosted import (
     render_story,
 )
 
-BORDER = 10  # storydiffusion.md §4
+BORDER = 10  # docs/storydiffusion.md §4
 
 
 def test_default_example_renders_a_classic_page_of_8_captioned_panels(tiny_pipe: Any) -> None:

@@ -1,4 +1,4 @@
-"""AudioStory's bridge (audiostory.md §1.5, §9): two ``mlp2x_gelu`` projection heads and the
+"""AudioStory's bridge (docs/audiostory.md §1.5, §9): two ``mlp2x_gelu`` projection heads and the
 8-head fuser, with the inference path's scale ``C = (S + MHA(S, R, R)) / t5_feature_scale``.
 
 Parameter names follow the release (``projector.{0,2}``, ``audio_projector.{0,2}`` under

@@ -1,4 +1,4 @@
-"""Tokenizer ``audiostory-bridge``: query hidden states -> DiT conditioning (audiostory.md §1.5, §9).
+"""Tokenizer ``audiostory-bridge``: query hidden states -> DiT conditioning (docs/audiostory.md §1.5, §9).
 
 Consumes the ``audiostory-queries`` tokens of the ``audiostory`` planner and produces
 ``tangoflux-cond`` tokens: ``C = (projector(H_t5) + MHA(S, R, R)) / t5_feature_scale``, the

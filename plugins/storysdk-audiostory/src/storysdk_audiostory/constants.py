@@ -5,7 +5,7 @@ Pure data: importing this module imports nothing heavy.
 
 from __future__ import annotations
 
-# --- special tokens (audiostory.md §1.2) -------------------------------------------------
+# --- special tokens (docs/audiostory.md §1.2) -------------------------------------------------
 T5_OPEN = "<t5>"
 T5_CLOSE = "</t5>"
 T5_QUERY = "<t5_{:05d}>"
@@ -23,15 +23,15 @@ IM_START = "<|im_start|>"
 IM_END = "<|im_end|>"
 ENDOFTEXT = "<|endoftext|>"
 
-T5_QUERY_VOCAB = 100  # <t5_00000> ... <t5_00099>, audiostory.md §1.2
-AUD_QUERY_VOCAB = 501  # <aud_00000> ... <aud_00500>, audiostory.md §1.2
-NUM_ADDED_TOKENS = 612  # audiostory.md §1.2
-QWEN25_BASE_VOCAB = 151_665  # Qwen2.5 tokenizer length before the added tokens, audiostory.md §1.2
-RELEASED_VOCAB = 152_277  # = 151,665 + 612, the LLM config's vocab_size, audiostory.md §1.1/§1.2
+T5_QUERY_VOCAB = 100  # <t5_00000> ... <t5_00099>, docs/audiostory.md §1.2
+AUD_QUERY_VOCAB = 501  # <aud_00000> ... <aud_00500>, docs/audiostory.md §1.2
+NUM_ADDED_TOKENS = 612  # docs/audiostory.md §1.2
+QWEN25_BASE_VOCAB = 151_665  # Qwen2.5 tokenizer length before the added tokens, docs/audiostory.md §1.2
+RELEASED_VOCAB = 152_277  # = 151,665 + 612, the LLM config's vocab_size, docs/audiostory.md §1.1/§1.2
 
 
 def added_tokens() -> list[str]:
-    """The 612 added tokens in the order of ``tokenizer/added_tokens.json`` (audiostory.md §1.2)."""
+    """The 612 added tokens in the order of ``tokenizer/added_tokens.json`` (docs/audiostory.md §1.2)."""
     tokens = [T5_CLOSE, VIDEO_PAD, TS_OPEN, TS_CLOSE, T5_OPEN]
     tokens += [T5_QUERY.format(k) for k in range(T5_QUERY_VOCAB)]
     tokens += [AUD_OPEN, AUD_CLOSE]
@@ -41,12 +41,12 @@ def added_tokens() -> list[str]:
     return tokens
 
 
-# --- query blocks (audiostory.md §1.4) ---------------------------------------------------
+# --- query blocks (docs/audiostory.md §1.4) ---------------------------------------------------
 NUM_T5_TOKENS = 64  # N, semantic / bridging queries
 NUM_AUD_TOKENS = 8  # M, residual / consistency queries
 MAX_NEW_TOKENS = 1600
 
-# --- prompt (audiostory.md §1.3; strings of evaluate/inference.py) ------------------------
+# --- prompt (docs/audiostory.md §1.3; strings of evaluate/inference.py) ------------------------
 SYSTEM_MESSAGE = "<|im_start|>system\nYou are a helpful assistant.<|im_end|>\n"
 USER_TURN = "<|im_start|>user\n{instruction}<|im_end|>\n"
 ASSISTANT_OPEN = "<|im_start|>assistant\n<|think|>"
@@ -74,12 +74,12 @@ GEN_PROMPT_ALL: tuple[str, ...] = (
     "Develop a comprehensive audio that fully represents ",
 )
 
-# --- bridge (audiostory.md §1.5, §9) -------------------------------------------------------
+# --- bridge (docs/audiostory.md §1.5, §9) -------------------------------------------------------
 T5_FEATURE_SCALE = 10.0
 BRIDGE_DIM = 1024
 FUSER_HEADS = 8
 
-# --- DiT and sampling (audiostory.md §1.6, §2) ---------------------------------------------
+# --- DiT and sampling (docs/audiostory.md §1.6, §2) ---------------------------------------------
 AUDIO_SEQ_LEN = 645
 MAX_DURATION = 30.0
 AUDIOSTORY_STEPS = 50
@@ -90,12 +90,12 @@ TANGOFLUX_DEFAULT_DURATION = 10.0  # §2
 T5_MAX_TEXT_TOKENS = 64  # encode_text cap (§2)
 DURATION_FOURIER_DIM = 256  # 128 learned frequencies, Linear(257 -> dim) (§2)
 
-# --- VAE, trim, join (audiostory.md §1.7, §3) ----------------------------------------------
+# --- VAE, trim, join (docs/audiostory.md §1.7, §3) ----------------------------------------------
 VAE_SAMPLE_RATE = 44_100
 TARGET_SAMPLE_RATE = 32_000
 CROSSFADE_SECONDS = 3.0
 
-# --- LoRA (audiostory.md §1.1) ----------------------------------------------------------------
+# --- LoRA (docs/audiostory.md §1.1) ----------------------------------------------------------------
 LORA_R = 32
 LORA_ALPHA = 32
 LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")

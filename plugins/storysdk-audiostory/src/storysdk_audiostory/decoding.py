@@ -80,7 +80,7 @@ def greedy_decode(
     one_pass: bool = True,
     on_token: Callable[[int], None] | None = None,
 ) -> DecodeResult:
-    """Greedy decoding until ``<|im_end|>`` or ``max_new_tokens`` (audiostory.md §1.4)."""
+    """Greedy decoding until ``<|im_end|>`` or ``max_new_tokens`` (docs/audiostory.md §1.4)."""
     from transformers import DynamicCache
 
     if max_new_tokens < 1:

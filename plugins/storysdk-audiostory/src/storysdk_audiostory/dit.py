@@ -1,4 +1,4 @@
-"""The TangoFlux DiT (audiostory.md §2): diffusers' FluxTransformer2DModel with TangoFlux's
+"""The TangoFlux DiT (docs/audiostory.md §2): diffusers' FluxTransformer2DModel with TangoFlux's
 duration embedder and pooled projection, under TangoFlux's parameter names
 (``transformer.*``, ``fc.0.*``, ``duration_emebdder.time_positional_embedding.{0,1}.*`` -- sic).
 

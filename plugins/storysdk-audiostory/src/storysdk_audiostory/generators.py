@@ -1,6 +1,6 @@
 """Generators ``audiostory`` and ``tangoflux``: TangoFlux DiT + Oobleck VAE, all clips in batches.
 
-Both render a scene's clip as audiostory.md §1.6-§1.7 describe: CFG flow sampling in the DiT's
+Both render a scene's clip as docs/audiostory.md §1.6-§1.7 describe: CFG flow sampling in the DiT's
 fixed latent window, VAE decode, trim to the clip's length, resample to 32 kHz. They differ in
 the conditioning:
 
@@ -252,7 +252,7 @@ def _auto_batch(rt: AudioRuntime, length: int, count: int) -> int:
 
 
 class AudioStoryGenerator(_DiTGenerator):
-    """AudioStory's DiT path (audiostory.md §1.6-§1.7) on the ``tangoflux-cond`` tokens of each scene.
+    """AudioStory's DiT path (docs/audiostory.md §1.6-§1.7) on the ``tangoflux-cond`` tokens of each scene.
 
     Options: ``preset`` ("tiny" or the released weights), ``checkpoint`` (the AudioStory release
     folder: ``config.yaml`` + ``pytorch_model.bin``), ``vae`` (folder with the Oobleck
@@ -291,7 +291,7 @@ class AudioStoryGenerator(_DiTGenerator):
 
 
 class TangoFluxGenerator(_DiTGenerator):
-    """Plain TangoFlux text-to-audio (audiostory.md §2) from each scene's prompt (or caption).
+    """Plain TangoFlux text-to-audio (docs/audiostory.md §2) from each scene's prompt (or caption).
 
     Voices scenes from any planner, e.g. StoryDiffusion frames. ``checkpoint``: TangoFlux's
     release folder (``config.json``, ``tangoflux.safetensors``, ``vae.safetensors``; the Flan-T5

@@ -1,4 +1,4 @@
-"""The output grammar of AudioStory's planner LLM (audiostory.md §1.4), parsed from token ids.
+"""The output grammar of AudioStory's planner LLM (docs/audiostory.md §1.4), parsed from token ids.
 
 The assistant turn is opened with ``<|think|>`` by the prompt; the model then writes::
 
@@ -36,7 +36,7 @@ Decode = Callable[[Sequence[int]], str]
 
 
 class GrammarError(ConfigError):
-    """The planner LLM's output does not follow AudioStory's event grammar (audiostory.md §1.4).
+    """The planner LLM's output does not follow AudioStory's event grammar (docs/audiostory.md §1.4).
 
     ``position`` is the index in the generated ids where the problem was found (``None`` when
     it concerns the whole stream).
@@ -153,7 +153,7 @@ def _query_ids(special: SpecialIds) -> set[int]:
 
 
 def parse_stream(ids: Sequence[int], special: SpecialIds, decode: Decode, *, repair: bool = True) -> ParsedStream:
-    """Parse the generated ids (after the prompt's ``<|think|>``) into events (audiostory.md §1.4)."""
+    """Parse the generated ids (after the prompt's ``<|think|>``) into events (docs/audiostory.md §1.4)."""
     ids = [int(i) for i in ids]
     notes: list[str] = []
     end = ids.index(special.im_end) if special.im_end in ids else len(ids)

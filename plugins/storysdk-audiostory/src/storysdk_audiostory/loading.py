@@ -1,5 +1,5 @@
 """Build or load the models each component needs: the ``tiny`` preset in code, or the released
-weights from local folders (see :mod:`.release` for the checkpoint layouts of audiostory.md §4).
+weights from local folders (see :mod:`.release` for the checkpoint layouts of docs/audiostory.md §4).
 
 Imports torch inside functions only.
 """

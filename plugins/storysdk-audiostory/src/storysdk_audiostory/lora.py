@@ -1,4 +1,4 @@
-"""PEFT (0.4.0 naming) LLM weights -> plain Qwen2ForCausalLM weights, LoRA merged (audiostory.md §1.1, §4).
+"""PEFT (0.4.0 naming) LLM weights -> plain Qwen2ForCausalLM weights, LoRA merged (docs/audiostory.md §1.1, §4).
 
 In the released state dict the LLM sits under ``base_model.model.`` (after ``seedx.llm.``):
 ``...q_proj.weight`` (base) with ``...q_proj.lora_A.default.weight`` (r x in) and

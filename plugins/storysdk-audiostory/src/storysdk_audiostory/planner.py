@@ -72,7 +72,7 @@ def expand_query_blocks(ids: list[int], special: SpecialIds) -> list[int]:
 
 
 class AudioStoryPlanner(Planner):
-    """AudioStory's LLM event planner (audiostory.md §1.3-§1.5).
+    """AudioStory's LLM event planner (docs/audiostory.md §1.3-§1.5).
 
     Options: ``preset`` ("tiny" or released weights), ``checkpoint`` (AudioStory release folder),
     ``base_llm`` (local Qwen2.5-3B-Instruct folder; default from the checkpoint's config),

@@ -57,7 +57,7 @@ TINY: dict[str, Any] = {
     "num_aud": C.NUM_AUD_TOKENS,
 }
 
-#: The released sizes (audiostory.md §1.1, §2, §3): Qwen2.5-3B, flan-t5-large encoder, TangoFlux DiT, Oobleck.
+#: The released sizes (docs/audiostory.md §1.1, §2, §3): Qwen2.5-3B, flan-t5-large encoder, TangoFlux DiT, Oobleck.
 FULL: dict[str, Any] = {
     "llm": dict(
         hidden_size=2048,

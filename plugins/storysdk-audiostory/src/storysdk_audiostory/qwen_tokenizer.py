@@ -37,7 +37,7 @@ def load_qwen_tokenizer(path: str | os.PathLike[str], *, expected_vocab: int | N
     """The Qwen2.5 tokenizer of a local folder with the AudioStory tokens added.
 
     ``expected_vocab`` (the checkpoint's ``vocab_size``) is checked: a different length means
-    the ids would not match the checkpoint's embedding rows (audiostory.md §8).
+    the ids would not match the checkpoint's embedding rows (docs/audiostory.md §8).
     """
     from transformers import AutoTokenizer
 

@@ -1,4 +1,4 @@
-"""Loading the released weights from local folders (audiostory.md §4), failing loudly.
+"""Loading the released weights from local folders (docs/audiostory.md §4), failing loudly.
 
 AudioStory release (``checkpoint``): ``config.yaml`` (Hydra; read for N, M, the scale, LoRA r and
 alpha, the vocabulary size and the base LLM folder) and ``pytorch_model.bin`` (the whole

@@ -21,7 +21,7 @@ class AudioRuntime:
     """DiT + VAE (+ the T5 encoder while it is needed) on one device.
 
     ``uncond_states(n)`` is the T5 encoding of ``""`` padded to ``n`` tokens *with its attention
-    mask* (audiostory.md §9), cached per ``n``; with ``drop_text_encoder()`` the encoder can be
+    mask* (docs/audiostory.md §9), cached per ``n``; with ``drop_text_encoder()`` the encoder can be
     released once the caches the run needs exist (§1.6: "cached so the text encoder need not
     stay loaded").
     """

@@ -1,4 +1,4 @@
-"""Flow-matching Euler sampler with classifier-free guidance (audiostory.md §1.6, §9).
+"""Flow-matching Euler sampler with classifier-free guidance (docs/audiostory.md §1.6, §9).
 
 Schedule: ``sigmas = linspace(1, 1/n, n)`` then a final 0 (FlowMatchEulerDiscrete with
 1000 train steps and shift 1.0, so timesteps are ``1000 * sigma``); the DiT receives

@@ -1,7 +1,7 @@
 """Writing AudioStory assistant responses by hand (for ``response=`` and for tests).
 
 ``event_text("A dog barks", 4.0)`` gives ``<|gen|>A dog barks<timestamp>4.0</timestamp><t5>
-<t5_00000>...</t5><aud><aud_00000>...</aud><|/gen|>`` (audiostory.md §1.4).
+<t5_00000>...</t5><aud><aud_00000>...</aud><|/gen|>`` (docs/audiostory.md §1.4).
 """
 
 from __future__ import annotations

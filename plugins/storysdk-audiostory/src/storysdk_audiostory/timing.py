@@ -1,4 +1,4 @@
-"""Event durations: repairs and checks between the parsed stream and the plan (audiostory.md §1.7, §8).
+"""Event durations: repairs and checks between the parsed stream and the plan (docs/audiostory.md §1.7, §8).
 
 Upstream trusts the LLM: a missing timestamp crashes (``float(None)``), a clip longer than the
 DiT's window is silently truncated, and nothing checks the sum against the requested total.

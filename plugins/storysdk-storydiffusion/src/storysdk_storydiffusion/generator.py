@@ -1,6 +1,6 @@
 """The ``storydiffusion`` generator: character-consistent frames with Consistent Self-Attention.
 
-Faithful to StoryDiffusion's image side (storydiffusion.md §1, §2) by default:
+Faithful to StoryDiffusion's image side (docs/storydiffusion.md §1, §2) by default:
 
 - each character's id frames are rendered together first (write phase, §1.5), then every other
   frame reads the banked tokens of the characters it shows (read phase, §1.6); ``[NC]`` frames
@@ -48,7 +48,7 @@ __all__ = ["StoryDiffusionGenerator"]
 
 MODES = ("standard", "lockstep")
 SEED_MODES = ("upstream", "per_scene")
-DEFAULT_SIZE = 768  # storydiffusion.md §2 defaults table
+DEFAULT_SIZE = 768  # docs/storydiffusion.md §2 defaults table
 
 
 def _positive_int(name: str, value: object) -> int:
@@ -64,7 +64,7 @@ def _size(name: str, value: object) -> int | None:
         near = max(32, round(value / 32) * 32) if isinstance(value, int) and not isinstance(value, bool) else 768
         raise ConfigError(
             f"{name} must be a positive multiple of 32 pixels (the 1/32-resolution self-attention "
-            f"layers need whole tokens, storydiffusion.md §1.2), got {value!r}; use {near}"
+            f"layers need whole tokens, docs/storydiffusion.md §1.2), got {value!r}; use {near}"
         )
     return value
 
@@ -145,7 +145,7 @@ class StoryDiffusionGenerator(Generator):
             raise ConfigError(
                 f"guidance must be > 1, got {guidance!r}: consistent self-attention runs on the two "
                 "classifier-free-guidance halves of the batch and its step bookkeeping needs them "
-                "(storydiffusion.md §1.3); use for example 5.0 (upstream's default)"
+                "(docs/storydiffusion.md §1.3); use for example 5.0 (upstream's default)"
             )
         if mode not in MODES:
             raise ConfigError(f"mode {mode!r} is unknown; use 'standard' (upstream) or 'lockstep' (bounded bank)")

@@ -1,4 +1,4 @@
-"""SEED-Story for storysdk (spec: reference/seed-story.md).
+"""SEED-Story for storysdk (spec: docs/seed-story.md).
 
 Components (registered by :mod:`storysdk_seed_story.plugin`):
 

@@ -2,7 +2,7 @@
 
 Only the ``attn1`` (self-attention) layers of the up blocks get a
 :class:`~.attention.ConsistentSelfAttnProcessor`; every other layer gets diffusers' plain
-``AttnProcessor2_0`` (storydiffusion.md §1.2). The up-block self-attention must sit at 1/32
+``AttnProcessor2_0`` (docs/storydiffusion.md §1.2). The up-block self-attention must sit at 1/32
 and/or 1/16 of the pixel size, as in SDXL (``up_blocks.0`` and ``up_blocks.1``): that is how
 upstream picks ``sa32`` or ``sa64`` (by token count), so other geometries (SD 1.5's 1/8 layers,
 for example) are refused with a clear error instead of silently mis-sampled.
@@ -21,7 +21,7 @@ from .state import ConsistencyState
 __all__ = ["CSAHandle", "csa_layer_names", "install_csa", "up_block_scales"]
 
 _UP_SELF_ATTN = re.compile(r"^up_blocks\.(\d+)\..*\.attn1\.processor$")
-SDXL_SCALES = (32, 16)  # storydiffusion.md §1.2: up_blocks.0 at 1/32, up_blocks.1 at 1/16
+SDXL_SCALES = (32, 16)  # docs/storydiffusion.md §1.2: up_blocks.0 at 1/32, up_blocks.1 at 1/16
 
 
 def csa_layer_names(unet: Any) -> list[str]:
@@ -59,7 +59,7 @@ def check_unet(unet: Any, vae_scale_factor: int = 8) -> list[str]:
         where = ", ".join(f"up_blocks.{b} at 1/{s}" for b, s in sorted(bad.items()))
         raise ComponentError(
             f"this UNet has up-block self-attention at {where} of the pixel size; StoryDiffusion's "
-            "consistent self-attention only handles SDXL's geometry (1/32 and 1/16, storydiffusion.md "
+            "consistent self-attention only handles SDXL's geometry (1/32 and 1/16, docs/storydiffusion.md "
             "§1.2), so SD 1.5-style UNets are not supported; use an SDXL-architecture checkpoint"
         )
     return names

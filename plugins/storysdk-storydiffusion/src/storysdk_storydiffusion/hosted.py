@@ -1,4 +1,4 @@
-"""The hosted StoryDiffusion request format (storydiffusion-api.md): form fields in, comic image out.
+"""The hosted StoryDiffusion request format (docs/storydiffusion-api.md): form fields in, comic image out.
 
 ``render(fields)`` takes exactly the fields of the hosted endpoint, as a multipart form sends
 them (strings; missing or blank fields take their defaults), and returns the composed comic as
@@ -9,7 +9,7 @@ the ``storydiffusion`` generator and the ``comic`` composer. Only the first 10 l
 ``comic_description`` are honoured, as the hosted demo does (predict.py keeps
 ``splitlines()[:10]``).
 
-``ref_image`` (the PhotoMaker path, storydiffusion.md §3) is not supported yet: giving one is a
+``ref_image`` (the PhotoMaker path, docs/storydiffusion.md §3) is not supported yet: giving one is a
 :class:`~storysdk.errors.ConfigError`.
 
 :class:`HostedRenderer` does the same for one request after another and keeps the loaded SDXL
@@ -42,15 +42,15 @@ __all__ = [
     "render_story",
 ]
 
-MAX_LINES = 10  # storydiffusion-api.md: the hosted demo honours only the first 10 lines
-#: The hosted default negative prompt (the "anatomy list" of storydiffusion-api.md / predict.py).
+MAX_LINES = 10  # docs/storydiffusion-api.md: the hosted demo honours only the first 10 lines
+#: The hosted default negative prompt (the "anatomy list" of docs/storydiffusion-api.md / predict.py).
 DEFAULT_NEGATIVE = (
     "bad anatomy, bad hands, missing fingers, extra fingers, three hands, three legs, bad arms, "
     "missing legs, missing arms, poorly drawn face, bad face, fused face, cloned face, three crus, "
     "fused feet, fused thigh, extra crus, ugly fingers, horn, cartoon, cg, 3d, unreal, animate, "
     "amputation, disconnected limbs"
 )
-#: The default example of storydiffusion-api.md: 8 frames, 3 id frames.
+#: The default example of docs/storydiffusion-api.md: 8 frames, 3 id frames.
 DEFAULT_COMIC = "\n".join(
     [
         "at home, read new paper #at home, The newspaper says there is a treasure house in the forest.",
@@ -179,7 +179,7 @@ def parse_fields(fields: Mapping[str, Any]) -> HostedRequest:
     if guidance <= 1:
         raise ConfigError(
             f"field 'guidance_scale' is {guidance}: values in 0.1 - 1 switch classifier-free guidance off, "
-            "which consistent self-attention needs (storydiffusion.md §1.3); use a value in (1, 10], e.g. 5"
+            "which consistent self-attention needs (docs/storydiffusion.md §1.3); use a value in (1, 10], e.g. 5"
         )
     character = _text(fields, "character_description")
     if not character.strip():

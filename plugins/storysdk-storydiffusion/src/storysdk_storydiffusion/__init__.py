@@ -1,4 +1,4 @@
-"""StoryDiffusion for storysdk: Consistent Self-Attention on SDXL (storydiffusion.md §1).
+"""StoryDiffusion for storysdk: Consistent Self-Attention on SDXL (docs/storydiffusion.md §1).
 
 Importing this package does not import torch. The pieces:
 

@@ -1,4 +1,4 @@
-"""Constants of SEED-Story, each with the spec section it comes from (reference/seed-story.md)."""
+"""Constants of SEED-Story, each with the spec section it comes from (docs/seed-story.md)."""
 
 from __future__ import annotations
 

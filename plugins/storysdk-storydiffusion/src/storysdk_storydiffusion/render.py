@@ -3,7 +3,7 @@
 A :class:`Frame` is one image to render (prompt, negative prompt, initial noise and its
 :class:`~.state.Row`); :class:`CSARenderer` installs CSA on the pipeline's UNet for the
 lifetime of a run and renders lists of frames in one pipeline call each, driving the state's
-step index from ``callback_on_step_end`` (storydiffusion.md §1.10).
+step index from ``callback_on_step_end`` (docs/storydiffusion.md §1.10).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ def initial_noise(pipe: Any, count: int, height: int, width: int, seed: int) -> 
     """``count`` noise tensors drawn as one batch from a fresh CPU generator seeded ``seed``.
 
     This is what the pipeline draws when upstream calls it with ``generator=Generator(seed)``
-    for a batch of ``count`` prompts (storydiffusion.md §2, "Seeds").
+    for a batch of ``count`` prompts (docs/storydiffusion.md §2, "Seeds").
     """
     from storysdk._torch import cpu_generator
 

@@ -1,4 +1,4 @@
-"""Which frames are each character's id (identity) frames (storydiffusion.md §1.5, §2).
+"""Which frames are each character's id (identity) frames (docs/storydiffusion.md §1.5, §2).
 
 The ``script`` planner marks them in ``Scene.metadata`` (``id_frame``/``id_character``); a
 plan from elsewhere gets them derived as upstream does: for each character, the first
@@ -60,7 +60,7 @@ def id_frames_of(plan: StoryPlan, num_ids: int) -> dict[str, list[Scene]]:
             raise ScriptError(
                 f"character [{name}] appears alone in {len(alone)} scene(s) but num_ids={num_ids} id "
                 f"frames are needed (the first {num_ids} scenes showing only [{name}] are rendered "
-                f"together as its reference, storydiffusion.md §1.5); add scenes with only [{name}] "
+                f"together as its reference, docs/storydiffusion.md §1.5); add scenes with only [{name}] "
                 f"or lower num_ids to {max(1, len(alone))}",
                 field="plan",
             )

@@ -1,6 +1,6 @@
 """The per-run state of Consistent Self-Attention (CSA): batch layout, step, samplers, token bank.
 
-StoryDiffusion keeps all of this in module globals (``storydiffusion.md`` §1.3); here one
+StoryDiffusion keeps all of this in module globals (``docs/storydiffusion.md`` §1.3); here one
 :class:`ConsistencyState` lives for one generation and is shared by the processors of one
 UNet. Nothing in this module imports torch at import time.
 
@@ -55,9 +55,9 @@ class CSAConfig:
     (0.3 / 0.1 / 20, §1.7).
     """
 
-    sa32: float = attrs.field(default=0.5, converter=float)  # storydiffusion.md §2 defaults
-    sa64: float = attrs.field(default=0.5, converter=float)  # storydiffusion.md §2 defaults
-    warmup_steps: int = 1  # storydiffusion.md §1.7: step 0 always plain
+    sa32: float = attrs.field(default=0.5, converter=float)  # docs/storydiffusion.md §2 defaults
+    sa64: float = attrs.field(default=0.5, converter=float)  # docs/storydiffusion.md §2 defaults
+    warmup_steps: int = 1  # docs/storydiffusion.md §1.7: step 0 always plain
     bypass_early: float = attrs.field(default=0.3, converter=float)  # §1.7: steps 1-19
     bypass_late: float = attrs.field(default=0.1, converter=float)  # §1.7: step 20 on
     bypass_switch_step: int = 20  # §1.7
@@ -227,7 +227,7 @@ class ConsistencyState:
             if not isinstance(value, int) or value <= 0 or value % 32:
                 raise ConfigError(
                     f"{name} must be a positive multiple of 32 pixels for consistent self-attention "
-                    f"(its 1/32-resolution layers need whole tokens, storydiffusion.md §1.2), got {value!r}; "
+                    f"(its 1/32-resolution layers need whole tokens, docs/storydiffusion.md §1.2), got {value!r}; "
                     f"use {max(32, round(int(value) / 32) * 32) if isinstance(value, int) else 768}"
                 )
         self.config = config or CSAConfig()
@@ -316,7 +316,7 @@ class ConsistencyState:
             raise ConfigError(
                 f"consistent self-attention needs classifier-free guidance: the UNet got a batch of "
                 f"{batch_size} for {len(self.rows)} image(s), expected {2 * len(self.rows)} "
-                "(uncond + cond halves, storydiffusion.md §1.3); use guidance > 1"
+                "(uncond + cond halves, docs/storydiffusion.md §1.3); use guidance > 1"
             )
         if self._unet_calls_in_step:
             raise ConfigError(

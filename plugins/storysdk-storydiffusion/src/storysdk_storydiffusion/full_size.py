@@ -2,7 +2,7 @@
 
 Used by ``benchmarks/storydiffusion.py --full``. The UNet, VAE and text encoders have the
 shapes of ``stabilityai/stable-diffusion-xl-base-1.0`` (UNet: 2.57 B parameters, up-block
-self-attention 30 layers at 1/32 and 6 at 1/16 of the image, storydiffusion.md §1.2); the
+self-attention 30 layers at 1/32 and 6 at 1/16 of the image, docs/storydiffusion.md §1.2); the
 tokenizers are the offline tiny ones (token ids only index the first rows of the embeddings).
 """
 

@@ -1,4 +1,4 @@
-"""The Consistent Self-Attention processor (variant B, "index-gather", storydiffusion.md §1.1).
+"""The Consistent Self-Attention processor (variant B, "index-gather", docs/storydiffusion.md §1.1).
 
 :class:`ConsistentSelfAttnProcessor` is a diffusers attention processor for the ``attn1``
 (self-attention) layers of an SDXL UNet's up blocks; :mod:`.patch` installs it. Per call:
@@ -102,7 +102,7 @@ class ConsistentSelfAttnProcessor:
         if batch != 2 * rows:
             raise ConfigError(
                 f"layer {self.layer!r} got a batch of {batch} for {rows} image(s); consistent "
-                "self-attention needs the CFG-doubled batch (guidance > 1, storydiffusion.md §1.3)"
+                "self-attention needs the CFG-doubled batch (guidance > 1, docs/storydiffusion.md §1.3)"
             )
         xs = x.reshape(2, rows, n_tokens, channels)  # §1.5: (CFG half, image, token, channel)
 

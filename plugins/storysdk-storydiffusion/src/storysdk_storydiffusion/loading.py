@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 
 __all__ = ["FREEU", "SCHEDULERS", "check_pipeline", "load_pipeline", "make_scheduler", "prepare_pipeline", "resolve_model"]
 
-#: Short scheduler names -> diffusers classes. DDIM is upstream's scheduler (storydiffusion.md §2).
+#: Short scheduler names -> diffusers classes. DDIM is upstream's scheduler (docs/storydiffusion.md §2).
 SCHEDULERS: dict[str, str] = {
     "ddim": "DDIMScheduler",
     "euler": "EulerDiscreteScheduler",
@@ -32,7 +32,7 @@ SCHEDULERS: dict[str, str] = {
 }
 #: Schedulers that call the UNet more than once per step, which breaks CSA's step bookkeeping (§1.3).
 MULTI_CALL_SCHEDULERS = ("HeunDiscreteScheduler", "KDPM2DiscreteScheduler", "KDPM2AncestralDiscreteScheduler")
-#: FreeU factors the upstream app enables (storydiffusion.md §2 defaults table).
+#: FreeU factors the upstream app enables (docs/storydiffusion.md §2 defaults table).
 FREEU = {"s1": 0.6, "s2": 0.4, "b1": 1.1, "b2": 1.2}
 
 
@@ -55,7 +55,7 @@ def make_scheduler(pipe: Any, name: str) -> Any:
     if cls_name in MULTI_CALL_SCHEDULERS:
         raise ConfigError(
             f"scheduler {name!r} calls the UNet more than once per step, which consistent "
-            "self-attention cannot follow (storydiffusion.md §1.3); use 'ddim' (upstream), "
+            "self-attention cannot follow (docs/storydiffusion.md §1.3); use 'ddim' (upstream), "
             "'euler', 'dpmpp_2m' or 'unipc'"
         )
     cls = getattr(diffusers, cls_name, None)
@@ -114,7 +114,7 @@ def check_pipeline(pipe: Any) -> None:
     if scale != 8:
         raise ComponentError(
             f"the VAE of this checkpoint down-samples {scale}x, SDXL's down-samples 8x; the 1/32 and "
-            "1/16 self-attention layers of storydiffusion.md §1.2 need SDXL's VAE"
+            "1/16 self-attention layers of docs/storydiffusion.md §1.2 need SDXL's VAE"
         )
     check_unet(unet, scale)
 
