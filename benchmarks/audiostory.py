@@ -90,7 +90,7 @@ def bench_planner(sizes, device, dtype, events):
 
 def bench_dit(sizes, device, dtype, durations, steps):
     torch.manual_seed(0)
-    from storysdk.testing.tokenizers import t5_tokenizer
+    from storysdk.tiny import t5_tokenizer
 
     ttok = t5_tokenizer(1000, 512)
     rt = AudioRuntime(dit=build_dit(sizes["dit"], 0).to(device, dtype), vae=build_vae(sizes["vae"], 0).to(device),

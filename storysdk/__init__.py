@@ -7,17 +7,20 @@ they first load a model.
 
 from .cache import ComponentCache
 from .errors import (
+    BusyError,
     CheckpointError,
     ComponentError,
     ConfigError,
+    JobCancelled,
     OutputFolderError,
     PluginError,
     ScriptError,
     StorySDKError,
     UnknownComponentError,
 )
-from .hookspecs import hookimpl
+from .hookspecs import Register, hookimpl
 from .interfaces import (
+    Component,
     Composer,
     Generator,
     Planner,
@@ -37,30 +40,40 @@ from .model import (
     StoryRequest,
     Tokens,
 )
+from .options import DeviceOptions, Field, OptionInfo, Options
 from .pipeline import Pipeline
-from .registry import ComponentInfo, FailedPlugin, PluginInfo, Registry, get_registry
+from .registry import ComponentInfo, FailedPlugin, PluginInfo, Registration, Registry, get_registry
 from .storyfile import StoryFile, load_story_file
 
 __version__ = "0.1.0"
 
 __all__ = [
     "AudioAsset",
+    "BusyError",
     "Character",
     "CheckpointError",
+    "Component",
     "ComponentCache",
     "ComponentError",
     "ComponentInfo",
     "Composer",
     "ConfigError",
+    "DeviceOptions",
     "FailedPlugin",
+    "Field",
     "Generator",
     "ImageAsset",
+    "JobCancelled",
+    "OptionInfo",
+    "Options",
     "OutputFolderError",
     "Pipeline",
     "Planner",
     "PluginError",
     "PluginInfo",
     "ProgressEvent",
+    "Register",
+    "Registration",
     "Registry",
     "RenderContext",
     "Scene",

@@ -34,3 +34,21 @@ def register_generators(register: Register) -> None:
 @hookspec
 def register_composers(register: Register) -> None:
     """Register Composer classes: ``register(ComposerClass)``."""
+
+
+@hookspec
+def register_styles(register: Register) -> None:
+    """Register prompt style templates: ``register(Style(name, positive, negative))``.
+
+    ``register(style, menus=("hosted",))`` also lists the style in named menus (a hosted
+    API's choice list, for example); :meth:`storysdk.Registry.styles` finds them by name.
+    """
+
+
+@hookspec
+def register_routes(register: Register) -> None:
+    """Register HTTP endpoints of ``storysdk serve``: ``register(path, endpoint, methods=("POST",))``.
+
+    ``endpoint`` is an async Starlette endpoint; it reaches the server (its job queue, its
+    workers' component caches) through :mod:`storysdk.server`'s public API.
+    """

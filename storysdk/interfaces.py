@@ -29,6 +29,7 @@ from typing import Any, ClassVar
 import attrs
 
 from .model import Asset, Modality, Scene, Story, StoryPlan, StoryRequest, Tokens
+from .options import Options, validate_options
 
 __all__ = [
     "Component",
@@ -109,10 +110,13 @@ class StepContext:
 
 
 class Component:
-    """Shared by all four kinds: a registered ``name`` and capability flags.
+    """Shared by all four kinds: a registered ``name``, capability flags and declared options.
 
     ``needs_gpu``: too slow to be useful without one (the tiny preset still runs on CPU).
     ``tiny_preset``: accepts ``preset="tiny"`` (offline, seeded random weights).
+    ``Options``: the declared options (:class:`storysdk.options.Options`); the constructor
+    validates its keyword arguments against it and keeps the result as ``self.options``.
+    A subclass that overrides ``__init__`` calls ``super().__init__(**options)`` first.
     """
 
     name: ClassVar[str] = ""
@@ -120,9 +124,23 @@ class Component:
     needs_gpu: ClassVar[bool] = False
     tiny_preset: ClassVar[bool] = False
     description: ClassVar[str] = ""
+    Options: ClassVar[type[Options]] = Options
+    options: Options
+
+    def __init__(self, **options: Any) -> None:
+        self.options = validate_options(type(self).Options, options, kind=self.kind, name=self.name)
 
     def capabilities(self) -> dict[str, Any]:
         return capabilities_of(type(self))
+
+    def check_plan(self, plan: StoryPlan) -> None:
+        """Refuse a plan this component cannot render, before any model is loaded.
+
+        The pipeline calls it on every component once the plan exists (and again after each
+        step of an interleaved planner). Raise a :class:`~storysdk.errors.ConfigError` (or a
+        subclass) naming what is wrong and the fix; the default accepts every plan. Rules of
+        one method live here, in its own component: StoryDiffusion's id frames, for example.
+        """
 
 
 def capabilities_of(cls: type) -> dict[str, Any]:

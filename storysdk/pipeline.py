@@ -32,7 +32,8 @@ from .interfaces import (
 )
 from .model import MODALITIES, AudioAsset, ImageAsset, Scene, Story, StoryPlan, StoryRequest
 from .output import OutputFolder, atomic_write, fingerprint
-from .registry import KINDS, Registry, get_registry
+from .options import suggest
+from .registry import KINDS, ComponentInfo, Registry, get_registry
 
 __all__ = ["ComponentSpec", "Pipeline"]
 
@@ -54,8 +55,12 @@ class Pipeline:
     ...                 composers=["comic"])                                   # doctest: +SKIP
     >>> story = pipe.run(StoryRequest(script="...", seed=1), out_dir="out")   # doctest: +SKIP
 
-    ``defaults`` are options given to every named component whose constructor takes them
-    (``{"preset": "tiny", "device": "cpu"}``); explicit options win. With ``cache`` (a
+    ``defaults`` are options given to every named component that declares them
+    (``{"preset": "tiny", "steps": 4}``); explicit options win, and a key that no component
+    of the pipeline takes is a :class:`ConfigError` with a suggestion. ``runtime`` options
+    (the CLI's ``--preset``/``--device``/``--dtype``, a server's or a batch's settings) go to
+    every named component that takes them and are silently left out elsewhere; ``defaults``
+    win over them. With ``cache`` (a
     :class:`~storysdk.cache.ComponentCache`), components named with the same options as an
     earlier pipeline's are taken from it, loaded models included.
     """
@@ -69,17 +74,20 @@ class Pipeline:
         *,
         registry: Registry | None = None,
         defaults: Mapping[str, Any] | None = None,
+        runtime: Mapping[str, Any] | None = None,
         max_scenes: int = DEFAULT_MAX_SCENES,
         cache: ComponentCache | None = None,
     ) -> None:
         self.registry = registry if registry is not None else get_registry()
         self.cache = cache
         self.defaults = dict(defaults or {})
+        self.runtime = dict(runtime or {})
         self._specs: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
         self.planner: Planner = self._build("planner", planner)  # type: ignore[assignment]
         self.tokenizers: list[Tokenizer] = [self._build("tokenizer", s) for s in tokenizers]  # type: ignore[misc]
         self.generators: list[Generator] = [self._build("generator", s) for s in generators]  # type: ignore[misc]
         self.composers: list[Composer] = [self._build("composer", s) for s in composers]  # type: ignore[misc]
+        self._check_defaults()
         if max_scenes < 1:
             raise ConfigError(f"max_scenes must be at least 1, got {max_scenes}")
         self.max_scenes = max_scenes
@@ -122,12 +130,54 @@ class Pipeline:
             )
         info = self.registry.get(kind, name)
         accepted = info.options()
-        merged = {k: v for k, v in self.defaults.items() if k in accepted}
+        merged = {k: v for k, v in self.runtime.items() if k in accepted}
+        merged.update((k, v) for k, v in self.defaults.items() if k in accepted)
         merged.update(options)
         self._specs[kind].append({"name": name, "options": merged})
         if self.cache is not None:
             return self.cache.get(kind, info, merged)
         return info.create(**merged)
+
+    def components(self) -> list[Component]:
+        """Every component of the pipeline: planner, tokenizers, generators, composers."""
+        return [self.planner, *self.tokenizers, *self.generators, *self.composers]
+
+    def _check_defaults(self) -> None:
+        """A ``defaults`` key that no component of this pipeline takes is an error, not a no-op."""
+        if not self.defaults:
+            return
+        taken: set[str] = set()
+        renamed: dict[str, list[str]] = {}
+        for comp in self.components():
+            info = self._info_of(comp)
+            taken.update(info.options() if info is not None else type(comp).Options.model_fields)
+            for old, new in type(comp).Options.renamed.items():
+                renamed.setdefault(old, []).append(f"{comp.kind} {comp.name!r} calls it {new!r}")
+        unused = [k for k in self.defaults if k not in taken]
+        if not unused:
+            return
+        key = unused[0]
+        if key in renamed:
+            raise ConfigError(
+                f"defaults: no component of this pipeline takes {key!r} any more: {'; '.join(renamed[key])}"
+                + (" (the story's own seed is StoryRequest.seed, [story] seed in a story file)" if key == "seed" else "")
+            )
+        raise ConfigError(
+            f"defaults: no component of this pipeline takes the option {key!r}.{suggest(key, taken)} "
+            f"Options they take: {', '.join(sorted(taken)) or '(none)'}"
+        )
+
+    def _info_of(self, comp: Component) -> ComponentInfo | None:
+        try:
+            info = self.registry.get(comp.kind, comp.name)
+        except StorySDKError:
+            return None
+        return info if isinstance(comp, info.factory) else None
+
+    def check_plan(self, plan: StoryPlan) -> None:
+        """Ask every component whether it can render ``plan`` (before any model is loaded)."""
+        for comp in self.components():
+            comp.check_plan(plan)
 
     def describe(self) -> dict[str, Any]:
         """The components with their options, as JSON-able data (part of the run fingerprint)."""
@@ -181,6 +231,7 @@ class Pipeline:
             plan = self.plan(request, progress=progress)
         else:
             _check_indices(plan.scenes, "the given plan")
+        self.check_plan(plan)
         if folder is not None:
             folder.save_plan(plan)
             for scene in plan.scenes:
@@ -236,6 +287,7 @@ class Pipeline:
                 )
             plan.scenes.append(scene)
             _check_indices(plan.scenes, self.planner.name)
+            self.check_plan(plan)
             if folder is not None:
                 folder.save_plan(plan)
                 folder.save_tokens(scene)

@@ -30,8 +30,9 @@ import pluggy
 from . import hookspecs
 from .errors import ConfigError, PluginError, UnknownComponentError
 from .interfaces import Component, Composer, Generator, Planner, Tokenizer, capabilities_of
+from .options import OptionInfo, Options, describe_options, suggest, validate_options
 
-__all__ = ["ComponentInfo", "FailedPlugin", "PluginInfo", "Registry", "get_registry"]
+__all__ = ["ComponentInfo", "FailedPlugin", "PluginInfo", "Registration", "Registry", "get_registry"]
 
 ENTRY_POINT_GROUP = "storysdk"
 BUILTIN_PLUGIN = "storysdk.builtins"
@@ -58,8 +59,29 @@ class ComponentInfo:
     def capabilities(self) -> dict[str, Any]:
         return capabilities_of(self.factory)
 
+    def declared(self) -> bool:
+        """Whether the component declares its options (an ``Options`` class), as every component should."""
+        return self.factory.Options is not Options or _init_of(self.factory) is Component.__init__
+
+    def option_info(self) -> list[OptionInfo]:
+        """The declared options (name, type, default, constraints, description)."""
+        if self.declared():
+            return describe_options(self.factory.Options)
+        out = []
+        for key, default in self._signature_options().items():
+            out.append(OptionInfo(key, "any", None if default is ... else default, default is ..., (), ""))
+        return out
+
     def options(self) -> dict[str, Any]:
-        """The keyword options the component accepts, with their defaults (``...``: required)."""
+        """The option names the component accepts, with their defaults (``...``: required)."""
+        if self.declared():
+            return {
+                o.name: (... if o.required else o.default) for o in describe_options(self.factory.Options)
+            }
+        return self._signature_options()
+
+    def _signature_options(self) -> dict[str, Any]:
+        # a component written before declared options: its constructor's keyword arguments
         sig = inspect.signature(self.factory.__init__)
         out: dict[str, Any] = {}
         for p in list(sig.parameters.values())[1:]:
@@ -68,8 +90,15 @@ class ComponentInfo:
             out[p.name] = ... if p.default is p.empty else p.default
         return out
 
+    def renamed(self) -> Mapping[str, str]:
+        """Former option names and the names that replaced them."""
+        return self.factory.Options.renamed
+
     def create(self, **options: Any) -> Component:
-        """Instantiate with ``options``; an unknown or missing option is a :class:`ConfigError`."""
+        """Instantiate with ``options``; an unknown, renamed, missing or invalid option is a :class:`ConfigError`."""
+        if self.declared():
+            validate_options(self.factory.Options, options, kind=self.kind, name=self.name)
+            return self.factory(**options)
         sig = inspect.signature(self.factory.__init__)
         params = list(sig.parameters.values())[1:]
         takes_any = any(p.kind is p.VAR_KEYWORD for p in params)
@@ -78,14 +107,21 @@ class ComponentInfo:
             unknown = sorted(set(options) - known)
             if unknown:
                 raise ConfigError(
-                    f"{self.kind} {self.name!r} has no option {', '.join(map(repr, unknown))}; "
-                    f"its options are: {', '.join(sorted(known)) or '(none)'}"
+                    f"{self.kind} {self.name!r} has no option {', '.join(map(repr, unknown))};"
+                    f"{suggest(unknown[0], known)} its options are: {', '.join(sorted(known)) or '(none)'}"
                 )
         try:
             sig.bind(None, **options)
         except TypeError as exc:
             raise ConfigError(f"{self.kind} {self.name!r}: {exc}") from exc
         return self.factory(**options)
+
+
+def _init_of(cls: type) -> Any:
+    for klass in cls.__mro__:
+        if "__init__" in vars(klass):
+            return vars(klass)["__init__"]
+    return None
 
 
 @attrs.frozen
@@ -97,6 +133,15 @@ class FailedPlugin:
     version: str | None
     error: str
     traceback: str = ""
+
+
+@attrs.frozen
+class Registration:
+    """One ``register(*args, **kwargs)`` call a plugin made in a non-component hook."""
+
+    plugin: str
+    args: tuple[Any, ...]
+    kwargs: Mapping[str, Any]
 
 
 @attrs.frozen
@@ -289,6 +334,43 @@ class Registry:
             )
         table[(kind, cname)] = ComponentInfo(kind, cname, factory, plugin_name, self._versions.get(plugin_name))
         added.append((kind, cname))
+
+    # -- other registrations (styles, routes, ...) -------------------------------------------
+    def collect(self, hook_name: str) -> list[Registration]:
+        """Every ``register(...)`` call that plugins make in the hook ``hook_name``, in plugin order.
+
+        For the hooks that register things other than components (``register_styles``,
+        ``register_routes``). A plugin whose hook raises is reported in :attr:`failed`, and
+        its registrations are left out; the others still count.
+        """
+        if not hasattr(self.pm.hook, hook_name):
+            raise ConfigError(f"no hook named {hook_name!r}; hooks are {', '.join(sorted(self.hook_names()))}")
+        self._collect()
+        out: list[Registration] = []
+        plugins = self.pm.list_name_plugin()
+        for plugin_name, _plugin in plugins:
+            others = [p for n, p in plugins if n != plugin_name]
+            made: list[Registration] = []
+
+            def register(*args: Any, _made: list[Registration] = made, _name: str = plugin_name, **kwargs: Any) -> None:
+                _made.append(Registration(_name, args, kwargs))
+
+            try:
+                self.pm.subset_hook_caller(hook_name, remove_plugins=others)(register=register)
+            except Exception as exc:  # noqa: BLE001 - reported, other plugins go on
+                failure = FailedPlugin(
+                    plugin_name, self._dists.get(plugin_name), self._versions.get(plugin_name),
+                    f"{hook_name}: {type(exc).__name__}: {exc}", traceback.format_exc(),
+                )
+                if failure not in self._hook_failures:
+                    self._hook_failures.append(failure)
+                continue
+            out.extend(made)
+        return out
+
+    def hook_names(self) -> list[str]:
+        """The names of the storysdk hooks."""
+        return sorted(n for n in dir(hookspecs) if n.startswith("register_"))
 
     # -- queries ---------------------------------------------------------------------------
     @property

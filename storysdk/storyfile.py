@@ -70,20 +70,22 @@ class StoryFile:
     ) -> Any:
         """Build the :class:`~storysdk.pipeline.Pipeline` this file describes.
 
-        ``defaults`` (for example the CLI's ``--preset``) override the file's ``[defaults]``;
-        ``cache`` is a :class:`~storysdk.cache.ComponentCache` to take built components from.
+        ``defaults`` are runtime options (for example the CLI's ``--preset``): they go to every
+        component that takes them and override the file's ``[defaults]`` there; ``cache`` is a
+        :class:`~storysdk.cache.ComponentCache` to take built components from.
         """
         from .pipeline import Pipeline
 
-        merged = dict(self.defaults)
-        merged.update(defaults or {})
+        runtime = dict(defaults or {})
+        own = {k: v for k, v in self.defaults.items() if k not in runtime}
         return Pipeline(
             planner=self.planner,
             tokenizers=self.tokenizers,
             generators=self.generators,
             composers=self.composers,
             registry=registry,
-            defaults=merged,
+            defaults=own,
+            runtime=runtime,
             cache=cache,
         )
 

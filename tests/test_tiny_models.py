@@ -11,7 +11,7 @@ import pytest
 import torch
 from diffusers.models.attention_processor import AttnProcessor2_0
 
-from storysdk.testing.tokenizers import clip_tokenizer, corpus_words, learn_bpe_merges, t5_tokenizer
+from storysdk.tiny import clip_tokenizer, corpus_words, learn_bpe_merges, t5_tokenizer
 from storysdk.tiny import (
     TINY_STABLE_AUDIO,
     tiny_sdxl_components,
@@ -208,7 +208,7 @@ def test_learn_bpe_merges_reference():
 
 def test_tokenizers_deterministic_across_processes():
     code = (
-        "import json; from storysdk.testing.tokenizers import clip_tokenizer, t5_tokenizer; "
+        "import json; from storysdk.tiny import clip_tokenizer, t5_tokenizer; "
         "c = clip_tokenizer(); t = t5_tokenizer(); "
         "print(json.dumps([sorted(c.get_vocab().items()), c('a dragon flies over the quiet village').input_ids, "
         "t('a dragon flies over the quiet village').input_ids]))"

@@ -62,7 +62,7 @@ class ClipTextTokenizer(Tokenizer):
         style: str | None = None,
         clip_skip: int | None = None,
     ) -> None:
-        from .._torch import resolve_preset
+        from ..runtime import resolve_preset
 
         if clip_skip is not None and (not isinstance(clip_skip, int) or clip_skip < 0):
             raise ConfigError(f"clip_skip must be a whole number >= 0 (or None), got {clip_skip!r}")
@@ -90,7 +90,7 @@ class ClipTextTokenizer(Tokenizer):
     def load(self) -> Any:
         """Load the text encoders now (otherwise at the first :meth:`tokenize`); returns the encoder pipeline."""
         if self._encoder is None:
-            from .._torch import require_torch, resolve_device, resolve_dtype
+            from ..runtime import require_torch, resolve_device, resolve_dtype
 
             require_torch(f"tokenizer {self.name!r}")
             device = resolve_device(self.device)
@@ -106,7 +106,7 @@ class ClipTextTokenizer(Tokenizer):
                     vae=None, unet=None, scheduler=EulerDiscreteScheduler(), **text
                 )
             else:
-                from .._torch import dtype_kwargs
+                from ..runtime import dtype_kwargs
 
                 try:
                     pipe = StableDiffusionXLPipeline.from_pretrained(

@@ -67,7 +67,7 @@ class DiffusersAudioGenerator(Generator):
         offload: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        from .._torch import OFFLOAD_MODES, resolve_preset
+        from ..runtime import OFFLOAD_MODES, resolve_preset
 
         if not isinstance(duration, (int, float)) or not duration > 0:
             raise ConfigError(f"duration must be a positive number of seconds, got {duration!r}")
@@ -118,7 +118,7 @@ class DiffusersAudioGenerator(Generator):
 
     def generate(self, scenes: Sequence[Scene], ctx: RenderContext) -> Iterable[Asset]:
         """Yield one :class:`AudioAsset` per scene, each exactly the scene's duration long."""
-        from .._torch import cpu_generator
+        from ..runtime import cpu_generator
 
         pipe = self.load()
         rate = pipeline_sample_rate(pipe)

@@ -85,7 +85,7 @@ def pipeline_from_pretrained(model: str, dtype: torch.dtype) -> Any:
     """``DiffusionPipeline.from_pretrained`` with the SDK's errors (missing package, bad model)."""
     from diffusers import DiffusionPipeline
 
-    from .._torch import dtype_kwargs
+    from ..runtime import dtype_kwargs
 
     try:
         return DiffusionPipeline.from_pretrained(model, **dtype_kwargs(dtype))
@@ -115,7 +115,7 @@ def load_pipeline(
     silences the pipeline's own progress bar and applies ``offload``. Returns the pipeline and
     the execution device.
     """
-    from .._torch import apply_offload, require_torch, resolve_device, resolve_dtype
+    from ..runtime import apply_offload, require_torch, resolve_device, resolve_dtype
 
     require_torch(who)
     dev = resolve_device(device)
@@ -197,7 +197,7 @@ class DiffusersImageGenerator(Generator):
         config: str | None = None,
         extra: dict[str, Any] | None = None,
     ) -> None:
-        from .._torch import OFFLOAD_MODES, resolve_preset
+        from ..runtime import OFFLOAD_MODES, resolve_preset
 
         for label, size in (("width", width), ("height", height)):
             _check_size(label, size)
@@ -266,7 +266,7 @@ class DiffusersImageGenerator(Generator):
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
         cls = StableDiffusionXLPipeline if _is_sdxl_single_file(self.model) else StableDiffusionPipeline
-        from .._torch import dtype_kwargs
+        from ..runtime import dtype_kwargs
 
         kwargs: dict[str, Any] = dtype_kwargs(dtype)
         if self.config is not None:
@@ -296,7 +296,7 @@ class DiffusersImageGenerator(Generator):
     def _batch(
         self, pipe: Any, batch: list[Scene], ctx: RenderContext, width: int | None, height: int | None
     ) -> Iterator[ImageAsset]:
-        from .._torch import cpu_generator
+        from ..runtime import cpu_generator
 
         params = inspect.signature(pipe.__call__).parameters
         seeds = [ctx.scene_seed(s) for s in batch]

@@ -4,7 +4,7 @@
 - :func:`make_registry`: a registry with the built-ins and the fakes but no installed plugins;
 - the pytest fixture ``storysdk_registry`` (this package is a pytest plugin through the
   ``pytest11`` entry point, so plugin authors get it just by installing storysdk);
-- offline tokenizers (:mod:`storysdk.testing.tokenizers`) and tiny models (:mod:`storysdk.tiny`).
+- offline tokenizers and tiny models are in :mod:`storysdk.tiny` (not test-only: tiny presets use them).
 """
 
 from __future__ import annotations

@@ -20,7 +20,7 @@ CPU = torch.device("cpu")
 
 @pytest.fixture(scope="module")
 def release(tmp_path_factory):
-    from storysdk.testing.tokenizers import t5_tokenizer
+    from storysdk.tiny import t5_tokenizer
     from storysdk_audiostory.qwen_tokenizer import tiny_qwen_tokenizer
 
     root = tmp_path_factory.mktemp("release")

@@ -180,7 +180,7 @@ class _DiTGenerator(Generator):
         self, chunk: list[_Job], length: int, rt: AudioRuntime, ctx: RenderContext, done: int, total: int
     ) -> Iterator[AudioAsset]:
         import torch
-        from storysdk._torch import cpu_generator
+        from storysdk.runtime import cpu_generator
         from storysdk.audio import resample
 
         from .sampler import sample_latents

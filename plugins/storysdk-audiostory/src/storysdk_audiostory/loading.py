@@ -43,7 +43,7 @@ class BridgeRuntime:
 
 
 def _device_dtype(device: str | None, dtype: str | None) -> tuple[Any, Any]:
-    from storysdk._torch import require_torch, resolve_device, resolve_dtype
+    from storysdk.runtime import require_torch, resolve_device, resolve_dtype
 
     require_torch("the AudioStory plugin")
     dev = resolve_device(device)
@@ -51,7 +51,7 @@ def _device_dtype(device: str | None, dtype: str | None) -> tuple[Any, Any]:
 
 
 def _preset(preset: str | None, checkpoint: str | None, component: str) -> str:
-    from storysdk._torch import resolve_preset
+    from storysdk.runtime import resolve_preset
 
     key = resolve_preset(preset, checkpoint)
     if key == "full" and not checkpoint:
@@ -113,7 +113,7 @@ def load_audio_runtime(
 
     dev, dt = _device_dtype(device, dtype)
     if _preset(preset, checkpoint, f"generator {component!r}") == "tiny":
-        from storysdk.testing.tokenizers import t5_tokenizer
+        from storysdk.tiny import t5_tokenizer
 
         tok = t5_tokenizer(vocab_size=TINY["t5_vocab"], model_max_length=512)
         t5 = build_t5(TINY["t5"], len(tok), seed, pad_token_id=tok.pad_token_id, eos_token_id=tok.eos_token_id)

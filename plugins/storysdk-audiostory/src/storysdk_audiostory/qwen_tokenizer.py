@@ -89,7 +89,7 @@ def tiny_qwen_tokenizer(merges: int = TINY_MERGES, *, audiostory_tokens: bool = 
     Layout as Qwen2.5: the BPE vocabulary, then ``<|endoftext|>``, ``<|im_start|>``,
     ``<|im_end|>`` (special), then the AudioStory tokens in §1.2 order. Deterministic.
     """
-    from storysdk.testing.tokenizers import STORY_CORPUS
+    from storysdk.tiny import STORY_CORPUS
     from tokenizers import pre_tokenizers
     from transformers import Qwen2Tokenizer
 

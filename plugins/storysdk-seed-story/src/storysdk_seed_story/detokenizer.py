@@ -101,7 +101,7 @@ class SeedStoryDetokenizer(Generator):
         import numpy as np
         from PIL import Image
 
-        from storysdk._torch import cpu_generator
+        from storysdk.runtime import cpu_generator
 
         for scene in scenes:
             tok = scene.tokens.get(IMAGE_EMBEDS)
@@ -188,7 +188,7 @@ def _load(gen: SeedStoryDetokenizer) -> _Loaded:
     pipe = StableDiffusionXLPipeline(vae=vae, unet=unet, scheduler=scheduler, text_encoder=None, text_encoder_2=None,
                                      tokenizer=None, tokenizer_2=None)
     pipe.set_progress_bar_config(disable=True)
-    from storysdk._torch import apply_offload
+    from storysdk.runtime import apply_offload
 
     if dtype != torch.float32:
         pipe.to(dtype=dtype)

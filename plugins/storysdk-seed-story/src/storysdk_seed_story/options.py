@@ -22,7 +22,7 @@ class ModelOptions:
 
     def __init__(self, preset: str | None, pretrained: str, architecture: str | None, device: str | None,
                  dtype: str | None, seed: int) -> None:
-        from storysdk._torch import require_torch, resolve_preset
+        from storysdk.runtime import require_torch, resolve_preset
 
         require_torch("SEED-Story")
         self.preset = resolve_preset(preset, pretrained)
@@ -39,12 +39,12 @@ class ModelOptions:
         return self.preset == "tiny"
 
     def device(self) -> torch.device:
-        from storysdk._torch import resolve_device
+        from storysdk.runtime import resolve_device
 
         return resolve_device(self._device)
 
     def dtype(self) -> torch.dtype:
-        from storysdk._torch import resolve_dtype
+        from storysdk.runtime import resolve_dtype
 
         return resolve_dtype(self._dtype, self.device())
 

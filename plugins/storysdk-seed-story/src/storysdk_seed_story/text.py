@@ -36,7 +36,7 @@ def tiny_llama_tokenizer(base_vocab: int = TINY_BASE_VOCAB) -> PreTrainedTokeniz
     from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers
     from transformers import PreTrainedTokenizerFast
 
-    from storysdk.testing.tokenizers import corpus_words
+    from storysdk.tiny import corpus_words
 
     specials = [("<unk>", 0.0), ("<s>", 0.0), ("</s>", 0.0)]
     pieces = specials + [("\u2581", -2.0)] + [(c, -10.0) for c in _CHARS]

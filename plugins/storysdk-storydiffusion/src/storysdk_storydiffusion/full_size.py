@@ -56,7 +56,7 @@ def random_sdxl_pipeline(device: torch.device, dtype: torch.dtype, seed: int = 0
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from storysdk.testing.tokenizers import clip_tokenizer
+    from storysdk.tiny import clip_tokenizer
 
     tok = clip_tokenizer(vocab_size=1000)
     common = dict(

@@ -195,7 +195,7 @@ class StoryDiffusionGenerator(Generator):
     def load(self) -> Any:
         """Load the SDXL pipeline now (otherwise at the first :meth:`generate`) and return it."""
         if self._pipe is None:
-            from storysdk._torch import require_torch, resolve_device, resolve_dtype
+            from storysdk.runtime import require_torch, resolve_device, resolve_dtype
 
             from .loading import load_pipeline, prepare_pipeline
 

@@ -330,7 +330,7 @@ class HostedRenderer:
         return list(self._pipes)
 
     def _key(self, sd_model: str) -> str:
-        from storysdk._torch import resolve_preset
+        from storysdk.runtime import resolve_preset
 
         from .loading import resolve_model
 

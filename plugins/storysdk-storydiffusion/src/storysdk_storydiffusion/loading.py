@@ -70,7 +70,7 @@ def make_scheduler(pipe: Any, name: str) -> Any:
 def _from_single_file(path: str, dtype: torch.dtype, config: str | None) -> Any:
     from diffusers import StableDiffusionXLPipeline
 
-    from storysdk._torch import dtype_kwargs
+    from storysdk.runtime import dtype_kwargs
 
     kwargs: dict[str, Any] = dtype_kwargs(dtype)
     if config is not None:
@@ -88,7 +88,7 @@ def _from_single_file(path: str, dtype: torch.dtype, config: str | None) -> Any:
 def _from_pretrained(ref: str, dtype: torch.dtype) -> Any:
     from diffusers import StableDiffusionXLPipeline
 
-    from storysdk._torch import dtype_kwargs
+    from storysdk.runtime import dtype_kwargs
 
     try:
         return StableDiffusionXLPipeline.from_pretrained(ref, **dtype_kwargs(dtype))
@@ -131,7 +131,7 @@ def load_pipeline(
     config: str | None = None,
 ) -> Any:
     """Load, check and set up the SDXL pipeline (scheduler, FreeU, device/offload)."""
-    from storysdk._torch import resolve_preset
+    from storysdk.runtime import resolve_preset
 
     ref, single = resolve_model(model)
     kind = resolve_preset(preset, ref if single is None else None)
@@ -170,7 +170,7 @@ def prepare_pipeline(
     pipe: Any, *, device: torch.device, offload: str | None = None, scheduler: str = "ddim", freeu: bool = True
 ) -> Any:
     """Check ``pipe`` (SDXL-shaped) and set it up in place: scheduler, FreeU (or off), device/offload."""
-    from storysdk._torch import apply_offload
+    from storysdk.runtime import apply_offload
 
     check_pipeline(pipe)
     pipe.scheduler = make_scheduler(pipe, scheduler)

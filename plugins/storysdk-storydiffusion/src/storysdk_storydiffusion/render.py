@@ -37,7 +37,7 @@ def initial_noise(pipe: Any, count: int, height: int, width: int, seed: int) -> 
     This is what the pipeline draws when upstream calls it with ``generator=Generator(seed)``
     for a batch of ``count`` prompts (docs/storydiffusion.md §2, "Seeds").
     """
-    from storysdk._torch import cpu_generator
+    from storysdk.runtime import cpu_generator
 
     shape = (count, pipe.unet.config.in_channels, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
     noise = torch.randn(shape, generator=cpu_generator(seed), dtype=torch.float32)
@@ -74,7 +74,7 @@ class CSARenderer:
 
     def render(self, frames: Sequence[Frame], progress: ProgressFn | None = None) -> list[Any]:
         """Render ``frames`` in one UNet batch (CFG-doubled) and return PIL images in their order."""
-        from storysdk._torch import cpu_generator
+        from storysdk.runtime import cpu_generator
 
         state = self.state
         dtype = self.pipe.unet.dtype

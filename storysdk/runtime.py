@@ -1,7 +1,18 @@
-"""Torch helpers shared by model-backed components: devices, dtypes, seeds, presets, offload.
+"""The runtime toolkit of model-backed components, for plugin authors and built-ins alike.
 
-Everything here imports torch (and diffusers, huggingface_hub) inside the functions, so that
-importing this module stays as light as ``import storysdk``.
+- :func:`resolve` (and :func:`resolve_preset`, :func:`resolve_device`, :func:`resolve_dtype`):
+  which weights, which device, which dtype, from a component's ``preset``/``device``/``dtype``
+  options (:class:`storysdk.options.DeviceOptions` declares them);
+- :func:`apply_offload`: a diffusers pipeline onto its device, or CPU offload;
+- :func:`cpu_generator` and :func:`seeded`: seeded noise and seeded construction that never
+  touch the global torch RNG (DESIGN.md: no global mutable state);
+- :func:`load_safetensors` and :func:`load_state_dict`: loaders that fail loudly, naming the
+  file and every missing or unexpected key (:class:`~storysdk.errors.CheckpointError`);
+- :func:`require_torch` and :func:`dtype_kwargs`.
+
+Everything here imports torch (and diffusers, huggingface_hub, safetensors) inside the
+functions, so that importing this module stays as light as ``import storysdk``. See
+``docs/plugin-utilities.md``.
 """
 
 from __future__ import annotations
@@ -9,21 +20,33 @@ from __future__ import annotations
 import importlib.util
 import os
 import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from .errors import ConfigError
+import attrs
+
+from .errors import CheckpointError, ConfigError
 
 if TYPE_CHECKING:
     import torch
 
 __all__ = [
+    "OFFLOAD_MODES",
+    "PRESETS",
+    "Resolved",
     "apply_offload",
     "cpu_generator",
     "dtype_kwargs",
+    "load_safetensors",
+    "load_state_dict",
     "require_torch",
+    "resolve",
     "resolve_device",
     "resolve_dtype",
     "resolve_preset",
+    "seeded",
 ]
 
 TORCH_EXTRA_HINT = "pip install 'storysdk[torch]'"
@@ -188,3 +211,114 @@ def apply_offload(pipe: Any, offload: str | None, device: torch.device) -> Any:
     else:
         pipe.enable_sequential_cpu_offload(device=device)
     return pipe
+
+
+@contextmanager
+def seeded(seed: int, devices: tuple[Any, ...] = ()) -> Iterator[None]:
+    """Run the block with the torch RNG seeded with ``seed``, restoring the caller's RNG after.
+
+    For building modules with seeded random weights (tiny presets)::
+
+        with seeded(weights_seed):
+            model = TinyModel(config)
+
+    The global RNG state (CPU, and the CUDA ``devices`` named) is forked, so code around the
+    block sees the same random numbers as if the block had not run.
+    """
+    import torch
+
+    with torch.random.fork_rng(devices=list(devices)):
+        torch.manual_seed(int(seed))
+        yield
+
+
+@attrs.frozen
+class Resolved:
+    """What :func:`resolve` decided: ``preset`` (``"tiny"``/``"full"``), ``device`` and ``dtype``."""
+
+    preset: str
+    device: torch.device
+    dtype: torch.dtype
+
+
+def resolve(
+    who: str,
+    *,
+    preset: str | None,
+    model: str | os.PathLike[str] | None,
+    device: str | torch.device | None,
+    dtype: str | torch.dtype | None,
+    needs_model: bool = False,
+) -> Resolved:
+    """Preset, device and dtype of the component ``who`` (for errors), in one call.
+
+    Checks that torch is installed, resolves ``preset`` against ``model`` (``"auto"`` looks for
+    local weights, offline), then the device and the dtype for it. ``needs_model=True``: the
+    full preset without a ``model`` is a :class:`ConfigError` (a checkpoint folder is required).
+    """
+    require_torch(who)
+    key = resolve_preset(preset, model)
+    if key == "full" and needs_model and not model:
+        raise ConfigError(
+            f"{who}: the real weights need a local checkpoint folder (the model/checkpoint option); "
+            "or use preset='tiny' for toy weights"
+        )
+    dev = resolve_device(device)
+    return Resolved(key, dev, resolve_dtype(dtype, dev))
+
+
+def load_safetensors(path: str | os.PathLike[str], *, device: str = "cpu", what: str = "checkpoint") -> dict[str, Any]:
+    """All tensors of a ``.safetensors`` file; a missing or broken file is a :class:`CheckpointError` naming it."""
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    file = Path(path)
+    if not file.is_file():
+        raise CheckpointError(f"{what} file {str(file)!r} does not exist; check the path or the checkpoint folder's layout")
+    try:
+        return load_file(str(file), device=device)
+    except (SafetensorError, OSError, ValueError) as exc:
+        raise CheckpointError(
+            f"{what} file {str(file)!r} is not a readable safetensors file ({type(exc).__name__}: {exc}); "
+            "download it again or re-save it with safetensors"
+        ) from exc
+
+
+def load_state_dict(
+    module: Any,
+    state: Mapping[str, Any],
+    *,
+    source: str,
+    ignore_missing: tuple[str, ...] = (),
+    ignore_unexpected: tuple[str, ...] = (),
+) -> None:
+    """``module.load_state_dict(state)`` that accounts for every key, or a :class:`CheckpointError`.
+
+    ``source`` names where ``state`` came from (a file, a folder and prefix) for the message.
+    Keys starting with one of ``ignore_missing``/``ignore_unexpected`` are expected to be absent
+    or extra (buffers that are recomputed, heads that inference does not use): name them here,
+    never load with ``strict=False``. Shapes that differ are reported with both shapes.
+    """
+    own = module.state_dict()
+    missing = [k for k in own if k not in state and not (ignore_missing and k.startswith(ignore_missing))]
+    unexpected = [k for k in state if k not in own and not (ignore_unexpected and k.startswith(ignore_unexpected))]
+    if missing or unexpected:
+        raise CheckpointError(
+            f"{source} does not match {type(module).__name__}: it is not the checkpoint this component "
+            "loads, or it is incomplete",
+            missing=sorted(missing),
+            unexpected=sorted(unexpected),
+        )
+    bad = [
+        f"{k}: checkpoint {tuple(state[k].shape)} vs model {tuple(v.shape)}"
+        for k, v in own.items()
+        if k in state and hasattr(state[k], "shape") and tuple(state[k].shape) != tuple(v.shape)
+    ]
+    if bad:
+        raise CheckpointError(
+            f"{source}: {len(bad)} tensor(s) have other shapes than {type(module).__name__} "
+            f"(a checkpoint of another model size?): " + "; ".join(bad[:10])
+        )
+    # the keys named as expected-missing keep the module's own values; every key is loaded strictly
+    full = {k: (state[k] if k in state else v) for k, v in own.items()}
+    module.load_state_dict(full, strict=True)

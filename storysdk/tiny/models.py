@@ -1,8 +1,9 @@
 """Tiny presets: the real diffusers architectures at toy size, with seeded random weights.
 
 Built offline in code (no hub, no files), in well under a second, and bit-reproducible:
-``torch.manual_seed`` is set before each module, as diffusers' own fast tests do
-(docs/reference/plugin-conventions.md §5). Tokenizers come from :mod:`storysdk.testing.tokenizers`.
+``torch.manual_seed`` is set before each module, as diffusers' own fast tests do, inside a
+fork of the global RNG so the caller's random numbers are untouched
+(docs/reference/plugin-conventions.md §5). Tokenizers come from :mod:`storysdk.tiny.tokenizers`.
 
 The tiny SDXL keeps SDXL's *shape*, which the StoryDiffusion plugin relies on: a VAE that
 down-samples 8x, a UNet with three resolution levels (no attention at full latent size,
@@ -13,10 +14,14 @@ the cross-attention width. Importing this module does not import torch.
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Mapping
+from typing import TYPE_CHECKING, Any, Mapping, TypeVar
 
-from .errors import ConfigError
+from ..errors import ConfigError
+
+_T = TypeVar("_T")
 
 if TYPE_CHECKING:
     from diffusers import StableAudioPipeline, StableDiffusionXLPipeline
@@ -55,6 +60,20 @@ _SDXL_SCHEDULER: Mapping[str, Any] = MappingProxyType({
 })
 
 
+
+def _keeps_global_rng(fn: Callable[..., _T]) -> Callable[..., _T]:
+    """Run ``fn`` in a fork of the global torch RNG: its ``manual_seed`` calls never leak out."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> _T:
+        import torch
+
+        with torch.random.fork_rng(devices=[]):
+            return fn(*args, **kwargs)
+
+    return wrapper
+
+
 def _scheduler(name: str | None, defaults: Mapping[str, Any], default_cls: str) -> Any:
     import diffusers
 
@@ -68,6 +87,7 @@ def _scheduler(name: str | None, defaults: Mapping[str, Any], default_cls: str) 
     return cls.from_config(dict(defaults))
 
 
+@_keeps_global_rng
 def tiny_sdxl_text_components(seed: int = 0) -> dict[str, Any]:
     """The text side of the tiny SDXL: ``text_encoder``, ``text_encoder_2``, ``tokenizer``, ``tokenizer_2``.
 
@@ -76,7 +96,7 @@ def tiny_sdxl_text_components(seed: int = 0) -> dict[str, Any]:
     import torch
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
-    from .testing.tokenizers import clip_tokenizer
+    from .tokenizers import clip_tokenizer
 
     t = TINY_SDXL
     tokenizer = clip_tokenizer(vocab_size=t["text_vocab"])
@@ -109,6 +129,7 @@ def tiny_sdxl_text_components(seed: int = 0) -> dict[str, Any]:
     }
 
 
+@_keeps_global_rng
 def tiny_sdxl_components(seed: int = 0, scheduler: str | None = None) -> dict[str, Any]:
     """The components of a tiny SDXL pipeline (``StableDiffusionXLPipeline(**components)``).
 
@@ -185,6 +206,7 @@ TINY_STABLE_AUDIO: Mapping[str, Any] = MappingProxyType({
 })
 
 
+@_keeps_global_rng
 def tiny_stable_audio_components(seed: int = 0) -> dict[str, Any]:
     """The components of a tiny ``StableAudioPipeline``: T5 encoder, Oobleck VAE, projection, DiT."""
     import torch
@@ -196,7 +218,7 @@ def tiny_stable_audio_components(seed: int = 0) -> dict[str, Any]:
     )
     from transformers import T5Config, T5EncoderModel
 
-    from .testing.tokenizers import t5_tokenizer
+    from .tokenizers import t5_tokenizer
 
     a = TINY_STABLE_AUDIO
     tokenizer = t5_tokenizer(vocab_size=a["t5_vocab"], model_max_length=32)

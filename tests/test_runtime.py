@@ -1,4 +1,4 @@
-"""storysdk._torch: devices, dtypes, generators, presets, offload, and import lightness."""
+"""storysdk.runtime: devices, dtypes, generators, presets, offload, and import lightness."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import warnings
 import pytest
 import torch
 
-from storysdk import _torch
-from storysdk._torch import (
+from storysdk import runtime as _torch
+from storysdk.runtime import (
     apply_offload,
     cpu_generator,
     require_torch,
@@ -170,9 +170,9 @@ def test_require_torch(monkeypatch):
 @pytest.mark.parametrize(
     "module",
     [
-        "storysdk._torch",
+        "storysdk.runtime",
         "storysdk.tiny",
-        "storysdk.testing.tokenizers",
+        "storysdk.tiny",
         "storysdk.builtins.diffusers_image",
         "storysdk.builtins.diffusers_audio",
         "storysdk.builtins.clip_text",
