@@ -1,4 +1,4 @@
-"""The pipeline: planner -> tokenizers -> generators -> composers, in both shapes of DESIGN.md.
+"""The pipeline: planner -> tokenizers -> generators -> composers, in both story shapes (docs/data-flow.md).
 
 *Plan, then render*: the planner writes every scene first; each generator then renders all
 pending scenes (in one call when it batches). *Interleaved*: the planner writes the opening

@@ -5,7 +5,7 @@
   options (:class:`storysdk.options.DeviceOptions` declares them);
 - :func:`apply_offload`: a diffusers pipeline onto its device, or CPU offload;
 - :func:`cpu_generator` and :func:`seeded`: seeded noise and seeded construction that never
-  touch the global torch RNG (DESIGN.md: no global mutable state);
+  touch the global torch RNG (the project keeps no global mutable state);
 - :func:`load_safetensors` and :func:`load_state_dict`: loaders that fail loudly, naming the
   file and every missing or unexpected key (:class:`~storysdk.errors.CheckpointError`);
 - :func:`require_torch` and :func:`dtype_kwargs`.
