@@ -1,57 +1,68 @@
-"""StoryDiffusion's style templates and base-model names (data from ``plugins/storysdk-storydiffusion/docs/storydiffusion-styles.md``).
+"""Prompt styles: the :class:`Style` type, the "no style" identity and lookup by name.
 
-A style wraps a frame prompt in a positive template (``{prompt}`` is replaced by the
-prompt) and has a negative prompt that is put in front of the user's negative prompt.
-:func:`apply_style` does both exactly as upstream does (``plugins/storysdk-storydiffusion/docs/storydiffusion.md`` §2):
+A style wraps a scene's prompt in a positive template (``{prompt}`` is replaced by the
+prompt) and has a negative prompt that goes in front of the user's negative prompt::
 
     positive = template.replace("{prompt}", prompt)
     negative = style_negative + " " + user_negative
 
-Two sets of names are accepted: the nine styles of the current open-source app
-(:data:`CURRENT_STYLE_NAMES`) and the two older names that the hosted API still uses
-(:data:`LEGACY_STYLE_NAMES`: ``Cinematic`` and ``Disney Charactor``, misspelling kept).
+The core defines no styles besides :data:`NO_STYLE` (the identity, also what ``None``
+means). Plugins contribute theirs through the ``register_styles`` hook, optionally listing
+them in named *menus* (an app's or a hosted API's choice list, in its order)::
 
-Deviation: upstream silently falls back to its default style for an unknown name;
-:func:`get_style` raises :class:`~storysdk.errors.ConfigError` listing the valid names.
+    from storysdk import hookimpl
+    from storysdk.styles import Style
+
+    @hookimpl
+    def register_styles(register):
+        register(Style("Sketch", "pencil sketch of {prompt}", "colour"), menus=("my-app",))
+
+:func:`get_style` and :func:`apply_style` look a name up among the styles registered in a
+:class:`~storysdk.Registry` (default: :func:`storysdk.get_registry`); the match ignores case,
+and an unknown name raises :class:`~storysdk.errors.ConfigError` listing the styles and the
+closest matches. :func:`style_catalog` gives every style and menu at once.
+
+Registering one name twice is fine when both styles are equal (a plugin may register a style
+again to list it in another menu); two different styles under one name are a
+:class:`~storysdk.errors.PluginError` when that name is looked up, naming both plugins.
 """
 
 from __future__ import annotations
 
 import difflib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from types import MappingProxyType
-from typing import NamedTuple
+from typing import TYPE_CHECKING, Any
 
 import attrs
 
-from .errors import ConfigError
+from .errors import ConfigError, PluginError
+
+if TYPE_CHECKING:
+    from .registry import Registry
 
 __all__ = [
-    "CURRENT_STYLE_NAMES",
-    "DEFAULT_SD_MODEL",
-    "DEFAULT_STYLE",
-    "HOSTED_DEFAULT_STYLE",
-    "HOSTED_STYLE_NAMES",
-    "LEGACY_STYLE_NAMES",
+    "CORE",
+    "IDENTITY",
     "NO_STYLE",
-    "SD_MODELS",
-    "STYLES",
-    "SDModel",
     "Style",
+    "StyleCatalog",
     "apply_style",
-    "get_sd_model",
     "get_style",
+    "match_name",
+    "menu",
+    "menu_names",
+    "style_catalog",
     "style_names",
 ]
 
-#: The style that applies no template (``None`` means this style too).
+#: The name of the style that applies no template (``None`` means this style too).
 NO_STYLE = "(No style)"
 
-#: Default of the open-source app (``plugins/storysdk-storydiffusion/docs/storydiffusion.md`` §2, ``DEFAULT_STYLE_NAME``).
-DEFAULT_STYLE = "Japanese Anime"
+#: The name recorded as the owner of :data:`IDENTITY`.
+CORE = "storysdk"
 
-#: Default of the hosted API's ``style_name`` field (``plugins/storysdk-storydiffusion/docs/storydiffusion-api.md``; sic).
-HOSTED_DEFAULT_STYLE = "Disney Charactor"
+HOOK = "register_styles"
 
 
 @attrs.frozen
@@ -63,171 +74,192 @@ class Style:
     negative: str
 
     def __attrs_post_init__(self) -> None:
-        if "{prompt}" not in self.positive:
+        if not isinstance(self.name, str) or not self.name.strip():
+            raise ConfigError(f"a style needs a non-empty name, got {self.name!r}")
+        if not isinstance(self.positive, str) or "{prompt}" not in self.positive:
             raise ConfigError(
                 f"style {self.name!r}: the positive template must contain '{{prompt}}' "
-                "where the frame prompt goes"
+                "where the scene's prompt goes"
             )
+        if not isinstance(self.negative, str):
+            raise ConfigError(f"style {self.name!r}: the negative prompt must be text, got {self.negative!r}")
 
     def apply(self, prompt: str, negative: str = "") -> tuple[str, str]:
-        """``(positive, negative)`` for ``prompt``, as upstream builds them (§2).
+        """``(positive, negative)`` for ``prompt``: the template filled in, and ``style negative + " " + negative``.
 
         ``str.replace`` is used, not ``str.format``, so braces in a prompt are kept as they are.
         """
         return self.positive.replace("{prompt}", prompt), self.negative + " " + negative
 
 
-# plugins/storysdk-storydiffusion/docs/storydiffusion-styles.md, first table (current app, utils/style_template.py at HEAD);
-# strings copied character for character.
-_CURRENT: tuple[Style, ...] = (
-    Style(
-        name="(No style)",
-        positive="{prompt}",
-        negative="",
-    ),
-    Style(
-        name="Japanese Anime",
-        positive="anime artwork illustrating {prompt}. created by japanese anime studio. highly emotional. best quality, high resolution, (Anime Style, Manga Style:1.3), Low detail, sketch, concept art, line art, webtoon, manhua, hand drawn, defined lines, simple shades, minimalistic, High contrast, Linear compositions, Scalable artwork, Digital art, High Contrast Shadows",
-        negative="lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry",
-    ),
-    Style(
-        name="Digital/Oil Painting",
-        positive="{prompt} . (Extremely Detailed Oil Painting:1.2), glow effects, godrays, Hand drawn, render, 8k, octane render, cinema 4d, blender, dark, atmospheric 4k ultra detailed, cinematic sensual, Sharp focus, humorous illustration, big depth of field",
-        negative="anime, cartoon, graphic, text, painting, crayon, graphite, abstract, glitch, deformed, mutated, ugly, disfigured, lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry",
-    ),
-    Style(
-        name="Pixar/Disney Character",
-        positive="Create a Disney Pixar 3D style illustration on {prompt} . The scene is vibrant, motivational, filled with vivid colors and a sense of wonder.",
-        negative="lowres, bad anatomy, bad hands, text, bad eyes, bad arms, bad legs, error, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, blurry, grayscale, noisy, sloppy, messy, grainy, highly detailed, ultra textured, photo",
-    ),
-    Style(
-        name="Photographic",
-        positive="cinematic photo {prompt} . Hyperrealistic, Hyperdetailed, detailed skin, matte skin, soft lighting, realistic, best quality, ultra realistic, 8k, golden ratio, Intricate, High Detail, film photography, soft focus",
-        negative="drawing, painting, crayon, sketch, graphite, impressionist, noisy, blurry, soft, deformed, ugly, lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry",
-    ),
-    Style(
-        name="Comic book",
-        positive="comic {prompt} . graphic illustration, comic art, graphic novel art, vibrant, highly detailed",
-        negative="photograph, deformed, glitch, noisy, realistic, stock photo, lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry",
-    ),
-    Style(
-        name="Line art",
-        positive="line art drawing {prompt} . professional, sleek, modern, minimalist, graphic, line art, vector graphics",
-        negative="anime, photorealistic, 35mm film, deformed, glitch, blurry, noisy, off-center, deformed, cross-eyed, closed eyes, bad anatomy, ugly, disfigured, mutated, realism, realistic, impressionism, expressionism, oil, acrylic, lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry",
-    ),
-    Style(
-        name="Black and White Film Noir",
-        positive="{prompt} . (b&w, Monochromatic, Film Photography:1.3), film noir, analog style, soft lighting, subsurface scattering, realistic, heavy shadow, masterpiece, best quality, ultra realistic, 8k",
-        negative="anime, photorealistic, 35mm film, deformed, glitch, blurry, noisy, off-center, deformed, cross-eyed, closed eyes, bad anatomy, ugly, disfigured, mutated, realism, realistic, impressionism, expressionism, oil, acrylic, lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry",
-    ),
-    Style(
-        name="Isometric Rooms",
-        positive="Tiny cute isometric {prompt} . in a cutaway box, soft smooth lighting, soft colors, 100mm lens, 3d blender render",
-        negative="anime, photorealistic, 35mm film, deformed, glitch, blurry, noisy, off-center, deformed, cross-eyed, closed eyes, bad anatomy, ugly, disfigured, mutated, realism, realistic, impressionism, expressionism, oil, acrylic, lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry",
-    ),
-)
-
-# plugins/storysdk-storydiffusion/docs/storydiffusion-styles.md, second table: older names kept by the hosted API.
-_LEGACY: tuple[Style, ...] = (
-    Style(
-        name="Cinematic",
-        positive="cinematic still {prompt} . emotional, harmonious, vignette, highly detailed, high budget, bokeh, cinemascope, moody, epic, gorgeous, film grain, grainy",
-        negative="anime, cartoon, graphic, text, painting, crayon, graphite, abstract, glitch, deformed, mutated, ugly, disfigured",
-    ),
-    Style(
-        name="Disney Charactor",
-        positive="A Pixar animation character of {prompt} . pixar-style, studio anime, Disney, high-quality",
-        negative="lowres, bad anatomy, bad hands, text, bad eyes, bad arms, bad legs, error, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, blurry, grayscale, noisy, sloppy, messy, grainy, highly detailed, ultra textured, photo",
-    ),
-)
-
-#: Every accepted style by its exact name (read-only).
-STYLES: Mapping[str, Style] = MappingProxyType({s.name: s for s in _CURRENT + _LEGACY})
-
-#: The nine styles of the current open-source app, in its menu order.
-CURRENT_STYLE_NAMES: tuple[str, ...] = tuple(s.name for s in _CURRENT)
-
-#: The two older names only the hosted API still offers.
-LEGACY_STYLE_NAMES: tuple[str, ...] = tuple(s.name for s in _LEGACY)
-
-#: The menu of the app before commit 02dda9b, which the hosted API keeps (plugins/storysdk-storydiffusion/docs/storydiffusion.md §2).
-HOSTED_STYLE_NAMES: tuple[str, ...] = (
-    "(No style)",
-    "Japanese Anime",
-    "Cinematic",
-    "Disney Charactor",
-    "Photographic",
-    "Comic book",
-    "Line art",
-)
+#: The identity style: the prompt as it is, an empty style negative.
+IDENTITY = Style(NO_STYLE, "{prompt}", "")
 
 
-def style_names(*, legacy: bool = True) -> list[str]:
-    """All accepted style names: the current ones, then (``legacy=True``) the two older hosted names."""
-    return list(CURRENT_STYLE_NAMES + (LEGACY_STYLE_NAMES if legacy else ()))
+def match_name(kind: str, name: str, names: Iterable[str]) -> str:
+    """The one of ``names`` that ``name`` means: exact, then ignoring case and outer spaces.
 
-
-def _lookup(kind: str, name: str, table: Mapping[str, object]) -> str:
-    """The exact key of ``table`` for ``name`` (exact, then case-insensitive), or a ConfigError."""
-    if name in table:
+    Otherwise a :class:`ConfigError` ``unknown <kind> 'x' (did you mean ...?); use one of: ...``.
+    """
+    pool = list(names)
+    if name in pool:
         return name
-    folded = {k.casefold(): k for k in table}
+    folded = {k.casefold(): k for k in pool}
     key = folded.get(name.strip().casefold())
     if key is not None:
         return key
     close = difflib.get_close_matches(name.casefold(), list(folded), n=3, cutoff=0.6)
     hint = f" (did you mean {' or '.join(repr(folded[c]) for c in close)}?)" if close else ""
     raise ConfigError(
-        f"unknown {kind} {name!r}{hint}; use one of: {', '.join(map(repr, table))} "
+        f"unknown {kind} {name!r}{hint}; use one of: {', '.join(map(repr, pool)) or '(none)'} "
         "(case does not matter)"
     )
 
 
-def get_style(name: str | None) -> Style:
-    """The style called ``name``; ``None`` means ``"(No style)"``; the match ignores case.
+@attrs.frozen
+class StyleCatalog:
+    """The styles and menus of one registry, in registration order (the identity first).
 
-    An unknown name raises :class:`~storysdk.errors.ConfigError` naming the valid styles and
-    the closest matches.
+    ``owners`` names the plugin that registered each style; ``conflicts`` the names that two
+    plugins registered with different templates (looking one up is a :class:`PluginError`);
+    ``failed`` the plugins whose ``register_styles`` hook raised or registered something
+    that is not a style, with the error.
     """
-    if name is None:
-        return STYLES[NO_STYLE]
+
+    styles: Mapping[str, Style]
+    menus: Mapping[str, tuple[str, ...]]
+    owners: Mapping[str, str]
+    conflicts: Mapping[str, tuple[str, ...]]
+    failed: Mapping[str, str]
+
+    def get(self, name: str | None) -> Style:
+        """The style called ``name`` (``None``: the identity); see :func:`get_style`."""
+        if name is None:
+            return self.styles[NO_STYLE]
+        if not isinstance(name, str):
+            raise ConfigError(f"a style name must be a string or None, got {type(name).__name__}")
+        try:
+            key = match_name("style", name, self.styles)
+        except ConfigError as exc:
+            if self.failed:
+                broken = "; ".join(f"{p}: {e}" for p, e in self.failed.items())
+                raise ConfigError(f"{exc}. Style plugins that failed to load: {broken}") from None
+            raise
+        if key in self.conflicts:
+            plugins = " and ".join(map(repr, self.conflicts[key]))
+            raise PluginError(
+                f"style {key!r} is registered by plugins {plugins} with different templates; "
+                "uninstall one of them or ask its author to rename the style"
+            )
+        return self.styles[key]
+
+    def menu(self, name: str) -> tuple[str, ...]:
+        """The style names of the menu ``name``, in its order; an unknown menu is a ConfigError."""
+        return self.menus[match_name("style menu", name, self.menus)]
+
+
+def _registered(registration: Any) -> tuple[Style, tuple[str, ...]]:
+    args, kwargs = tuple(registration.args), dict(registration.kwargs)
+    if len(args) != 1 or not isinstance(args[0], Style) or set(kwargs) - {"menus"}:
+        raise PluginError(
+            f"register(...) got {args!r} {kwargs!r}; a style plugin calls register(Style(name, positive, negative)) "
+            "or register(style, menus=('menu name', ...))"
+        )
+    menus = kwargs.get("menus", ())
+    if isinstance(menus, str) or not all(isinstance(m, str) and m.strip() for m in menus):
+        raise PluginError(f"style {args[0].name!r}: menus must be a tuple of menu names, got {menus!r}")
+    if args[0].name == NO_STYLE and args[0] != IDENTITY:
+        raise PluginError(f"the style name {NO_STYLE!r} is the core's identity style (the prompt as it is); pick another name")
+    return args[0], tuple(menus)
+
+
+def style_catalog(registry: Registry | None = None) -> StyleCatalog:
+    """Every style and menu that the plugins of ``registry`` register (default: :func:`storysdk.get_registry`)."""
+    if registry is None:
+        from .registry import get_registry
+
+        registry = get_registry()
+    regs = registry.collect(HOOK)
+    by_plugin: dict[str, list[tuple[Style, tuple[str, ...]]]] = {}
+    failed: dict[str, str] = {}
+    for reg in regs:
+        if reg.plugin in failed:
+            continue
+        try:
+            by_plugin.setdefault(reg.plugin, []).append(_registered(reg))
+        except PluginError as exc:
+            failed[reg.plugin] = str(exc)
+            by_plugin.pop(reg.plugin, None)
+    for f in registry.failed:  # the hook itself raised: Registry.collect recorded it
+        if f.error.startswith(HOOK + ":"):
+            failed.setdefault(f.name, f.error)
+    styles: dict[str, Style] = {NO_STYLE: IDENTITY}
+    owners: dict[str, str] = {NO_STYLE: CORE}
+    conflicts: dict[str, tuple[str, ...]] = {}
+    menus: dict[str, list[str]] = {}
+    for plugin, entries in by_plugin.items():
+        for style, style_menus in entries:
+            known = styles.get(style.name)
+            if known is None:
+                styles[style.name] = style
+                owners[style.name] = plugin
+            elif known != style:
+                conflicts[style.name] = tuple(dict.fromkeys((*conflicts.get(style.name, (owners[style.name],)), plugin)))
+            for m in style_menus:
+                names = menus.setdefault(m, [])
+                if style.name not in names:
+                    names.append(style.name)
+    return StyleCatalog(
+        styles=MappingProxyType(styles),
+        menus=MappingProxyType({k: tuple(v) for k, v in menus.items()}),
+        owners=MappingProxyType(owners),
+        conflicts=MappingProxyType(conflicts),
+        failed=MappingProxyType(failed),
+    )
+
+
+def get_style(name: str | None, registry: Registry | None = None) -> Style:
+    """The style called ``name`` among the registered ones; ``None`` means :data:`NO_STYLE`.
+
+    The match ignores case and outer spaces. An unknown name raises
+    :class:`~storysdk.errors.ConfigError` naming the registered styles and the closest matches.
+    """
+    if name is None or name == NO_STYLE:
+        return IDENTITY
     if not isinstance(name, str):
         raise ConfigError(f"a style name must be a string or None, got {type(name).__name__}")
-    return STYLES[_lookup("style", name, STYLES)]
+    return style_catalog(registry).get(name)
 
 
-def apply_style(name: str | None, prompt: str, negative: str = "") -> tuple[str, str]:
-    """``(styled prompt, style_negative + " " + negative)`` for the style ``name`` (§2)."""
-    return get_style(name).apply(prompt, negative)
+def apply_style(name: str | None, prompt: str, negative: str = "", registry: Registry | None = None) -> tuple[str, str]:
+    """``(styled prompt, style_negative + " " + negative)`` for the style ``name``."""
+    return get_style(name, registry).apply(prompt, negative)
 
 
-class SDModel(NamedTuple):
-    """A base checkpoint: a hub id or local folder, plus the file name for single-file checkpoints."""
-
-    checkpoint: str
-    single_file: str | None
+def style_names(registry: Registry | None = None) -> list[str]:
+    """Every registered style name, the identity first, then in registration order."""
+    return list(style_catalog(registry).styles)
 
 
-#: Base-model names of the hosted API (``sd_model``) and the upstream app
-#: (plugins/storysdk-storydiffusion/docs/storydiffusion-styles.md, last table; config/models.yaml upstream). Unstable ships
-#: ``.bin`` weights, the two other folders ship safetensors; Juggernaut is a single file.
-SD_MODELS: Mapping[str, SDModel] = MappingProxyType(
-    {
-        "Unstable": SDModel("stablediffusionapi/sdxl-unstable-diffusers-y", None),
-        "RealVision": SDModel("SG161222/RealVisXL_V4.0", None),
-        "SDXL": SDModel("stabilityai/stable-diffusion-xl-base-1.0", None),
-        "Juggernaut": SDModel(
-            "RunDiffusion/Juggernaut-XL-v9", "Juggernaut-XL_v9_RunDiffusionPhoto_v2.safetensors"
-        ),
-    }
-)
-
-#: Default ``sd_model`` of the hosted API and of the upstream app.
-DEFAULT_SD_MODEL = "Unstable"
+def menu(name: str, registry: Registry | None = None) -> tuple[str, ...]:
+    """The style names that plugins listed in the menu ``name`` (case-insensitive), in order."""
+    return style_catalog(registry).menu(name)
 
 
-def get_sd_model(name: str) -> SDModel:
-    """The base model called ``name`` (case-insensitive), or a ConfigError listing the valid names."""
-    if not isinstance(name, str):
-        raise ConfigError(f"a base-model name must be a string, got {type(name).__name__}")
-    return SD_MODELS[_lookup("base model", name, SD_MODELS)]
+def menu_names(registry: Registry | None = None) -> list[str]:
+    """The names of the registered style menus."""
+    return list(style_catalog(registry).menus)
+
+
+# TEMPORARY (helper H3): the StoryDiffusion plugin's generator.py and loading.py still import
+# these names from here; they move to ``from .styles import ...`` in that plugin. Removed as
+# soon as they have switched.
+_MOVED = ("DEFAULT_STYLE", "HOSTED_DEFAULT_STYLE", "SD_MODELS", "SDModel", "DEFAULT_SD_MODEL", "get_sd_model")
+
+
+def __getattr__(name: str) -> Any:
+    if name in _MOVED:
+        import importlib
+
+        return getattr(importlib.import_module("storysdk_" + "storydiffusion.styles"), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
