@@ -2,10 +2,57 @@
 
 from __future__ import annotations
 
+import importlib
 import subprocess
 import sys
 
+import pytest
+
 import storysdk
+
+
+#: The public names, written out: a name added or dropped must show up in review.
+EXPORTED = {
+    "storysdk": [
+        "AudioAsset", "BusyError", "Character", "CheckpointError", "Component", "ComponentCache",
+        "ComponentError", "ComponentInfo", "Composer", "ConfigError", "DeviceOptions", "FailedPlugin",
+        "Field", "Generator", "ImageAsset", "JobCancelled", "OptionInfo", "Options", "OutputFolderError",
+        "Pipeline", "Planner", "PluginError", "PluginInfo", "ProgressEvent", "Register", "Registration",
+        "Registry", "RenderContext", "Scene", "ScriptError", "StepContext", "Story", "StoryFile",
+        "StoryPlan", "StoryRequest", "StorySDKError", "Tokenizer", "Tokens", "UnknownComponentError",
+        "__version__", "derive_seed", "get_registry", "hookimpl", "load_story_file",
+    ],
+    "storysdk.runtime": [
+        "OFFLOAD_MODES", "PRESETS", "Resolved", "apply_offload", "cpu_generator", "dtype_kwargs",
+        "load_safetensors", "load_state_dict", "require_torch", "resolve", "resolve_device",
+        "resolve_dtype", "resolve_preset", "seeded",
+    ],
+    "storysdk.tiny": [
+        "STORY_CORPUS", "TINY_SDXL", "TINY_STABLE_AUDIO", "clip_tokenizer", "corpus_words",
+        "learn_bpe_merges", "t5_tokenizer", "tiny_sdxl_components", "tiny_sdxl_pipeline",
+        "tiny_sdxl_text_components", "tiny_stable_audio_components", "tiny_stable_audio_pipeline",
+    ],
+    "storysdk.options": [
+        "DeviceOptions", "Field", "OptionInfo", "Options", "describe_options", "option_names", "suggest",
+        "validate_options",
+    ],
+    "storysdk.testing": [
+        "FakeAudioGenerator", "FakeComposer", "FakeImageGenerator", "FakeInterleavedPlanner", "FakePlanner",
+        "FakeTokenizer", "FakesPlugin", "make_registry",
+    ],
+    "storysdk.testing.contract": [
+        "ComponentContract", "ComposerContract", "GeneratorContract", "PlannerContract", "TokenizerContract",
+        "folder_bytes",
+    ],
+}
+
+
+@pytest.mark.parametrize("module", sorted(EXPORTED))
+def test_exported_names(module: str) -> None:
+    mod = importlib.import_module(module)
+    assert mod.__all__ == EXPORTED[module]
+    for name in mod.__all__:
+        assert hasattr(mod, name), f"{module}.{name} is listed but missing"
 
 
 def test_all_is_sorted_and_complete() -> None:
@@ -24,7 +71,7 @@ def test_every_error_is_a_storysdk_error() -> None:
 
 def test_import_does_not_import_torch() -> None:
     code = (
-        "import sys, storysdk, storysdk.cli, storysdk.testing, storysdk.builtins.plugin;"
+        "import sys, storysdk, storysdk.cli, storysdk.testing, storysdk.builtins.plugin, storysdk.runtime, storysdk.tiny;"
         "from storysdk.testing import make_registry; make_registry().components();"
         "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules];"
         "assert not bad, bad"

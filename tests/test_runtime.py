@@ -1,4 +1,4 @@
-"""storysdk.runtime: devices, dtypes, generators, presets, offload, and import lightness."""
+"""storysdk.runtime: devices, dtypes, generators, presets, offload, seeded construction, loud loaders."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import warnings
 import pytest
 import torch
 
-from storysdk import runtime as _torch
+from storysdk import runtime as _torch  # the module under test
 from storysdk.runtime import (
     apply_offload,
     cpu_generator,
@@ -172,7 +172,8 @@ def test_require_torch(monkeypatch):
     [
         "storysdk.runtime",
         "storysdk.tiny",
-        "storysdk.tiny",
+        "storysdk.tiny.tokenizers",
+        "storysdk.options",
         "storysdk.builtins.diffusers_image",
         "storysdk.builtins.diffusers_audio",
         "storysdk.builtins.clip_text",
@@ -185,3 +186,83 @@ def test_modules_import_without_torch(module):
         "assert not heavy, heavy"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_seeded_builds_the_same_weights_and_restores_the_global_rng():
+    import torch
+
+    from storysdk.runtime import seeded
+
+    torch.manual_seed(99)
+    expected_next = torch.rand(3)
+    torch.manual_seed(99)
+    with seeded(7):
+        a = torch.nn.Linear(3, 2).weight.detach().clone()
+    assert torch.equal(torch.rand(3), expected_next)  # the caller's stream goes on as if nothing ran
+    torch.manual_seed(7)
+    reference = torch.nn.Linear(3, 2).weight.detach()  # the same draw, seeded by hand
+    assert torch.equal(a, reference)
+
+
+def test_resolve_gives_preset_device_and_dtype_and_refuses_full_without_a_model():
+    import torch
+
+    from storysdk.runtime import resolve
+
+    r = resolve("generator 'x'", preset="tiny", model=None, device="cpu", dtype="bf16")
+    assert (r.preset, r.device, r.dtype) == ("tiny", torch.device("cpu"), torch.bfloat16)
+    assert resolve("x", preset=None, model="some/model", device="cpu", dtype=None).preset == "full"
+    with pytest.raises(ConfigError, match=r"generator 'x': the real weights need a local checkpoint folder"):
+        resolve("generator 'x'", preset="full", model=None, device="cpu", dtype=None, needs_model=True)
+    with pytest.raises(ConfigError, match="preset 'huge' is unknown"):
+        resolve("x", preset="huge", model=None, device="cpu", dtype=None)
+
+
+def test_load_state_dict_accounts_for_every_key():
+    import torch
+
+    from storysdk import CheckpointError
+    from storysdk.runtime import load_state_dict
+
+    def net():
+        m = torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Linear(3, 1))
+        m.register_buffer("scale", torch.ones(1))
+        return m
+
+    src = net()
+    state = {k: v + 1 for k, v in src.state_dict().items()}
+    dst = net()
+    load_state_dict(dst, state, source="full.safetensors")
+    assert all(torch.equal(dst.state_dict()[k], state[k]) for k in state)
+
+    partial = {k: v for k, v in state.items() if k != "1.bias"}
+    with pytest.raises(CheckpointError, match="full.safetensors does not match Sequential") as err:
+        load_state_dict(net(), {**partial, "extra.weight": torch.zeros(1)}, source="full.safetensors")
+    assert err.value.missing == ["1.bias"] and err.value.unexpected == ["extra.weight"]
+
+    no_scale = {k: v for k, v in state.items() if k != "scale"}
+    kept = net()
+    load_state_dict(kept, no_scale, source="s", ignore_missing=("scale",))  # named as expected-missing
+    assert torch.equal(kept.scale, torch.ones(1)) and torch.equal(kept[1].bias, state["1.bias"])
+
+    wrong = dict(state, **{"0.weight": torch.zeros(4, 2)})
+    with pytest.raises(CheckpointError, match=r"0.weight: checkpoint \(4, 2\) vs model \(3, 2\)"):
+        load_state_dict(net(), wrong, source="s")
+
+
+def test_load_safetensors_names_a_missing_or_broken_file(tmp_path):
+    import torch
+    from safetensors.torch import save_file
+
+    from storysdk import CheckpointError
+    from storysdk.runtime import load_safetensors
+
+    good = tmp_path / "good.safetensors"
+    save_file({"w": torch.arange(3.0)}, str(good))
+    assert torch.equal(load_safetensors(good)["w"], torch.arange(3.0))
+    with pytest.raises(CheckpointError, match=r"unet file '.*nope.safetensors' does not exist"):
+        load_safetensors(tmp_path / "nope.safetensors", what="unet")
+    broken = tmp_path / "broken.safetensors"
+    broken.write_bytes(good.read_bytes()[:20])
+    with pytest.raises(CheckpointError, match=r"broken.safetensors' is not a readable safetensors file"):
+        load_safetensors(broken)

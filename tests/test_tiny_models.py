@@ -15,6 +15,7 @@ from storysdk.tiny import clip_tokenizer, corpus_words, learn_bpe_merges, t5_tok
 from storysdk.tiny import (
     TINY_STABLE_AUDIO,
     tiny_sdxl_components,
+    tiny_stable_audio_components,
     tiny_sdxl_pipeline,
     tiny_sdxl_text_components,
     tiny_stable_audio_pipeline,
@@ -244,3 +245,15 @@ def test_t5_tokenizer_layout():
     # the most frequent corpus word gets the first word piece
     most = Counter(w for w in corpus_words() if w.isalpha()).most_common(1)[0][0]
     assert tok.convert_ids_to_tokens(tok("x " + most).input_ids)[-2] == "\u2581" + most
+
+
+@pytest.mark.parametrize(
+    "build", [tiny_sdxl_text_components, tiny_sdxl_components, tiny_stable_audio_components], ids=lambda f: f.__name__
+)
+def test_builders_leave_the_global_rng_untouched(build) -> None:
+    import torch
+
+    torch.manual_seed(1234)
+    before = torch.random.get_rng_state()
+    build(seed=3)
+    assert torch.equal(torch.random.get_rng_state(), before)
