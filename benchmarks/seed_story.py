@@ -93,7 +93,7 @@ def full(args: argparse.Namespace) -> None:
     from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
 
     from storysdk_seed_story.configs import RELEASED
-    from storysdk_seed_story.loading import _resamplers
+    from storysdk_seed_story.loading import resamplers
     from storysdk_seed_story.mllm import MLLM, build_llama
     from storysdk_seed_story.perceiver import PerceiverResampler
     from storysdk_seed_story.story import PrefillStory, SinkStory
@@ -104,7 +104,7 @@ def full(args: argparse.Namespace) -> None:
     torch.set_default_dtype(dt)
     with torch.device(dev):
         vit = VisionTransformer(RELEASED.vit).eval()
-        inp, outr = _resamplers(RELEASED, 4096)
+        inp, outr = resamplers(RELEASED, 4096)
         llm = build_llama(RELEASED.llm, seed=0)
         perceiver = PerceiverResampler(RELEASED.perceiver).eval()
     torch.set_default_dtype(torch.float32)

@@ -1,33 +1,35 @@
-"""Reading the released files of §1.6 with strict key accounting.
+"""Reading the released files of §1.6 (docs/seed-story.md) with strict key accounting.
 
-Upstream loads every checkpoint non-strictly, ignoring key mismatches (§6 pitfalls); here every tensor of a
-file must be used and every tensor of the module must be found, otherwise a
-:class:`~storysdk.errors.CheckpointError` lists the missing and unexpected keys. Only the
-frozen sin-cos tables (``*pos_embed``) may be absent: they are recomputed (§9).
-Unpickling uses ``torch.load(..., weights_only=True)``.
+Upstream loads every checkpoint non-strictly, ignoring key mismatches (§6 pitfalls); here every
+tensor of a file must be used and every tensor of the module found: the modules are loaded with
+:func:`storysdk.runtime.load_state_dict`, which raises a :class:`~storysdk.errors.CheckpointError`
+listing the missing and unexpected keys. Only the frozen sin-cos tables (``*pos_embed``) may be
+absent: they are recomputed (§9). ``.safetensors`` files are read with
+:func:`storysdk.runtime.load_safetensors`; pickled ``.bin``/``.pt`` files with
+``torch.load(..., weights_only=True)``.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
 from storysdk.errors import CheckpointError
 
-__all__ = ["load_exact", "read_state_dict", "read_prefixed", "split_prefix"]
+__all__ = ["read_prefixed", "read_state_dict", "split_prefix"]
 
 
-def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
+def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, torch.Tensor]:
     """All tensors of one ``.safetensors``/``.bin``/``.pt`` file, on CPU."""
     p = Path(path)
     if not p.is_file():
-        raise CheckpointError(f"checkpoint file {str(p)!r} does not exist; download it to that path (§1.6 layout)")
+        raise CheckpointError(f"{what} file {str(p)!r} does not exist; download it to that path (§1.6 layout)")
     if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from storysdk.runtime import load_safetensors
 
-        return load_file(str(p))
+        return load_safetensors(p, what=what)
     try:
         state = torch.load(str(p), map_location="cpu", weights_only=True)
     except Exception as exc:  # noqa: BLE001 - pickle/zip errors have many types
@@ -43,6 +45,12 @@ def _shards(folder: Path) -> list[Path]:
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if (folder / index).is_file():
             names = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
+            absent = [n for n in names if not (folder / n).is_file()]
+            if absent:
+                raise CheckpointError(
+                    f"{str(folder / index)!r} names shard(s) that are not there: {', '.join(absent)}; "
+                    "finish the download"
+                )
             return [folder / n for n in names]
     for single in ("model.safetensors", "pytorch_model.bin"):
         if (folder / single).is_file():
@@ -64,7 +72,7 @@ def read_prefixed(folder: str | Path, prefix: str) -> dict[str, torch.Tensor]:
                     if key.startswith(prefix):
                         out[key[len(prefix):]] = fh.get_tensor(key)
         else:
-            out.update(split_prefix(read_state_dict(shard), prefix))
+            out.update(split_prefix(read_state_dict(shard, what="checkpoint shard"), prefix))
     if not out:
         raise CheckpointError(f"no tensors under {prefix!r} in {str(folder)!r}; is this the right checkpoint folder?")
     return out
@@ -74,36 +82,3 @@ def split_prefix(state: Mapping[str, torch.Tensor], prefix: str) -> dict[str, to
     """The entries of ``state`` under ``prefix``, with the prefix removed."""
     return {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)}
 
-
-def load_exact(
-    module: torch.nn.Module,
-    state: Mapping[str, torch.Tensor],
-    *,
-    what: str,
-    prefix: str = "",
-    recomputable: Iterable[str] = (),
-) -> None:
-    """Load ``state`` into ``module`` accounting for every key (names reported with ``prefix``).
-
-    Keys in ``recomputable`` may be absent (their current values are kept). Shape mismatches
-    are reported as a wrong architecture.
-    """
-    own = module.state_dict()
-    optional = set(recomputable)
-    missing = sorted(prefix + k for k in own if k not in state and k not in optional)
-    unexpected = sorted(prefix + k for k in state if k not in own)
-    if missing or unexpected:
-        raise CheckpointError(
-            f"{what}: the checkpoint does not match the architecture; check that the file is the one §1.6 names",
-            missing=missing,
-            unexpected=unexpected,
-        )
-    wrong = [f"{prefix}{k} {tuple(v.shape)} vs {tuple(own[k].shape)}" for k, v in state.items() if v.shape != own[k].shape]
-    if wrong:
-        raise CheckpointError(
-            f"{what}: tensor shapes do not match the architecture (checkpoint vs model): {'; '.join(wrong[:10])}; "
-            "the file is for a different model size (SEED-X-17B weights are not SEED-Story's, §1.0)"
-        )
-    full = dict(own)
-    full.update(state)
-    module.load_state_dict(full, strict=True)

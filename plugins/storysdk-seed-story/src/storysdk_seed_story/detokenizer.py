@@ -7,37 +7,36 @@ of an all-zeros 448x448 input, computed once per loaded model and reused. Euler,
 guidance 7.5, 1024x1024 by default (the tiny preset: 64x64).
 
 Deviation: upstream draws every frame from ``seed=42`` (the same noise for every frame);
-here each scene is seeded from ``ctx.scene_seed(scene)`` unless ``fixed_seed=42`` is given.
+here each scene is seeded from ``ctx.scene_seed(scene)`` unless ``noise_seed=42`` is given.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from typing import Any, ClassVar
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any, ClassVar, Literal
 
 import attrs
 from storysdk.errors import ConfigError
 from storysdk.interfaces import Generator, RenderContext
-from storysdk.model import ImageAsset, Scene
+from storysdk.model import ImageAsset, Scene, StoryPlan
+from storysdk.options import Field
 
 from .constants import GUIDANCE_SCALE, IMAGE_SIZE, NUM_INFERENCE_STEPS
-from .options import ModelOptions
+from .options import SeedStoryOptions, Setup, build_vit, setup
 from .planner import IMAGE_EMBEDS
 
 __all__ = ["SeedStoryDetokenizer"]
-
-START_MODES = ("keep", "render")
 
 
 class SeedStoryDetokenizer(Generator):
     """SEED-Story's SDXL de-tokenizer (the adapted "Detokenizer-George", §1.5).
 
-    Options: ``preset``, ``pretrained`` (§1.6 folder), ``architecture``, ``sdxl`` (SDXL base
-    folder), ``checkpoint`` (adapted de-tokenizer file), ``vit`` (for the negative), ``steps``
-    (50), ``guidance_scale`` (7.5), ``width``/``height`` (default 1024; the plan's size wins),
-    ``fixed_seed`` (``42`` reproduces upstream's same-noise frames), ``start_scene``
-    (``"keep"``: the start scene shows the user's picture, as upstream's ``000start_image``;
-    ``"render"``: reconstruct it through the de-tokenizer), ``device``, ``dtype``, ``offload``.
+    Options: ``storysdk plugins --options seed-story-detokenizer`` (declared in :class:`Options`).
+    Faithful defaults: Euler, 50 steps, guidance 7.5, 1024x1024 (the plan's size wins; the tiny
+    preset: 64x64), the negative from the ViT of an all-zeros input. ``start_scene="keep"`` shows
+    the user's picture for the start scene, as upstream's ``000start_image``; ``"render"``
+    reconstructs it through the de-tokenizer.
     """
 
     name: ClassVar[str] = "seed-story-detokenizer"
@@ -47,39 +46,65 @@ class SeedStoryDetokenizer(Generator):
     tiny_preset: ClassVar[bool] = True
     description: ClassVar[str] = "SEED-Story de-tokenizer: regressed ViT features -> SDXL image"
 
-    def __init__(
-        self,
-        *,
-        preset: str | None = None,
-        pretrained: str = "pretrained",
-        architecture: str | None = None,
-        sdxl: str | None = None,
-        checkpoint: str | None = None,
-        vit: str | None = None,
-        steps: int = NUM_INFERENCE_STEPS,
-        guidance_scale: float = GUIDANCE_SCALE,
-        width: int | None = None,
-        height: int | None = None,
-        fixed_seed: int | None = None,
-        start_scene: str = "keep",
-        device: str | None = None,
-        dtype: str | None = None,
-        offload: str | None = None,
-        seed: int = 0,
-    ) -> None:
-        self.options = ModelOptions(preset, pretrained, architecture, device, dtype, seed)
-        if not isinstance(steps, int) or steps < 1:
-            raise ConfigError(f"steps must be a whole number >= 1, got {steps!r}")
-        if start_scene not in START_MODES:
-            raise ConfigError(f"start_scene {start_scene!r} is unknown; use 'keep' or 'render'")
-        for label, v in (("width", width), ("height", height)):
-            if v is not None and (not isinstance(v, int) or v < 8 or v % 8):
-                raise ConfigError(f"{label} must be a multiple of 8 pixels (SDXL's VAE), got {v!r}")
-        self.sdxl, self.checkpoint, self.vit_source = sdxl, checkpoint, vit
-        self.steps, self.guidance_scale = steps, float(guidance_scale)
-        self.width, self.height = width, height
-        self.fixed_seed, self.start_scene, self.offload = fixed_seed, start_scene, offload
+    class Options(SeedStoryOptions):
+        sdxl: str | Path | None = Field(
+            None, description="SDXL base folder (scheduler/, unet/, vae/); unset: stable-diffusion-xl-base-1.0 under pretrained"
+        )
+        checkpoint: str | Path | None = Field(
+            None,
+            description="the adapted de-tokenizer file (unet.*, resampler.*, §1.5); unset: "
+            "detokenizer/detokenizer_george_adapted/checkpoint-4000/pytorch_model.bin under pretrained",
+        )
+        steps: int = Field(NUM_INFERENCE_STEPS, ge=1, le=1000, description="Euler denoising steps (docs/seed-story.md §1.5: 50)")
+        guidance_scale: float = Field(GUIDANCE_SCALE, ge=0, description="classifier-free guidance scale (§1.5: 7.5)")
+        width: int | None = Field(
+            None, ge=8, multiple_of=8, description="picture width, pixels (multiple of 8, SDXL's VAE); unset: the plan's, else 1024"
+        )
+        height: int | None = Field(
+            None, ge=8, multiple_of=8, description="picture height, pixels (multiple of 8); unset: the plan's, else 1024"
+        )
+        noise_seed: int | None = Field(
+            None,
+            description="the same initial noise for every frame from this seed (42 reproduces upstream, §1.5); "
+            "unset: each scene its own (ctx.scene_seed)",
+        )
+        start_scene: Literal["keep", "render"] = Field(
+            "keep", description="'keep': the start scene shows the user's picture (upstream); 'render': de-tokenize it too"
+        )
+
+        renamed: ClassVar[Mapping[str, str]] = {"seed": "weights_seed", "fixed_seed": "noise_seed"}
+
+    options: Options
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._setup: Setup = setup(f"generator {self.name!r}", self.options)
+        if self.options.offload is not None and self._setup.device.type != "cuda":
+            raise ConfigError(
+                f"generator {self.name!r}: offload={self.options.offload!r} needs a CUDA device (got "
+                f"{str(self._setup.device)!r}); drop the offload option on CPU"
+            )
         self._loaded: _Loaded | None = None
+
+    def check_plan(self, plan: StoryPlan) -> None:
+        """The plan's picture size must suit SDXL's VAE (when no width/height option overrides it),
+        and features already in the plan must have the perceiver's width. Loads nothing."""
+        for label, own, value in (("width", self.options.width, plan.width), ("height", self.options.height, plan.height)):
+            if own is None and value is not None and (value < 8 or value % 8):
+                raise ConfigError(
+                    f"the plan's {label} {value} is not a multiple of 8 pixels (SDXL's VAE, §1.5): set the story's "
+                    f"{label} to a multiple of 8 or the seed-story-detokenizer's {label} option"
+                )
+        width = self._setup.sizes.perceiver.embedding_dim
+        for scene in plan.scenes:
+            tok = scene.tokens.get(IMAGE_EMBEDS)
+            feats = None if tok is None else tok.tensors.get("features")
+            shape = tuple(getattr(feats, "shape", ()))
+            if feats is not None and (len(shape) not in (2, 3) or shape[-1] != width):
+                raise ConfigError(
+                    f"scene {scene.index}: {IMAGE_EMBEDS} features of shape {shape}; this de-tokenizer takes "
+                    f"(256, {width}): plan and de-tokenizer must use the same architecture (tiny or released)"
+                )
 
     # -- models -------------------------------------------------------------------------------
     def load(self) -> _Loaded:
@@ -110,7 +135,7 @@ class SeedStoryDetokenizer(Generator):
                     f"scene {scene.index} has no {IMAGE_EMBEDS} tokens: use the seed-story planner, or the "
                     "seed-story-vit tokenizer on scenes that have a picture"
                 )
-            if self.start_scene == "keep" and "start_image" in tok.tensors:
+            if self.options.start_scene == "keep" and "start_image" in tok.tensors:
                 arr = np.asarray(tok.tensors["start_image"], dtype=np.uint8)
                 yield ImageAsset(scene.index, Image.fromarray(arr, "RGB"), made_by=self.name,
                                  metadata={"source": "start-image"})
@@ -123,19 +148,20 @@ class SeedStoryDetokenizer(Generator):
                 feats = feats[None]
             prompt, pooled = self.condition(feats)
             neg_prompt, neg_pooled = loaded.negative
-            seed = self.fixed_seed if self.fixed_seed is not None else ctx.scene_seed(scene)
-            width = self.width or ctx.plan.width or loaded.default_size
-            height = self.height or ctx.plan.height or loaded.default_size
+            opts = self.options
+            seed = opts.noise_seed if opts.noise_seed is not None else ctx.scene_seed(scene)
+            width = opts.width or ctx.plan.width or loaded.default_size
+            height = opts.height or ctx.plan.height or loaded.default_size
 
             def on_step(pipe: Any, i: int, t: Any, kw: dict[str, Any], _s: Scene = scene) -> dict[str, Any]:
-                ctx.report(i + 1, self.steps, _s.index)
+                ctx.report(i + 1, opts.steps, _s.index)
                 return kw
 
             with torch.no_grad():
                 image = loaded.pipe(
                     prompt_embeds=prompt, pooled_prompt_embeds=pooled,
                     negative_prompt_embeds=neg_prompt, negative_pooled_prompt_embeds=neg_pooled,
-                    guidance_scale=self.guidance_scale, num_inference_steps=self.steps,
+                    guidance_scale=opts.guidance_scale, num_inference_steps=opts.steps,
                     width=width, height=height, generator=cpu_generator(seed),
                     callback_on_step_end=on_step,
                 ).images[0]
@@ -159,27 +185,28 @@ def _load(gen: SeedStoryDetokenizer) -> _Loaded:
     from .loading import layout_path, load_detokenizer_weights, tiny_perceiver
     from .perceiver import PerceiverResampler
 
-    opts = gen.options
-    device, dtype = opts.device(), opts.dtype()
-    if opts.tiny:
+    s, opts = gen._setup, gen.options
+    device, dtype = s.device, s.dtype
+    if s.tiny:
         from storysdk.tiny import tiny_sdxl_components
 
-        parts = tiny_sdxl_components(seed=opts.seed)
+        parts = tiny_sdxl_components(seed=s.weights_seed)
         unet, vae, scheduler = parts["unet"], parts["vae"], parts["scheduler"]
     else:
         from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
 
-        folder = str(gen.sdxl or layout_path(opts.pretrained, "sdxl"))
+        folder = str(Path(opts.sdxl).expanduser() if opts.sdxl else layout_path(s.pretrained, "sdxl"))
         unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
         vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")
         scheduler = EulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler")  # §1.5
-    cfg = _perceiver_config(opts.sizes.perceiver, unet)
-    if opts.tiny:
-        perceiver = tiny_perceiver(cfg, opts.seed)
+    cfg = _perceiver_config(s.sizes.perceiver, unet)
+    if s.tiny:
+        perceiver = tiny_perceiver(cfg, s.weights_seed)
     else:
         perceiver = PerceiverResampler(cfg)
-        load_detokenizer_weights(unet, perceiver, gen.checkpoint or layout_path(opts.pretrained, "detokenizer"))
-    vit = opts.vit(gen.vit_source).to(device, dtype).eval()
+        checkpoint = Path(opts.checkpoint).expanduser() if opts.checkpoint else layout_path(s.pretrained, "detokenizer")
+        load_detokenizer_weights(unet, perceiver, checkpoint)
+    vit = build_vit(s, opts.vit).to(device, dtype).eval()
     perceiver = perceiver.to(device, dtype).eval()
     with torch.no_grad():  # §1.5 negative: ViT(all-zeros 1x3x448x448), computed once
         zeros = torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE, device=device, dtype=dtype)
@@ -192,8 +219,8 @@ def _load(gen: SeedStoryDetokenizer) -> _Loaded:
 
     if dtype != torch.float32:
         pipe.to(dtype=dtype)
-    apply_offload(pipe, gen.offload, device)
-    return _Loaded(pipe, perceiver, negative, device, dtype, opts.sizes.image_size)
+    apply_offload(pipe, opts.offload, device)
+    return _Loaded(pipe, perceiver, negative, device, dtype, s.sizes.image_size)
 
 
 def _perceiver_config(cfg: Any, unet: Any) -> Any:

@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 from storysdk.errors import CheckpointError, ConfigError
+from storysdk.runtime import load_state_dict, seeded
 
-from .checkpoints import load_exact, read_prefixed, read_state_dict, split_prefix
+from .checkpoints import read_prefixed, read_state_dict, split_prefix
 from .constants import LORA_SCALE, LORA_TARGETS, NORMS_TO_SAVE
 from .configs import PerceiverConfig, Sizes, ViTConfig
 from .mllm import MLLM, build_llama
@@ -26,12 +27,16 @@ from .vit import VisionTransformer
 
 __all__ = [
     "LAYOUT",
+    "layout_path",
     "load_detokenizer_weights",
     "load_mllm",
+    "load_resamplers",
     "load_vit",
     "merge_sft",
+    "resamplers",
     "tiny_mllm",
     "tiny_perceiver",
+    "tiny_resamplers",
     "tiny_vit",
 ]
 
@@ -47,7 +52,9 @@ LAYOUT = {
 }
 PEFT = "base_model.model."  # PEFT 0.4.0 wrapping inside ``llm.`` (§1.3)
 
-# Seed offsets so that each tiny module has its own stream.
+# Seed offsets so that each tiny module has its own stream: module k of weights seed s is
+# built right after torch.manual_seed(10 * s + k), inside storysdk.runtime.seeded (the
+# caller's global RNG is left as it was).
 _SEED_VIT, _SEED_RES, _SEED_LLM, _SEED_PERC = 0, 1, 2, 3
 
 
@@ -55,32 +62,45 @@ def layout_path(pretrained: str | Path, key: str) -> Path:
     return Path(pretrained).expanduser() / LAYOUT[key]
 
 
+def _stream(seed: int, offset: int) -> int:
+    return int(seed) * 10 + offset
+
+
 # -- tiny -------------------------------------------------------------------------------------
 def tiny_vit(sizes: Sizes, seed: int = 0) -> VisionTransformer:
-    torch.manual_seed(seed * 10 + _SEED_VIT)
-    return VisionTransformer(sizes.vit).eval()
+    """The ViT of ``sizes`` with seeded random weights (weights seed ``seed``)."""
+    with seeded(_stream(seed, _SEED_VIT)):
+        return VisionTransformer(sizes.vit).eval()
 
 
-def _resamplers(sizes: Sizes, dim: int) -> tuple[Resampler, Resampler]:
+def resamplers(sizes: Sizes, dim: int) -> tuple[Resampler, Resampler]:
+    """The MLLM's (input, output) resamplers at width ``dim``, with the global RNG's weights."""
     # §1.2: input grid 8 (64 queries), output grid 16 (256 queries), kv_dim == embed_dim, eps 1e-5
     return (Resampler(8, dim, sizes.resampler_heads, kv_dim=dim, eps=1e-5).eval(),
             Resampler(16, dim, sizes.resampler_heads, kv_dim=dim, eps=1e-5).eval())
 
 
+def tiny_resamplers(sizes: Sizes, seed: int = 0) -> tuple[Resampler, Resampler]:
+    """The tiny MLLM's resamplers (the same weights as :func:`tiny_mllm`'s with the same seed)."""
+    with seeded(_stream(seed, _SEED_RES)):
+        return resamplers(sizes, sizes.llm.hidden_size)
+
+
 def tiny_mllm(sizes: Sizes, seed: int = 0) -> MLLM:
+    """The MLLM of ``sizes`` with seeded random weights and the offline tiny tokenizer (§1.4 tokens)."""
     tok = tiny_llama_tokenizer()
     ids = resolve_special_ids(tok)
-    torch.manual_seed(seed * 10 + _SEED_RES)
-    inp, out = _resamplers(sizes, sizes.llm.hidden_size)
-    llm = build_llama(sizes.llm, seed * 10 + _SEED_LLM)
+    inp, out = tiny_resamplers(sizes, seed)
+    llm = build_llama(sizes.llm, _stream(seed, _SEED_LLM))
     if llm.config.vocab_size != len(tok):
         raise ConfigError(f"tiny LLM vocabulary {llm.config.vocab_size} != tokenizer size {len(tok)}")
     return MLLM(llm, inp, out, tok, ids)
 
 
 def tiny_perceiver(cfg: PerceiverConfig, seed: int = 0) -> PerceiverResampler:
-    torch.manual_seed(seed * 10 + _SEED_PERC)
-    return PerceiverResampler(cfg).eval()
+    """The de-tokenizer's perceiver of ``cfg`` with seeded random weights."""
+    with seeded(_stream(seed, _SEED_PERC)):
+        return PerceiverResampler(cfg).eval()
 
 
 # -- released ---------------------------------------------------------------------------------
@@ -91,9 +111,10 @@ def load_vit(source: str | Path, cfg: ViTConfig | None = None) -> VisionTransfor
     if path.is_dir():
         state, where = read_prefixed(path, "transformer.visual."), "transformer.visual."
     else:
-        state, where = read_state_dict(path), ""
+        state, where = read_state_dict(path, what="ViT checkpoint"), ""
     vit = VisionTransformer(cfg or ViTConfig())
-    load_exact(vit, state, what=f"ViT {str(path)!r}", prefix=where, recomputable=["attn_pool.pos_embed"])
+    source = f"ViT {str(path)!r}" + (f" (its tensors under {where!r})" if where else "")
+    load_state_dict(vit, state, source=source, ignore_missing=("attn_pool.pos_embed",))  # recomputed (§9)
     return vit.eval()
 
 
@@ -162,30 +183,35 @@ def load_mllm(pretrained: str | Path, sizes: Sizes, dtype: torch.dtype = torch.f
         raise CheckpointError(f"Llama folder {str(llama_dir)!r} does not exist; download meta-llama/Llama-2-7b-hf there")
     llm = LlamaForCausalLM.from_pretrained(str(llama_dir), dtype=torch.float32, attn_implementation="sdpa")
     llm.resize_token_embeddings(len(tok))  # §1.3 step 2 (32066)
-    state = read_state_dict(layout_path(pretrained, "sft"))
+    state = read_state_dict(layout_path(pretrained, "sft"), what="george_sft checkpoint")
     known = ("llm.", "input_resampler.", "output_resampler.")
     stray = sorted(k for k in state if not k.startswith(known))
     if stray:
         raise CheckpointError("george_sft holds tensors that are not SEED-Story's MLLM", unexpected=stray)
     merge_sft(llm, split_prefix(state, "llm."))
-    dim = llm.config.hidden_size
-    inp, out = _resamplers(sizes, dim)
-    load_exact(inp, split_prefix(state, "input_resampler."), what="input resampler", prefix="input_resampler.",
-               recomputable=["pos_embed"])
-    load_exact(out, split_prefix(state, "output_resampler."), what="output resampler", prefix="output_resampler.",
-               recomputable=["pos_embed"])
+    inp, out = load_resamplers(state, sizes, llm.config.hidden_size, source=str(layout_path(pretrained, "sft")))
     llm.to(dtype).eval()
     return MLLM(llm, inp.to(dtype), out.to(dtype), tok, ids)
+
+
+def load_resamplers(state: dict[str, torch.Tensor], sizes: Sizes, dim: int, *, source: str) -> tuple[Resampler, Resampler]:
+    """The input and output resamplers (§1.2) from george_sft's ``input_resampler.*``/``output_resampler.*``
+    tensors; every key accounted for but the recomputed sin-cos ``pos_embed`` (§9)."""
+    inp, out = resamplers(sizes, dim)
+    for prefix, module in (("input_resampler.", inp), ("output_resampler.", out)):
+        load_state_dict(module, split_prefix(state, prefix), ignore_missing=("pos_embed",),
+                        source=f"{source} (its {prefix}* tensors; SEED-X-17B's resamplers do not fit, §1.0)")
+    return inp, out
 
 
 def load_detokenizer_weights(unet: Any, perceiver: PerceiverResampler, path: str | Path) -> None:
     """The adapted de-tokenizer checkpoint (§1.5): every ``resampler.*`` tensor, and ``unet.*``
     overlays of which every attention ``to_k``/``to_v`` (trained in stage 3) must be present."""
-    state = read_state_dict(path)
+    state = read_state_dict(path, what="de-tokenizer checkpoint")
     stray = sorted(k for k in state if not k.startswith(("unet.", "resampler.")))
     if stray:
         raise CheckpointError(f"de-tokenizer {str(path)!r}: keys outside unet./resampler.", unexpected=stray)
-    load_exact(perceiver, split_prefix(state, "resampler."), what="de-tokenizer resampler", prefix="resampler.")
+    load_state_dict(perceiver, split_prefix(state, "resampler."), source=f"de-tokenizer {str(path)!r} (its resampler.* tensors)")
     unet_state = split_prefix(state, "unet.")
     own = unet.state_dict()
     trained = [k for k in own if k.endswith(("to_k.weight", "to_v.weight"))]

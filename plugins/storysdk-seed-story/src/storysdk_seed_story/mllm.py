@@ -7,6 +7,7 @@ states at the 64 ``<img_xxxxx>`` positions go through the output resampler (§2 
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -38,8 +39,10 @@ def build_llama(cfg: LLMConfig, seed: int) -> Any:
         tie_word_embeddings=False,
         attn_implementation="sdpa",
     )
-    torch.manual_seed(seed)
-    return LlamaForCausalLM(config).eval()
+    from storysdk.runtime import seeded
+
+    with seeded(seed):  # the caller's global RNG is left as it was
+        return LlamaForCausalLM(config).eval()
 
 
 class MLLM:
@@ -56,6 +59,10 @@ class MLLM:
         self.tokenizer = tokenizer
         self.ids = ids
         self._free_masked = torch.tensor([*ids.img, ids.eoi], dtype=torch.long)
+        # transformers 5 renamed the decoder's ``past_key_values`` argument to ``cache``
+        params = inspect.signature(llm.model.forward).parameters
+        self._cache_arg = "cache" if "cache" in params else "past_key_values"
+        self._pass_cache_position = "cache_position" in params
 
     @property
     def device(self) -> torch.device:
@@ -104,8 +111,10 @@ class MLLM:
         Returns (hidden (L, H) after the final RMSNorm, logits of the last position (V,)).
         """
         positions = torch.arange(start, start + embeds.shape[1], device=self.device)[None]
-        out = self.llm.model(inputs_embeds=embeds, past_key_values=cache, position_ids=positions,
-                             cache_position=positions[0], use_cache=True)
+        kwargs: dict[str, Any] = {self._cache_arg: cache}
+        if self._pass_cache_position:
+            kwargs["cache_position"] = positions[0]
+        out = self.llm.model(inputs_embeds=embeds, position_ids=positions, use_cache=True, **kwargs)
         hidden = out.last_hidden_state[0]
         logits = self.llm.lm_head(hidden[-1:]).float()[0]
         return hidden, logits

@@ -9,14 +9,16 @@ image features, or the KV cache in sink mode) lives in ``ctx.state``.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from collections.abc import Sequence
+from typing import Annotated, Any, ClassVar, Literal
 
 from storysdk.errors import ConfigError
 from storysdk.interfaces import Planner, StepContext
 from storysdk.model import Scene, StoryPlan, StoryRequest, Tokens, load_image
+from storysdk.options import Field
 
 from .constants import INST, MAX_NEW_TOKENS, STORY_LEN, WINDOW_SIZE
-from .options import ModelOptions
+from .options import ResidentOptions, Setup, build_vit, setup
 
 __all__ = ["IMAGE_EMBEDS", "SeedStoryPlanner"]
 
@@ -28,18 +30,15 @@ TINY_TEXT_TOKENS = 24  # tiny preset: random weights rarely choose <img> themsel
 class SeedStoryPlanner(Planner):
     """SEED-Story's MLLM (Llama-2-7B + LoRA merged at scale 2.0, §1.3) writing scene after scene.
 
-    Options: ``preset`` (``"tiny"`` for seeded toy weights), ``pretrained`` (the §1.6 folder),
-    ``architecture`` (``released``/``tiny`` sizes; defaults from the preset), ``vit`` (ViT file
-    or Qwen-VL-Chat folder), ``window`` (images kept in context, 8), ``max_new_tokens`` (500 per
-    step), ``num_scenes`` (25 = start frame + 24, unless the request sets ``num_scenes``),
-    ``sink_cache`` (the §2 attention-sink KV cache reused across steps; off, as released),
-    ``image_block`` (``"one-pass"``, or ``"stepwise"`` = upstream's 64 forced decode steps),
-    ``max_text_tokens`` (force ``<img>`` after that many text tokens; ``None`` = faithful, the
-    model alone decides; ``"auto"`` = ``None`` for real weights, 24 for the tiny preset, whose
-    random weights would otherwise write text until the 500-token budget and end the story).
+    The options (``storysdk plugins --options seed-story``) are declared in :class:`Options`;
+    the defaults are the release's (window 8, 500 new tokens per step, 25 scenes, greedy, the
+    prompt re-encoded every step). ``max_text_tokens="auto"`` means ``None`` (faithful: the model
+    alone decides when to start its picture) for real weights and 24 for the tiny preset, whose
+    random weights would otherwise write text until the 500-token budget and end the story.
 
-    Deviation: in sink mode the text stays as generated token ids instead of being decoded,
-    stripped and re-tokenized each step as the release does.
+    Deviation: in sink mode (``sink_cache=True``, the §2 attention-sink KV cache reused across
+    steps) the text stays as generated token ids instead of being decoded, stripped and
+    re-tokenized each step as the release does.
     """
 
     name: ClassVar[str] = "seed-story"
@@ -48,39 +47,35 @@ class SeedStoryPlanner(Planner):
     tiny_preset: ClassVar[bool] = True
     description: ClassVar[str] = "SEED-Story: interleaved story text and regressed image features (Llama-2 MLLM)"
 
-    def __init__(
-        self,
-        *,
-        preset: str | None = None,
-        pretrained: str = "pretrained",
-        architecture: str | None = None,
-        vit: str | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        window: int = WINDOW_SIZE,
-        max_new_tokens: int = MAX_NEW_TOKENS,
-        num_scenes: int = STORY_LEN,
-        sink_cache: bool = False,
-        image_block: str = "one-pass",
-        max_text_tokens: int | str | None = "auto",
-        seed: int = 0,
-    ) -> None:
-        from .decode import BLOCK_MODES
+    class Options(ResidentOptions):
+        window: int = Field(WINDOW_SIZE, ge=1, description="images kept in the MLLM's context (docs/seed-story.md §2: 8)")
+        max_new_tokens: int = Field(MAX_NEW_TOKENS, ge=1, description="new tokens per step, the image block included (§2: 500)")
+        num_scenes: int = Field(
+            STORY_LEN, ge=1,
+            description="scenes in all, the start picture included (§2: 25); the request's num_scenes wins",
+        )
+        sink_cache: bool = Field(
+            False, description="reuse the KV cache across steps with §2's attention-sink eviction (off: the release's re-prefill)"
+        )
+        image_block: Literal["one-pass", "stepwise"] = Field(
+            "one-pass",
+            description="the forced 66-token image block in one forward pass, or 'stepwise' (one call per token, "
+            "as upstream's generate; the same tokens)",
+        )
+        max_text_tokens: Annotated[int, Field(ge=0)] | Literal["auto"] | None = Field(
+            "auto",
+            description="force <img> after this many text tokens; None: the model decides (faithful); 'auto': None "
+            "for real weights, 24 for the tiny preset",
+            json_schema_extra={"constraint": ">= 0 when a number"},
+        )
 
-        self.options = ModelOptions(preset, pretrained, architecture, device, dtype, seed)
-        for label, value in (("window", window), ("max_new_tokens", max_new_tokens), ("num_scenes", num_scenes)):
-            if not isinstance(value, int) or value < 1:
-                raise ConfigError(f"{label} must be a whole number >= 1, got {value!r}")
-        if image_block not in BLOCK_MODES:
-            raise ConfigError(f"image_block {image_block!r} is unknown; use one of {', '.join(BLOCK_MODES)}")
-        self.vit_source = vit
-        self.window, self.max_new_tokens, self.num_scenes = window, max_new_tokens, num_scenes
-        self.sink_cache, self.image_block = bool(sink_cache), image_block
-        if max_text_tokens == "auto":
-            max_text_tokens = TINY_TEXT_TOKENS if self.options.tiny else None
-        if max_text_tokens is not None and (not isinstance(max_text_tokens, int) or max_text_tokens < 0):
-            raise ConfigError(f"max_text_tokens must be None, 'auto' or a whole number >= 0, got {max_text_tokens!r}")
-        self.max_text_tokens = max_text_tokens
+    options: Options
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._setup: Setup = setup(f"planner {self.name!r}", self.options)
+        limit = self.options.max_text_tokens
+        self.max_text_tokens: int | None = (TINY_TEXT_TOKENS if self._setup.tiny else None) if limit == "auto" else limit
         self._models: tuple[Any, Any] | None = None
 
     def models(self) -> tuple[Any, Any]:
@@ -88,13 +83,12 @@ class SeedStoryPlanner(Planner):
         if self._models is None:
             from .loading import load_mllm, tiny_mllm
 
-            opts = self.options
-            device, dtype = opts.device(), opts.dtype()
-            vit = opts.vit(self.vit_source).to(device, dtype)
-            lm = tiny_mllm(opts.sizes, opts.seed) if opts.tiny else load_mllm(opts.pretrained, opts.sizes, dtype)
-            lm.llm.to(device, dtype)
-            lm.input_resampler.to(device, dtype)
-            lm.output_resampler.to(device, dtype)
+            s = self._setup
+            vit = build_vit(s, self.options.vit).to(s.device, s.dtype)
+            lm = tiny_mllm(s.sizes, s.weights_seed) if s.tiny else load_mllm(s.pretrained, s.sizes, s.dtype)
+            lm.llm.to(s.device, s.dtype)
+            lm.input_resampler.to(s.device, s.dtype)
+            lm.output_resampler.to(s.device, s.dtype)
             self._models = (vit, lm)
         return self._models
 
@@ -135,42 +129,74 @@ class SeedStoryPlanner(Planner):
                          negative_prompt=request.negative_prompt, width=request.width, height=request.height,
                          seed=request.seed, planner=self.name)
 
+    def check_plan(self, plan: StoryPlan) -> None:
+        """The scenes must be this planner's: the first with its ViT features, each later one with
+        its text and regressed features (what a resumed run replays, §2 history). Loads nothing."""
+        _history(plan.scenes, self._setup.sizes.vit.output_dim)
+
     def step(self, ctx: StepContext) -> Scene | None:
-        limit = ctx.request.num_scenes or self.num_scenes
+        limit = ctx.request.num_scenes or self.options.num_scenes
         index = ctx.next_index
         if index >= limit:
             return None
         _, lm = self.models()
         state = ctx.state.get(_STATE_KEY)
         if state is None:
-            state = self._start(ctx, lm)
+            state = self._resume(ctx.plan.scenes, lm)
             ctx.state[_STATE_KEY] = state
-        out = state.step(lm, self.max_new_tokens, self.image_block, self.max_text_tokens)
+        out = state.step(lm, self.options.max_new_tokens, self.options.image_block, self.max_text_tokens)
         if out.features is None:  # §2: the story ends when no image is produced
             return None
         caption = out.text[len(INST):].strip() if out.text.startswith(INST) else out.text
         tokens = Tokens(kind=IMAGE_EMBEDS, made_by=self.name, tensors={"features": out.features},
                         metadata={"source": "regressed"})
         return Scene(index=index, prompt=caption, caption=caption,
-                     metadata={"seed_story": "generated", "raw_text": out.text, "context_tokens": out.context_tokens},
+                     metadata={"seed_story": "generated", "raw_text": out.text, "text_ids": list(out.text_ids),
+                               "context_tokens": out.context_tokens},
                      tokens={IMAGE_EMBEDS: tokens})
 
-    def _start(self, ctx: StepContext, lm: Any) -> Any:
+    def _resume(self, scenes: Sequence[Scene], lm: Any) -> Any:
+        """The loop's state after the scenes written so far (only the start scene in a fresh run)."""
         from .story import PrefillStory, SinkStory
 
-        first = min(ctx.plan.scenes, key=lambda s: s.index)
-        tok = first.tokens.get(IMAGE_EMBEDS)
-        if tok is None or "features" not in tok.tensors:
-            raise ConfigError(
-                f"scene {first.index} has no {IMAGE_EMBEDS} tokens: plan the story with the seed-story planner "
-                "(it encodes the start image)"
-            )
-        feats = tok.tensors["features"]
-        if not hasattr(feats, "detach"):
-            import torch
+        caption, feats, steps = _history(scenes, self._setup.sizes.vit.output_dim)
+        window = self.options.window
+        if self.options.sink_cache:
+            return SinkStory.replay(lm, caption, feats, steps, window)
+        return PrefillStory.replay(caption, feats, steps, window)
 
-            feats = torch.as_tensor(feats)
-        caption = first.prompt
-        if self.sink_cache:
-            return SinkStory.start(lm, caption, feats, self.window)
-        return PrefillStory.start(caption, feats, self.window)
+
+def _features(scene: Scene, width: int) -> Any:
+    import torch
+
+    tok = scene.tokens.get(IMAGE_EMBEDS)
+    if tok is None or "features" not in tok.tensors:
+        raise ConfigError(
+            f"scene {scene.index} has no {IMAGE_EMBEDS} tokens: plan the story with the seed-story planner "
+            "(it encodes the start image and regresses each next picture's features)"
+        )
+    feats = torch.as_tensor(tok.tensors["features"])
+    if feats.ndim != 2 or feats.shape[-1] != width:
+        raise ConfigError(
+            f"scene {scene.index}: {IMAGE_EMBEDS} features of shape {tuple(feats.shape)}, this planner's ViT makes "
+            f"(256, {width}); the plan was written with another architecture or preset"
+        )
+    return feats
+
+
+def _history(scenes: Sequence[Scene], width: int) -> tuple[str, Any, list[tuple[str, list[int], Any]]]:
+    """(first caption, its ViT features, [(text, text ids, regressed features) of each later scene])."""
+    ordered = sorted(scenes, key=lambda s: s.index)
+    if not ordered:
+        raise ConfigError("the seed-story planner continues a plan from its first scene; the plan has no scenes")
+    first, later = ordered[0], ordered[1:]
+    steps = []
+    for scene in later:
+        text, ids = scene.metadata.get("raw_text"), scene.metadata.get("text_ids")
+        if not isinstance(text, str) or not isinstance(ids, list):
+            raise ConfigError(
+                f"scene {scene.index} was not written by the seed-story planner (no raw_text/text_ids in its "
+                "metadata): start a new story from the first scene"
+            )
+        steps.append((text, [int(t) for t in ids], _features(scene, width)))
+    return first.prompt, _features(first, width), steps

@@ -4,10 +4,16 @@
 scratch every step, with the window of 8 images cut out of the string. ``SinkStory`` keeps
 the KV cache across steps and evicts old images with the attention-sink rule of §2.
 Both live in the pipeline's per-run ``StepContext.state``, never on the planner.
+
+Both can be rebuilt from the scenes written so far (``replay``), so a run resumed from its
+saved plan continues exactly where it stopped: the prompt mode from each scene's text and
+regressed features, the sink mode by feeding each scene's generated text ids one at a time
+and its image block in one pass, as the steps did (the same cache, bit for bit).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import attrs
@@ -30,6 +36,7 @@ class StepOutput:
     raw: str
     features: torch.Tensor | None  # (256, D) regressed features, or None when no image came
     context_tokens: int
+    text_ids: list[int] = attrs.field(factory=list)  # the generated ids before the image block
 
 
 def cut_window(prompt: str, features: list[torch.Tensor], window: int = WINDOW_SIZE) -> tuple[str, list[torch.Tensor]]:
@@ -57,6 +64,19 @@ class PrefillStory:
     def start(cls, caption: str, features: torch.Tensor, window: int = WINDOW_SIZE) -> PrefillStory:
         return cls(prompt=caption + IMAGE_BLOCK, features=[features], window=window)
 
+    @classmethod
+    def replay(cls, caption: str, features: torch.Tensor, steps: Sequence[tuple[str, list[int], torch.Tensor]],
+               window: int = WINDOW_SIZE) -> PrefillStory:
+        """The state after ``steps`` (each step's cleaned text, text ids, regressed features)."""
+        state = cls.start(caption, features, window)
+        for text, _ids, feats in steps:
+            state._append(text, feats)
+        return state
+
+    def _append(self, text: str, feats: torch.Tensor) -> None:
+        # §2 history: the regressed features themselves, then the window
+        self.prompt, self.features = cut_window(self.prompt + text + IMAGE_BLOCK, self.features + [feats], self.window)
+
     @_no_grad
     def step(self, lm: MLLM, max_new_tokens: int, block: BlockMode = "one-pass",
              max_text_tokens: int | None = None) -> StepOutput:
@@ -70,9 +90,9 @@ class PrefillStory:
         raw = lm.tokenizer.decode(out.gen_ids, skip_special_tokens=False)
         text = clean_text(raw)
         feats = None if out.image_hidden is None else lm.regress(out.image_hidden)
-        if feats is not None:  # §2 history: the regressed features themselves, then the window
-            self.prompt, self.features = cut_window(self.prompt + text + IMAGE_BLOCK, self.features + [feats], self.window)
-        return StepOutput(text, raw, feats, len(ids))
+        if feats is not None:
+            self._append(text, feats)
+        return StepOutput(text, raw, feats, len(ids), out.text_ids)
 
 
 @attrs.define
@@ -102,6 +122,20 @@ class SinkStory:
         boi = ids.index(lm.ids.boi)
         return cls(cache, logits, len(ids), list(range(len(ids))), [(boi, boi + NUM_IMG_TOKENS + 1)], window=window)
 
+    @classmethod
+    @_no_grad
+    def replay(cls, lm: MLLM, caption: str, features: torch.Tensor,
+               steps: Sequence[tuple[str, list[int], torch.Tensor]], window: int = WINDOW_SIZE) -> SinkStory:
+        """The state after ``steps`` (each step's cleaned text, text ids, regressed features)."""
+        state = cls.start(lm, caption, features, window)
+        for _text, ids, feats in steps:
+            pos = len(state.kept)
+            for k, t in enumerate(ids):  # one forward per text token, as decode_step fed them
+                _, state.logits = lm.forward(lm.embed_ids([t]), state.cache, pos + k)
+            state._keep_fed(len(ids), None)
+            state._add_image(lm, feats)
+        return state
+
     @property
     def live_images(self) -> int:
         return len(self.images) - len(self.evicted)
@@ -116,12 +150,17 @@ class SinkStory:
         fed = out.next_pos - context
         if feats is None:
             self._keep_fed(fed, out.logits)
-            return StepOutput(clean_text(raw), raw, None, context)
+            return StepOutput(clean_text(raw), raw, None, context, out.text_ids)
         # Replace the generated chain by the canonical block with the regressed features fed
         # back through the input resampler, exactly what a re-prefill would hold (§2 history).
         drop = fed - (out.chain_start or 0)
         self.cache.crop(-drop)
         self._keep_fed(fed - drop, None)
+        self._add_image(lm, feats)
+        return StepOutput(clean_text(raw), raw, feats, context, out.text_ids)
+
+    def _add_image(self, lm: MLLM, feats: torch.Tensor) -> None:
+        """Feed ``<img>`` + 64 image positions (``input_resampler(feats)``) + ``</img>``, then evict (§2)."""
         start = len(self.kept)
         block_ids = list(lm.ids.chain)
         embeds = lm.inject(block_ids, feats[None])
@@ -131,7 +170,6 @@ class SinkStory:
         self.images.append((boi, boi + NUM_IMG_TOKENS + 1))
         while self.live_images > self.window:
             self.evict(lm)
-        return StepOutput(clean_text(raw), raw, feats, context)
 
     def _keep_fed(self, n: int, logits: torch.Tensor | None) -> None:
         self.kept.extend(range(self.total, self.total + n))

@@ -9,13 +9,15 @@ else the image file named by ``scene.metadata["image"]``. The tokens carry ``fea
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from storysdk.errors import ConfigError
 from storysdk.interfaces import RenderContext, Tokenizer
-from storysdk.model import Scene, Tokens, load_image
+from storysdk.model import Scene, StoryPlan, Tokens, load_image
+from storysdk.options import Field
 
-from .options import ModelOptions
+from .options import ResidentOptions, Setup, build_vit, setup
 from .planner import IMAGE_EMBEDS
 
 __all__ = ["SeedStoryViTTokenizer"]
@@ -24,8 +26,8 @@ __all__ = ["SeedStoryViTTokenizer"]
 class SeedStoryViTTokenizer(Tokenizer):
     """The Qwen-VL ViT-G with attention pool plus SEED-Story's input/output resamplers.
 
-    Options: ``preset``, ``pretrained`` (§1.6 folder), ``architecture``, ``vit`` (``qwen_vit_G.pt``
-    or a Qwen-VL-Chat folder), ``resamplers`` (the george_sft file holding them), ``device``, ``dtype``.
+    Options: ``storysdk plugins --options seed-story-vit`` (declared in :class:`Options`). The
+    tiny preset's weights equal the tiny planner's with the same ``weights_seed``.
     """
 
     name: ClassVar[str] = "seed-story-vit"
@@ -34,35 +36,56 @@ class SeedStoryViTTokenizer(Tokenizer):
     tiny_preset: ClassVar[bool] = True
     description: ClassVar[str] = "SEED-Story visual tokenizer: Qwen-VL ViT-G (448 px) + resamplers"
 
-    def __init__(self, *, preset: str | None = None, pretrained: str = "pretrained", architecture: str | None = None,
-                 vit: str | None = None, resamplers: str | None = None, device: str | None = None,
-                 dtype: str | None = None, seed: int = 0) -> None:
-        self.options = ModelOptions(preset, pretrained, architecture, device, dtype, seed)
-        self.vit_source, self.resampler_source = vit, resamplers
+    class Options(ResidentOptions):
+        resamplers: str | Path | None = Field(
+            None,
+            description="the file holding input_resampler.*/output_resampler.* (§1.2); unset: "
+            "seed_story/george_sft/pytorch_model.bin under pretrained",
+        )
+
+    options: Options
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        self._setup: Setup = setup(f"tokenizer {self.name!r}", self.options)
         self._models: tuple[Any, Any, Any] | None = None
 
     def models(self) -> tuple[Any, Any, Any]:
         """(ViT, input resampler, output resampler) on the device."""
         if self._models is None:
-            import torch
+            from .checkpoints import read_state_dict
+            from .loading import layout_path, load_resamplers, tiny_resamplers
 
-            from .checkpoints import load_exact, read_state_dict, split_prefix
-            from .loading import _resamplers, layout_path
-
-            opts = self.options
-            device, dtype = opts.device(), opts.dtype()
-            vit = opts.vit(self.vit_source)
-            if opts.tiny:
-                torch.manual_seed(opts.seed * 10 + 1)  # the tiny MLLM's resampler stream (loading._SEED_RES)
-                inp, out = _resamplers(opts.sizes, opts.sizes.llm.hidden_size)
+            s = self._setup
+            vit = build_vit(s, self.options.vit)
+            if s.tiny:
+                inp, out = tiny_resamplers(s.sizes, s.weights_seed)  # the tiny MLLM's resamplers
             else:
-                state = read_state_dict(self.resampler_source or layout_path(opts.pretrained, "sft"))
-                inp, out = _resamplers(opts.sizes, opts.sizes.vit.output_dim)
-                for prefix, mod in (("input_resampler.", inp), ("output_resampler.", out)):
-                    load_exact(mod, split_prefix(state, prefix), what=prefix[:-1], prefix=prefix,
-                               recomputable=["pos_embed"])
-            self._models = tuple(m.to(device, dtype).eval() for m in (vit, inp, out))  # type: ignore[assignment]
+                source = Path(self.options.resamplers or layout_path(s.pretrained, "sft")).expanduser()
+                state = read_state_dict(source, what="resampler checkpoint")
+                inp, out = load_resamplers(state, s.sizes, s.sizes.vit.output_dim, source=str(source))
+            self._models = tuple(m.to(s.device, s.dtype).eval() for m in (vit, inp, out))  # type: ignore[assignment]
         return self._models  # type: ignore[return-value]
+
+    def check_plan(self, plan: StoryPlan) -> None:
+        """Every scene without these tokens needs a picture to encode: ``metadata["image"]`` naming an
+        image file (or a data: URI). Pictures the story already holds are used first at tokenize
+        time; loads nothing."""
+        for scene in plan.scenes:
+            if IMAGE_EMBEDS in scene.tokens:
+                continue
+            image = scene.metadata.get("image")
+            if not image:
+                raise ConfigError(
+                    f"scene {scene.index} has no picture for the seed-story-vit tokenizer: set metadata.image to "
+                    "an image file (or plan it with the seed-story planner, whose scenes carry their features)"
+                )
+            if not isinstance(image, str):
+                raise ConfigError(f"scene {scene.index}: metadata.image must be a path or a data: URI, got {image!r}")
+            if not image.startswith("data:image/") and not Path(image).is_file():
+                raise ConfigError(
+                    f"scene {scene.index}: metadata.image {image!r} does not exist; give the path of an image file"
+                )
 
     def encode(self, images: Sequence[Any]) -> tuple[Any, Any]:
         """(features (B, 256, D), llm_inputs (B, 64, hidden)) of RGB PIL images, float32 on CPU."""
