@@ -31,20 +31,19 @@ up in the prompt part only).
 ``default_character_name``; every frame line without ``[NC]`` gets the prompt
 ``description + "," + line`` and that one character.
 
-Id frames (``plugins/storysdk-storydiffusion/docs/storydiffusion.md`` §1.5)
---------------------------------------
-Consistent Self-Attention first renders ``num_ids`` *id frames* per character together; their
-attention features are the character's reference for the other frames. The planner marks
-them in ``Scene.metadata`` (``{"id_frame": True, "id_character": name}``; other scenes
-``{"id_frame": False}``; every scene also gets ``"raw"``, the original line, and ``"line"``,
-its 1-based number). ``plan.metadata["id_frames"]`` maps each character to its id scenes.
+What the plan records
+---------------------
+Every scene's ``Scene.metadata`` holds ``"raw"`` (the original line), ``"line"`` (its 1-based
+number in the script) and ``"nc"`` (whether the line has ``[NC]``). ``plan.metadata`` holds
+``"character_mode"`` (``"named"`` or ``"unnamed"``), ``"character_lines"`` (each character's
+line in the character text, or its 1-based position in a list of characters) and, when
+``max_frames`` dropped frames, ``"dropped_lines"``.
 
-- Named mode: for each character, the first ``num_ids`` frames that show *only* that
-  character (``process_original_prompt``); fewer is an error (upstream issue #168).
-- Unnamed mode: the first ``num_ids`` frames; more ids than frames is an error (predict.py).
-
-``num_ids`` defaults to 3, the hosted API's default; the upstream app's slider defaults to 1
-(and its examples use 2-3).
+The planner parses the syntax only. Choosing StoryDiffusion's *id frames* (the frames rendered
+together first as a character's reference) and refusing a script whose characters lack them is
+the ``storydiffusion`` generator's job (its ``num_ids``, ``allow_nc_id_frames`` and
+``nc_rows_check`` options, checked by its ``check_plan`` before any model is loaded); other
+generators render every frame alike.
 
 Deviations from upstream (each with an option for the faithful behaviour where one makes sense)
 ------------------------------------------------------------------------------------------------
@@ -52,8 +51,6 @@ Deviations from upstream (each with an option for the faithful behaviour where o
   naming the line and the fix: unknown tags (upstream leaves them in the prompt), a character
   line without a tag in a box with tags (upstream drops it), ``[NC]`` with a ``[Name]`` tag,
   unbalanced brackets, empty prompts, text before a character tag, brackets in a description.
-- A character that appears alone in no frame is an error (upstream meant to raise one, but
-  its check is dead code, so the character is silently ignored).
 - Blank frame lines are skipped (``skip_blank_lines=False``: each is a frame, as upstream; in
   named mode its prompt is empty, which is an error; in unnamed mode its prompt is
   ``description + ","`` as in predict.py).
@@ -63,14 +60,6 @@ Deviations from upstream (each with an option for the faithful behaviour where o
 - Unnamed mode: a ``#`` in the character text cuts it at its last ``#`` (as named mode does).
   predict.py joins first and cuts later, so there a ``#`` in the description swallowed the
   frame text of every line without ``#``.
-- ``[NC]`` among the first ``num_ids`` frames of unnamed mode is an error, as in the gradio
-  apps (``old.py``, ``lowvram.py`` L792-802). predict.py (and so the hosted API) has no such
-  check: the ``[NC]`` frame is rendered in the id batch without the description.
-  ``allow_nc_id_frames=True`` reproduces that; the hosted API's default request (``[NC]`` on
-  line 3, ``num_ids=3``) needs it.
-- Named mode: ``lowvram.py`` also rejects ``[NC]`` in the first ``num_ids`` rows of the whole
-  script, although id frames are chosen per character. We do not, unless
-  ``nc_rows_check=True``.
 - ``max_frames`` counts frames (after blank lines are skipped); predict.py keeps the first 10
   raw lines. The number of lines dropped is in ``plan.metadata["dropped_lines"]``.
 
@@ -87,10 +76,13 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import attrs
+from pydantic import field_validator
 
-from ..errors import ScriptError
+from ..errors import ConfigError, ScriptError
 from ..interfaces import Planner
 from ..model import Character, Scene, StoryPlan, StoryRequest
+from ..options import Field
+from ..options import Options as BaseOptions
 
 __all__ = ["NC_TAG", "ScriptPlanner"]
 
@@ -154,33 +146,29 @@ def _check_brackets(text: str, lineno: int, field: str, what: str) -> None:
         )
 
 
-def _check_name(name: str, lineno: int | None, field: str) -> None:
+def _name_problem(name: str) -> str | None:
+    """What is wrong with ``name`` as a character name (and the fix), or ``None``."""
     if name.strip() == "":
-        raise ScriptError(
+        return (
             "empty character name '[]'; write the character's name between the brackets, "
-            "e.g. [Bob] a man in a black suit",
-            line=lineno,
-            field=field,
+            "e.g. [Bob] a man in a black suit"
         )
     if name != name.strip():
-        raise ScriptError(
+        return (
             f"character name {name!r} has spaces at its ends; write [{name.strip()}] "
-            "(frame lines must use exactly the same tag)",
-            line=lineno,
-            field=field,
+            "(frame lines must use exactly the same tag)"
         )
     if "[" in name or "]" in name:
-        raise ScriptError(
-            f"character name {name!r} contains a bracket; use a plain name such as Bob",
-            line=lineno,
-            field=field,
-        )
+        return f"character name {name!r} contains a bracket; use a plain name such as Bob"
     if name == _NC_NAME:
-        raise ScriptError(
-            "[NC] is the no-character marker and cannot name a character; choose another name",
-            line=lineno,
-            field=field,
-        )
+        return "[NC] is the no-character marker and cannot name a character; choose another name"
+    return None
+
+
+def _check_name(name: str, lineno: int | None, field: str) -> None:
+    problem = _name_problem(name)
+    if problem is not None:
+        raise ScriptError(problem, line=lineno, field=field)
 
 
 def _check_duplicate(name: str, lineno: int, seen: dict[str, int], field: str) -> None:
@@ -287,75 +275,63 @@ def _suggest(tag: str, names: Sequence[str]) -> str:
     return f" (did you mean {' or '.join(f'[{n}]' for n in close)}?)" if close else ""
 
 
+#: Options the planner had before id frames moved to the StoryDiffusion plugin.
+_MOVED_OPTIONS = ("num_ids", "allow_nc_id_frames", "nc_rows_check")
+
+
 class ScriptPlanner(Planner):
     """Plan a story from StoryDiffusion frame lines: one scene per line (see the module docs).
 
-    Options:
-        num_ids: id (reference) frames per character, >= 1. Default 3 (hosted API); the
-            upstream app defaults to 1.
-        max_frames: keep only the first ``max_frames`` frames (the hosted demo keeps 10);
-            ``None`` keeps all.
-        max_characters: refuse more characters than this; the upstream app allows 2.
-            ``None``: any number.
-        default_character_name: the name of the one character of unnamed mode.
-        strip_tags_in_captions: write ``[Bob]`` in captions as ``Bob`` (upstream keeps tags).
-        skip_blank_lines: skip blank frame lines (deviation); ``False``: faithful.
-        strip_whitespace: strip prompts and captions at both ends (predict.py); ``False``:
-            lowvram.py's strings unchanged.
-        allow_nc_id_frames: unnamed mode: let ``[NC]`` frames be among the first ``num_ids``
-            frames, as predict.py and the hosted API do; ``False``: an error, as the gradio apps.
-        nc_rows_check: named mode: also reject ``[NC]`` in the first ``num_ids`` rows of the
-            script, as lowvram.py L792-802 does.
+    The options are declared in :class:`ScriptPlanner.Options` (``storysdk plugins --options
+    script``). Id frames are not chosen here: ``num_ids``, ``allow_nc_id_frames`` and
+    ``nc_rows_check`` are options of the ``storydiffusion`` generator.
     """
 
     name: ClassVar[str] = "script"
     description: ClassVar[str] = (
-        "StoryDiffusion frame lines ([Name] tags, [NC], '#' captions): one scene per line, "
-        "id frames marked for consistent self-attention; no model"
+        "StoryDiffusion frame lines ([Name] tags, [NC], '#' captions): one scene per line; no model"
     )
 
-    def __init__(
-        self,
-        *,
-        num_ids: int = 3,
-        max_frames: int | None = None,
-        max_characters: int | None = None,
-        default_character_name: str = "character",
-        strip_tags_in_captions: bool = False,
-        skip_blank_lines: bool = True,
-        strip_whitespace: bool = True,
-        allow_nc_id_frames: bool = False,
-        nc_rows_check: bool = False,
-    ) -> None:
-        if isinstance(num_ids, bool) or not isinstance(num_ids, int) or num_ids < 1:
-            raise ScriptError(
-                f"num_ids must be a whole number >= 1, got {num_ids!r}; it is how many frames per "
-                "character are rendered together as the character's reference (try 1-4)",
-                field="num_ids",
+    class Options(BaseOptions):
+        max_frames: int | None = Field(
+            None, ge=1, description="keep only the first max_frames frames (the hosted demo keeps 10); None keeps all"
+        )
+        max_characters: int | None = Field(
+            None, ge=1, description="refuse more characters than this (the upstream app allows 2); None: any number"
+        )
+        default_character_name: str = Field(
+            "character", description="the name of the one character of unnamed mode (an untagged character text)"
+        )
+        strip_tags_in_captions: bool = Field(
+            False, description="write [Bob] in captions as Bob (upstream keeps the tags)"
+        )
+        skip_blank_lines: bool = Field(
+            True, description="skip blank frame lines (a deviation); False: each is a frame, as upstream"
+        )
+        strip_whitespace: bool = Field(
+            True, description="strip prompts and captions at both ends (predict.py); False: lowvram.py's strings unchanged"
+        )
+
+        @field_validator("default_character_name")
+        @classmethod
+        def _plain_name(cls, value: str) -> str:
+            problem = _name_problem(value)
+            if problem is not None:
+                raise ValueError(problem)
+            return value
+
+    options: Options
+
+    def __init__(self, **options: Any) -> None:
+        moved = [k for k in _MOVED_OPTIONS if k in options]
+        if moved:
+            raise ConfigError(
+                f"planner 'script': option {moved[0]!r} moved to the 'storydiffusion' generator (id frames "
+                "are StoryDiffusion's, other generators have none); give it to that generator instead, "
+                f"e.g. generators=[('storydiffusion', {{'{moved[0]}': ...}})] or {moved[0]} = ... in its "
+                "[[generators]] table of a story file"
             )
-        for opt, value in (("max_frames", max_frames), ("max_characters", max_characters)):
-            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
-                raise ScriptError(
-                    f"{opt} must be None (no limit) or a whole number >= 1, got {value!r}",
-                    field=opt,
-                )
-        name = default_character_name.strip() if isinstance(default_character_name, str) else ""
-        if name != default_character_name:
-            raise ScriptError(
-                f"default_character_name must be a plain name without spaces at its ends, got "
-                f"{default_character_name!r}",
-                field="default_character_name",
-            )
-        _check_name(name, None, "default_character_name")
-        self.num_ids = num_ids
-        self.max_frames = max_frames
-        self.max_characters = max_characters
-        self.default_character_name = default_character_name
-        self.strip_tags_in_captions = strip_tags_in_captions
-        self.skip_blank_lines = skip_blank_lines
-        self.strip_whitespace = strip_whitespace
-        self.allow_nc_id_frames = allow_nc_id_frames
-        self.nc_rows_check = nc_rows_check
+        super().__init__(**options)
 
     # -- public API -----------------------------------------------------------------
 
@@ -364,12 +340,10 @@ class ScriptPlanner(Planner):
         script = self._script_text(request)
         named, entries = self._characters(request.characters)
         frames, dropped = self._frames(script, named, entries)
-        id_frames = self._id_frames(frames, named, entries)
-        scenes = self._scenes(frames, id_frames, request.duration)
+        scenes = self._scenes(frames, request.duration)
         metadata: dict[str, Any] = {
-            "mode": "named" if named else "unnamed",
-            "num_ids": self.num_ids,
-            "id_frames": {name: list(positions) for name, positions in id_frames.items()},
+            "character_mode": "named" if named else "unnamed",
+            "character_lines": {e.character.name: e.line for e in entries},
         }
         if dropped:
             metadata["dropped_lines"] = dropped
@@ -429,7 +403,7 @@ class ScriptPlanner(Planner):
                         line=1,
                         field="characters",
                     )
-                character = Character(name=self.default_character_name, description=raw.strip())
+                character = Character(name=self.options.default_character_name, description=raw.strip())
                 entries, named = [_Entry(character, raw, 1)], False
         elif isinstance(chars, (list, tuple)):
             entries, named = _parse_character_list(chars), True
@@ -439,7 +413,7 @@ class ScriptPlanner(Planner):
                 f"{type(chars).__name__}",
                 field="characters",
             )
-        limit = self.max_characters
+        limit = self.options.max_characters
         if limit is not None and len(entries) > limit:
             extra = entries[limit]
             upstream = (
@@ -462,9 +436,9 @@ class ScriptPlanner(Planner):
         frames: list[_Frame] = []
         dropped = 0
         for lineno, line in enumerate(script.splitlines(), start=1):
-            if self.skip_blank_lines and line.strip() == "":
+            if self.options.skip_blank_lines and line.strip() == "":
                 continue
-            if self.max_frames is not None and len(frames) >= self.max_frames:
+            if self.options.max_frames is not None and len(frames) >= self.options.max_frames:
                 dropped += 1
                 continue
             frames.append(self._frame(line, lineno, named, entries))
@@ -528,85 +502,23 @@ class ScriptPlanner(Planner):
                 f"'#' (line {line!r}); write what the frame shows before the '#'",
                 line=lineno,
             )
-        if self.strip_tags_in_captions:
+        if self.options.strip_tags_in_captions:
             for name in raw_by_name:
                 caption = caption.replace(f"[{name}]", name)
-        if self.strip_whitespace:
+        if self.options.strip_whitespace:
             prompt, caption = prompt.strip(), caption.strip()
         return _Frame(lineno, line, prompt, caption, characters, nc)
 
-    def _id_frames(
-        self, frames: list[_Frame], named: bool, entries: list[_Entry]
-    ) -> dict[str, list[int]]:
-        """Each character's id frames, as positions in ``frames``."""
-        n = self.num_ids
-        if not named:
-            name = entries[0].character.name
-            if n > len(frames):
-                raise ScriptError(
-                    f"num_ids={n} but the script has only {len(frames)} frame line(s); the first "
-                    f"num_ids frames are the character's id (reference) frames: add frame lines or "
-                    f"lower num_ids to at most {len(frames)}"
-                )
-            if not self.allow_nc_id_frames:
-                self._reject_nc_rows(frames)
-            return {name: list(range(n))}
-        if self.nc_rows_check:
-            self._reject_nc_rows(frames)
-        out: dict[str, list[int]] = {}
-        for e in entries:
-            name = e.character.name
-            alone = [i for i, f in enumerate(frames) if f.characters == (name,)]
-            if len(alone) < n:
-                numbers = ", ".join(str(frames[i].lineno) for i in alone)
-                where = f" (line{'s' if len(alone) > 1 else ''} {numbers})" if alone else ""
-                lower = (
-                    f", or lower num_ids to {len(alone)}"
-                    if alone
-                    else f", or remove [{name}] from the characters if no frame needs it"
-                )
-                raise ScriptError(
-                    f"character [{name}] appears alone in {len(alone)} frame line(s){where}, but "
-                    f"num_ids={n} id frames are needed: the first {n} frames that show only [{name}] "
-                    f"are rendered together as its reference. Add {n - len(alone)} more frame "
-                    f"line(s) with [{name}] and no other tag{lower} (upstream issue #168)",
-                    line=e.line,
-                    field="characters",
-                )
-            out[name] = alone[:n]
-        return out
-
-    def _reject_nc_rows(self, frames: list[_Frame]) -> None:
-        n = self.num_ids
-        for f in frames[:n]:
-            if f.nc:
-                raise ScriptError(
-                    f"[NC] on one of the first num_ids={n} frames; these are the character's id "
-                    "(reference) frames and must show the character: move the [NC] frame later, "
-                    "or lower num_ids",
-                    line=f.lineno,
-                )
-
-    def _scenes(
-        self, frames: list[_Frame], id_frames: dict[str, list[int]], duration: float | None
-    ) -> list[Scene]:
-        owner = {pos: name for name, positions in id_frames.items() for pos in positions}
+    def _scenes(self, frames: list[_Frame], duration: float | None) -> list[Scene]:
         each = duration / len(frames) if duration is not None else None
-        scenes = []
-        for index, f in enumerate(frames):
-            meta: dict[str, Any] = {"id_frame": index in owner}
-            if index in owner:
-                meta["id_character"] = owner[index]
-            meta["raw"] = f.raw
-            meta["line"] = f.lineno
-            scenes.append(
-                Scene(
-                    index=index,
-                    prompt=f.prompt,
-                    caption=f.caption,
-                    characters=f.characters,
-                    duration=each,
-                    metadata=meta,
-                )
+        return [
+            Scene(
+                index=index,
+                prompt=f.prompt,
+                caption=f.caption,
+                characters=f.characters,
+                duration=each,
+                metadata={"raw": f.raw, "line": f.lineno, "nc": f.nc},
             )
-        return scenes
+            for index, f in enumerate(frames)
+        ]

@@ -32,14 +32,12 @@ SCRIPT = "\n".join(
 TOLERANCE = 2
 
 
-def plan_of(script: str = SCRIPT, chars: str = CHARS, num_ids: int = 2, **kw: Any) -> StoryPlan:
-    return ScriptPlanner(num_ids=num_ids, **kw).plan(
-        StoryRequest(script=script, characters=chars, width=64, height=64, seed=1)
-    )
+def plan_of(script: str = SCRIPT, chars: str = CHARS, **kw: Any) -> StoryPlan:
+    return ScriptPlanner(**kw).plan(StoryRequest(script=script, characters=chars, width=64, height=64, seed=1))
 
 
 def run(pipe: Any, plan: StoryPlan, scenes: Any = None, **options: Any) -> tuple[dict[int, np.ndarray], Any]:
-    options = {"steps": 3, "bypass_early": 0.0, **options}
+    options = {"steps": 3, "bypass_early": 0.0, "num_ids": 2, **options}
     gen = StoryDiffusionGenerator(pipeline=pipe, **options)
     assets = list(gen.generate(plan.scenes if scenes is None else scenes, RenderContext(plan=plan, seed=1)))
     return {a.scene_index: np.asarray(a.image).astype(np.int16) for a in assets}, (gen, assets)
@@ -60,7 +58,7 @@ def test_seeded_runs_are_bit_identical_and_all_scenes_come_back(tiny_pipe: Any) 
     ids = {a.scene_index for a in assets if a.metadata["id_frame"]}
     assert ids == {0, 1, 2, 3}  # the first 2 frames showing only Bob, then only Ann (§1.5)
     assert gen.last_state.csa_calls > 0
-    other_seed, _ = run(tiny_pipe, plan, seed=2)
+    other_seed, _ = run(tiny_pipe, plan, noise_seed=2)
     assert not np.array_equal(other_seed[6], first[6])
 
 
@@ -121,29 +119,66 @@ def test_any_number_of_characters_and_derived_id_frames(tiny_pipe: Any) -> None:
         run(tiny_pipe, plan, num_ids=2)
 
 
-def test_bad_options_and_sizes(tiny_pipe: Any) -> None:
-    with pytest.raises(ConfigError, match="guidance must be > 1"):
-        StoryDiffusionGenerator(guidance=1.0)
-    with pytest.raises(ConfigError, match="multiple of 32"):
-        StoryDiffusionGenerator(width=100)
-    with pytest.raises(ConfigError, match="mode"):
-        StoryDiffusionGenerator(mode="fast")
-    with pytest.raises(ConfigError, match="lockstep"):
-        StoryDiffusionGenerator(upstream_mode=True, mode="lockstep")
-    with pytest.raises(ConfigError, match="sa64"):
-        StoryDiffusionGenerator(sa64=2)
-    with pytest.raises(ConfigError, match="style"):
-        StoryDiffusionGenerator(style="Vaporwave")
-    with pytest.raises(ConfigError, match="Heun"):
-        run(tiny_pipe, plan_of(), scheduler="HeunDiscreteScheduler")
+@pytest.mark.parametrize(
+    "options, needle",
+    [
+        ({"guidance": 1.0}, "option guidance=1.0: input should be greater than 1"),
+        ({"guidance": "5"}, "option guidance='5'"),
+        ({"width": 100}, "option width=100: input should be a multiple of 32"),
+        ({"height": 0}, "option height=0: input should be greater than 0"),
+        ({"mode": "fast"}, "option mode='fast': input should be 'standard' or 'lockstep'"),
+        ({"seed_mode": "random"}, "option seed_mode='random'"),
+        ({"upstream_mode": True, "mode": "lockstep"}, "cannot be combined with mode='lockstep'"),
+        ({"sa64": 2}, "option sa64=2: input should be less than or equal to 1"),
+        ({"sa32": -0.1}, "option sa32=-0.1"),
+        ({"bypass_early": 1.5}, "option bypass_early=1.5"),
+        ({"warmup_steps": -1}, "option warmup_steps=-1"),
+        ({"steps": 0}, "option steps=0: input should be greater than or equal to 1"),
+        ({"steps": True}, "option steps=True"),
+        ({"read_batch": 0}, "option read_batch=0"),
+        ({"num_ids": 0}, "option num_ids=0: input should be greater than or equal to 1"),
+        ({"bank_limit_gib": 0}, "option bank_limit_gib=0"),
+        ({"style": "Vaporwave"}, "style"),
+        ({"scheduler": "HeunDiscreteScheduler"}, "calls the UNet more than once per step"),
+        ({"scheduler": "fastest"}, "scheduler 'fastest' is unknown"),
+        ({"noise_sed": 3}, "Did you mean 'noise_seed'?"),
+    ],
+)
+def test_bad_options_name_the_option(options: dict[str, Any], needle: str) -> None:
+    with pytest.raises(ConfigError) as err:
+        StoryDiffusionGenerator(**options)
+    assert needle in str(err.value)
+    assert str(err.value).startswith("generator 'storydiffusion'")
+
+
+def test_old_seed_option_names_noise_seed_and_noise_seed_changes_the_noise(tiny_pipe: Any) -> None:
+    with pytest.raises(ConfigError, match="option 'seed' was renamed to 'noise_seed'"):
+        StoryDiffusionGenerator(seed=3)
+    plan = plan_of("[Bob] walks\n[Bob] runs\n[Bob] sleeps", "[Bob] a man")
+    story_seed, (_, a) = run(tiny_pipe, plan, num_ids=1, steps=2)
+    fixed, (_, b) = run(tiny_pipe, plan, num_ids=1, steps=2, noise_seed=1)  # the story seed is 1
+    assert all(np.array_equal(story_seed[i], fixed[i]) for i in story_seed)
+    assert {x.metadata["seed"] for x in a} == {x.metadata["seed"] for x in b} == {1}
+    other, (_, c) = run(tiny_pipe, plan, num_ids=1, steps=2, noise_seed=5)
+    assert {x.metadata["seed"] for x in c} == {5}
+    assert not np.array_equal(other[2], story_seed[2])
+
+
+def test_plan_sizes_and_characters_without_id_frames(tiny_pipe: Any) -> None:
+    gen = StoryDiffusionGenerator(pipeline=tiny_pipe, num_ids=1, steps=2)
     bad_plan = StoryPlan(scenes=[Scene(0, "x", characters=("Bob",))], width=80, height=64)
+    with pytest.raises(ConfigError, match="plan width must be a positive multiple of 32 pixels .* got 80; use 64"):
+        gen.check_plan(bad_plan)
     with pytest.raises(ConfigError, match="plan width"):
         run(tiny_pipe, bad_plan, num_ids=1)
+    assert gen.last_state is None  # refused before rendering
     missing = StoryPlan(
         scenes=[Scene(0, "x", characters=("Bob",), metadata={"id_frame": True, "id_character": "Bob"}),
                 Scene(1, "y", characters=("Zed",))],
         width=64, height=64,
     )
+    with pytest.raises(ConfigError, match="scene 1 shows Zed, which has no id frames"):
+        gen.check_plan(missing)
     with pytest.raises(ConfigError, match="Zed"):
         run(tiny_pipe, missing)
 

@@ -56,6 +56,7 @@ def random_sdxl_pipeline(device: torch.device, dtype: torch.dtype, seed: int = 0
     from diffusers import AutoencoderKL, DDIMScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
     from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection
 
+    from storysdk.runtime import seeded
     from storysdk.tiny import clip_tokenizer
 
     tok = clip_tokenizer(vocab_size=1000)
@@ -66,8 +67,7 @@ def random_sdxl_pipeline(device: torch.device, dtype: torch.dtype, seed: int = 0
         eos_token_id=tok.eos_token_id,
         pad_token_id=tok.pad_token_id,
     )
-    torch.manual_seed(seed)
-    with torch.device(device):
+    with seeded(seed, devices=(device,) if torch.device(device).type == "cuda" else ()), torch.device(device):
         unet = UNet2DConditionModel(**SDXL_UNET_CONFIG)
         vae = AutoencoderKL(**_VAE_CONFIG)
         te1 = CLIPTextModel(

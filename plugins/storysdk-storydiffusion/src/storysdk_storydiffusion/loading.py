@@ -1,9 +1,10 @@
 """Loading an SDXL-architecture pipeline for StoryDiffusion: names, folders, hub ids, single files.
 
 ``model`` is one of the base-model names of the hosted API and upstream app
-(:data:`storysdk.styles.SD_MODELS`: Unstable, RealVision, SDXL, Juggernaut), a local diffusers
+(:data:`.styles.SD_MODELS`: Unstable, RealVision, SDXL, Juggernaut), a local diffusers
 folder or hub id (``from_pretrained``), or a local single-file ``.safetensors`` checkpoint
-(``from_single_file``). ``preset="tiny"`` builds the tiny SDXL of :mod:`storysdk.tiny` offline.
+(``from_single_file``). ``preset="tiny"`` builds the tiny SDXL of :mod:`storysdk.tiny` offline
+(its random weights seeded with ``weights_seed``).
 Whatever loads must be SDXL-shaped (8x VAE, up-block self-attention at 1/32 and 1/16), else
 :class:`~storysdk.errors.ComponentError`.
 """
@@ -38,7 +39,7 @@ FREEU = {"s1": 0.6, "s2": 0.4, "b1": 1.1, "b2": 1.2}
 
 def resolve_model(model: str | os.PathLike[str] | None) -> tuple[str, str | None]:
     """``(checkpoint, single_file_name)`` for a base-model name, folder, hub id or file."""
-    from storysdk.styles import DEFAULT_SD_MODEL, SD_MODELS, get_sd_model
+    from .styles import DEFAULT_SD_MODEL, SD_MODELS, get_sd_model
 
     name = DEFAULT_SD_MODEL if model is None else os.fspath(model)
     if name.casefold() in {k.casefold() for k in SD_MODELS}:
@@ -129,8 +130,13 @@ def load_pipeline(
     scheduler: str = "ddim",
     freeu: bool = True,
     config: str | None = None,
+    weights_seed: int = 0,
 ) -> Any:
-    """Load, check and set up the SDXL pipeline (scheduler, FreeU, device/offload)."""
+    """Load, check and set up the SDXL pipeline (scheduler, FreeU, device/offload).
+
+    ``preset``: ``"tiny"``, ``"full"`` or ``None`` (full), as :func:`storysdk.runtime.resolve`
+    gives it; ``"auto"`` is resolved here too.
+    """
     from storysdk.runtime import resolve_preset
 
     ref, single = resolve_model(model)
@@ -138,7 +144,7 @@ def load_pipeline(
     if kind == "tiny":
         from storysdk.tiny import tiny_sdxl_pipeline
 
-        pipe = tiny_sdxl_pipeline(0)
+        pipe = tiny_sdxl_pipeline(weights_seed)
         if dtype != pipe.unet.dtype:
             pipe = pipe.to(dtype=dtype)
     elif single is not None:
