@@ -22,6 +22,7 @@ from pathlib import Path
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .atomic import atomic_write
 from .errors import ConfigError
 
 __all__ = [
@@ -296,8 +297,6 @@ def write_audio(
 
     See :func:`encode_audio` for formats and subtypes. Returns the path.
     """
-    from .output import atomic_write  # output imports this module at load time
-
     path = Path(path)
     data = encode_audio(samples, sr, format, subtype)
     with atomic_write(path, "wb") as fh:

@@ -35,8 +35,10 @@ from typing import Any
 import attrs
 
 from .batchfile import BatchEntry, load_batch_file
+from .cliargs import add_runtime_arguments, runtime_options
 from .errors import ConfigError, OutputFolderError
 from .interfaces import ProgressCallback
+from .progress import ProgressBar
 
 __all__ = ["BatchResult", "StoryRecord", "add_parser", "run_batch"]
 
@@ -325,9 +327,7 @@ def run_batch(
 def _cmd_batch(args: argparse.Namespace) -> int:
     import sys
 
-    from .cli import ProgressBar, _defaults
-
-    defaults = _defaults(args)
+    defaults = runtime_options(args)
     world = _launched_world_size()
     bar = ProgressBar() if not args.quiet and world == 1 else None
 
@@ -366,9 +366,7 @@ def add_parser(subparsers: Any) -> None:
     p.add_argument("stories", help="stories file: one JSON object per line, "
                    '{"id": ..., "story": "file.toml"} or {"id": ..., "toml": "..."}, optional "seed"')
     p.add_argument("--out", required=True, help="output folder: OUT/<id>/ per story, OUT/results.jsonl")
-    p.add_argument("--preset", help="preset for model-backed components: tiny, auto or full")
-    p.add_argument("--device", help="device for every process (default: each process's accelerate device)")
-    p.add_argument("--dtype", help="float32, float16, bfloat16, auto")
+    add_runtime_arguments(p, device="device for every process (default: each process's accelerate device)")
     p.add_argument("--skip-failed", action="store_true",
                    help="do not retry stories that failed before and did not change")
     p.add_argument("--quiet", action="store_true", help="no progress output")

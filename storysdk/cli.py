@@ -7,55 +7,21 @@ import json
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
 
+from .cliargs import add_runtime_arguments, runtime_options
 from .errors import StorySDKError
-from .interfaces import ProgressEvent
+from .progress import ProgressBar
 
-__all__ = ["main"]
-
-
-class ProgressBar:
-    """A one-line progress bar on a terminal; one line per finished item elsewhere (logs, CI)."""
-
-    def __init__(self, stream: TextIO | None = None, width: int = 24) -> None:
-        self.stream = stream if stream is not None else sys.stderr
-        self.width = width
-        self.tty = self.stream.isatty()
-        self._open = False
-
-    def __call__(self, ev: ProgressEvent) -> None:
-        if ev.stage == "step":
-            if not self.tty:
-                return
-        total = max(ev.total, 1)
-        label = f"{ev.stage:<8} {ev.component}"
-        if ev.scene_index is not None and ev.stage != "step":
-            label += f" scene {ev.scene_index}"
-        if ev.message:
-            label += f" ({ev.message})"
-        if self.tty:
-            filled = int(self.width * min(ev.done, total) / total)
-            bar = "#" * filled + "-" * (self.width - filled)
-            self.stream.write(f"\r\x1b[K[{bar}] {ev.done}/{ev.total} {label}")
-            self._open = True
-            if ev.done >= ev.total and ev.stage != "step":
-                self.stream.write("\n")
-                self._open = False
-        elif ev.done > 0 or ev.message:
-            self.stream.write(f"{ev.done}/{ev.total} {label}\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self._open:
-            self.stream.write("\n")
-            self._open = False
+__all__ = ["ProgressBar", "build_parser", "main"]
 
 
 def _cmd_plugins(args: argparse.Namespace) -> int:
     from .registry import get_registry
 
     reg = get_registry()
+    if args.options is not None:
+        return _print_options(reg, args.options, as_json=args.json)
     if args.json:
         data = {
             "plugins": [
@@ -84,9 +50,7 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
             if v not in ((), [], "", False)
         )
         rows.append((c.kind, c.name, c.plugin, c.version or "-", caps))
-    widths = [max(len(r[i]) for r in rows) for i in range(4)]
-    for r in rows:
-        print("  ".join(r[i].ljust(widths[i]) for i in range(4)) + "  " + r[4])
+    _print_table(rows)
     if reg.failed:
         print("\nFailed plugins:")
         for f in reg.failed:
@@ -95,13 +59,77 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def _defaults(args: argparse.Namespace) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in ("preset", "device", "dtype"):
-        value = getattr(args, key, None)
-        if value is not None:
-            out[key] = value
-    return out
+def _print_table(rows: Sequence[Sequence[str]], indent: str = "") -> None:
+    """Rows as left-aligned columns; the last column is not padded (it may be long)."""
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
+    for r in rows:
+        cells = [r[i].ljust(widths[i]) for i in range(len(widths))] + [r[-1]]
+        print((indent + "  ".join(cells)).rstrip())
+
+
+def _shown(value: Any) -> str:
+    """An option's default as a story file would spell it (``None`` stays ``None``: unset)."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, (tuple, list)):
+        return "[" + ", ".join(_shown(v) for v in value) + "]"
+    return repr(value)
+
+
+def _print_options(reg: Any, name: str, *, as_json: bool) -> int:
+    """``storysdk plugins --options NAME``: the declared options of every component called ``name``."""
+    from .errors import UnknownComponentError
+    from .options import suggest
+
+    found = [c for c in reg.components() if c.name == name]
+    if not found:
+        names = sorted({c.name for c in reg.components()})
+        failed = [f.name for f in reg.failed]
+        hint = f" Plugins that failed to load: {', '.join(failed)}." if failed else ""
+        raise UnknownComponentError(
+            f"no component named {name!r}.{suggest(name, names)} "
+            f"See 'storysdk plugins' for the registered names.{hint}"
+        )
+    if as_json:
+        data = {
+            "components": [
+                {
+                    "kind": c.kind,
+                    "name": c.name,
+                    "plugin": c.plugin,
+                    "version": c.version,
+                    "description": c.factory.description,
+                    "declared": c.declared(),
+                    "options": [o.to_dict() for o in c.option_info()],
+                    "renamed": dict(c.renamed()),
+                }
+                for c in found
+            ]
+        }
+        print(json.dumps(data, indent=2, ensure_ascii=False, default=repr))
+        return 0
+    for n, c in enumerate(found):
+        if n:
+            print()
+        version = f" {c.version}" if c.version else ""
+        about = f": {c.factory.description}" if c.factory.description else ""
+        print(f"{c.kind} {c.name!r} (plugin {c.plugin}{version}){about}")
+        infos = c.option_info()
+        if not infos:
+            print("  no options")
+            continue
+        rows = [("OPTION", "TYPE", "DEFAULT", "CONSTRAINTS", "DESCRIPTION")]
+        for o in infos:
+            default = "(required)" if o.required else _shown(o.default)
+            rows.append((o.name, o.type, default, ", ".join(o.constraints) or "-", o.description or "-"))
+        _print_table(rows, indent="  ")
+        for old, new in c.renamed().items():
+            print(f"  renamed: {old} -> {new}")
+        if not c.declared():
+            print("  (options read from the constructor's signature: this component declares no Options class)")
+    return 0
 
 
 def _load(args: argparse.Namespace) -> Any:
@@ -115,7 +143,7 @@ def _load(args: argparse.Namespace) -> Any:
 
 def _cmd_plan(args: argparse.Namespace) -> int:
     sf = _load(args)
-    pipe = sf.pipeline(defaults=_defaults(args))
+    pipe = sf.pipeline(defaults=runtime_options(args))
     plan = pipe.plan(sf.request)
     text = plan.to_json() + "\n"
     if args.out == "-":
@@ -132,7 +160,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .model import StoryPlan
 
     sf = _load(args)
-    pipe = sf.pipeline(defaults=_defaults(args))
+    pipe = sf.pipeline(defaults=runtime_options(args))
     out = Path(args.out) if args.out else Path(sf.output.get("dir", Path("out") / Path(args.story).stem))
     plan = StoryPlan.load(args.plan) if args.plan else None
     if plan is not None and args.seed is not None:
@@ -155,16 +183,22 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="storysdk", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("plugins", help="list components with their plugin, version and capabilities")
+    p = sub.add_parser(
+        "plugins",
+        help="list components with their plugin, version and capabilities, or one component's options",
+    )
     p.add_argument("--json", action="store_true", help="print JSON")
+    p.add_argument(
+        "--options",
+        metavar="NAME",
+        help="print the declared options (type, default, constraints, description) of the components named NAME",
+    )
     p.set_defaults(func=_cmd_plugins)
 
     def common(sp: argparse.ArgumentParser) -> None:
         sp.add_argument("story", help="story file (TOML)")
         sp.add_argument("--seed", type=int, help="override the story's seed")
-        sp.add_argument("--preset", help="preset for model-backed components: tiny, auto or full")
-        sp.add_argument("--device", help="cpu, cuda, cuda:1, auto")
-        sp.add_argument("--dtype", help="float32, float16, bfloat16, auto")
+        add_runtime_arguments(sp)
 
     p = sub.add_parser("plan", help="write the plan JSON of a story file")
     common(p)

@@ -17,16 +17,14 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
-from collections.abc import Iterator, Mapping
-from contextlib import contextmanager
+from collections.abc import Mapping
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
 import numpy as np
 from PIL import Image
 
+from .atomic import atomic_path, atomic_write
 from .audio import read_audio, write_audio
 from .errors import OutputFolderError
 from .model import AudioAsset, ImageAsset, Scene, StoryPlan, Tokens
@@ -35,48 +33,6 @@ __all__ = ["OutputFolder", "atomic_path", "atomic_write", "fingerprint"]
 
 RUN_FILE = "run.json"
 PLAN_FILE = "plan.json"
-
-
-def _publish(tmp: str, path: Path) -> None:
-    # mkstemp creates 0600 files; give the result the permissions a plain open() would
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)
-    os.replace(tmp, path)
-
-
-@contextmanager
-def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
-    """Open a temporary file next to ``path``; on success it replaces ``path`` atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".part", dir=path.parent)
-    try:
-        with os.fdopen(fd, mode) as fh:
-            yield fh
-        _publish(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
-@contextmanager
-def atomic_path(path: Path) -> Iterator[Path]:
-    """Like :func:`atomic_write` but yields a temporary *path*, for libraries that open files themselves."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        yield Path(tmp)
-        _publish(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
 
 
 def fingerprint(data: Mapping[str, Any]) -> str:

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from fractions import Fraction
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, Literal, get_args
 
 import attrs
 import numpy as np
@@ -40,6 +40,7 @@ from .errors import ConfigError
 __all__ = [
     "AAC_SAMPLE_RATES",
     "X264_PRESETS",
+    "X264Preset",
     "AudioSettings",
     "Cue",
     "VideoSettings",
@@ -52,10 +53,12 @@ __all__ = [
 AAC_SAMPLE_RATES: tuple[int, ...] = (
     96000, 88200, 64000, 48000, 44100, 32000, 24000, 22050, 16000, 12000, 11025, 8000, 7350,
 )  # fmt: skip
-#: x264's speed/size presets, fastest first.
-X264_PRESETS: tuple[str, ...] = (
+#: x264's speed/size presets, fastest first (as a type, for declared options).
+X264Preset = Literal[
     "ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow", "placebo",
-)  # fmt: skip
+]  # fmt: skip
+#: x264's speed/size presets, fastest first.
+X264_PRESETS: tuple[str, ...] = get_args(X264Preset)
 
 _AAC_FRAME = 1024  # samples per AAC frame
 _BT709 = 1  # AVCOL_PRI_BT709 == AVCOL_TRC_BT709 == AVCOL_SPC_BT709

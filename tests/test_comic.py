@@ -12,6 +12,8 @@ from storysdk.builtins.comic import ComicComposer, distribute_rows
 from storysdk.captions import default_font_size, draw_caption
 from storysdk.errors import ConfigError
 from storysdk.model import ImageAsset, Scene, Story, StoryPlan
+from storysdk.pipeline import Pipeline
+from storysdk.testing import make_registry
 
 COLOURS = [
     (230, 25, 75), (60, 180, 75), (255, 225, 25), (0, 130, 200), (245, 130, 48), (145, 30, 180),
@@ -79,13 +81,13 @@ def test_classic_four_panels_follow_the_seeded_pattern(tmp_path, seed: int) -> N
     assert x == 200
 
 
-def test_classic_layout_depends_on_seed_and_seed_option_overrides(tmp_path) -> None:
+def test_classic_layout_depends_on_seed_and_layout_seed_overrides(tmp_path) -> None:
     patterns = {s: expected_row_items(4, random.Random(s)) for s in range(10)}
     a, b = next((s, t) for s in patterns for t in patterns if patterns[s] != patterns[t])
     pa = ComicComposer().compose(make_story(4, seed=a), tmp_path / "a")[0].read_bytes()
     pb = ComicComposer().compose(make_story(4, seed=b), tmp_path / "b")[0].read_bytes()
     assert pa != pb
-    pc = ComicComposer(seed=a).compose(make_story(4, seed=b), tmp_path / "c")[0].read_bytes()
+    pc = ComicComposer(layout_seed=a).compose(make_story(4, seed=b), tmp_path / "c")[0].read_bytes()
     assert pc == pa
 
 
@@ -250,21 +252,57 @@ def test_no_images_gives_no_pages(tmp_path) -> None:
 @pytest.mark.parametrize(
     "options,match",
     [
-        ({"style": "Manga"}, "unknown comic style 'Manga'.*Classic Comic Style.*Four Pannel"),
-        ({"quality": 0}, "quality"),
-        ({"quality": 101}, "quality"),
-        ({"format": "gif"}, "unknown image format"),
-        ({"page_size": (0, 100)}, "page_size"),
-        ({"page_size": (100,)}, "page_size"),
-        ({"page_size": (100, 100), "margin": 45}, "no room inside margins"),
-        ({"gutter": -1}, "gutter"),
-        ({"font_size": 0}, "font_size"),
-        ({"seed": "x"}, "seed"),
+        ({"style": "Manga"}, "option style='Manga': .*unknown comic style 'Manga'.*Classic Comic Style.*Four Pannel"),
+        ({"quality": 0}, r"option quality=0: input should be greater than or equal to 1 \(JPEG/WebP quality"),
+        ({"quality": 101}, "option quality=101: input should be less than or equal to 100"),
+        ({"quality": 9.5}, "option quality=9.5: input should be a valid integer"),
+        ({"format": "gif"}, "option format='gif': input should be 'png', 'jpeg', 'jpg' or 'webp'"),
+        ({"page_size": (0, 100)}, r"page_size must be two whole numbers >= 1 .*got \[0, 100\]"),
+        ({"page_size": (100,)}, r"page_size must be two whole numbers \[width, height\] in pixels, got 1"),
+        ({"page_size": "A4"}, "option page_size='A4': input should be a valid tuple"),
+        ({"page_size": (100, 100), "margin": 45}, r"page_size \[100, 100\] leaves no room inside margins of 45 px"),
+        ({"gutter": -1}, "option gutter=-1: input should be greater than or equal to 0"),
+        ({"margin": True}, "option margin=True: input should be a valid integer"),
+        ({"row_height": 0}, "option row_height=0: input should be greater than or equal to 1"),
+        ({"font_size": 0}, "option font_size=0: input should be greater than or equal to 1"),
+        ({"font_path": "/no/such/font.ttf"}, "option font_path=.*font file '/no/such/font.ttf' does not exist"),
+        ({"captions": "yes"}, "option captions='yes': input should be a valid boolean"),
+        ({"layout_seed": "x"}, "option layout_seed='x': input should be a valid integer"),
     ],
 )
 def test_bad_options(options, match) -> None:
     with pytest.raises(ConfigError, match=match):
         ComicComposer(**options)
+
+
+def test_options_are_declared_with_their_defaults() -> None:
+    opts = ComicComposer().options
+    assert (opts.style, opts.layout_seed, opts.format, opts.quality, opts.captions) == (
+        "Classic Comic Style", None, "png", 95, None)
+    assert (opts.page_size, opts.margin, opts.gutter, opts.row_height) == ((1654, 2339), 60, 20, None)
+    # story files give arrays and any letter case; aliases resolve to the canonical style
+    opts = ComicComposer(style="four panel", format="JPG", page_size=[800, 600]).options
+    assert (opts.style, opts.format, opts.page_size) == ("Four Pannel", "jpg", (800, 600))
+
+
+def test_the_former_seed_option_names_layout_seed() -> None:
+    with pytest.raises(ConfigError, match=r"composer 'comic': option 'seed' was renamed to 'layout_seed' "
+                       r"\(seed of the Classic layout's shuffled rows.*write layout_seed = \.\.\. instead"):
+        ComicComposer(seed=3)
+    reg = make_registry()
+    with pytest.raises(ConfigError, match="renamed to 'layout_seed'"):
+        reg.create("composer", "comic", seed=3)
+    with pytest.raises(ConfigError, match="renamed to 'layout_seed'"):
+        Pipeline(planner="fake-planner", generators=["fake-image"], composers=[("comic", {"seed": 3})], registry=reg)
+    # in [defaults], 'seed' is refused with the new name and a pointer to the story's own seed
+    with pytest.raises(ConfigError, match=r"takes 'seed' any more: composer 'comic' calls it 'layout_seed'.*\[story\] seed"):
+        Pipeline(planner="fake-planner", generators=["fake-image"], composers=["comic"], registry=reg,
+                 defaults={"seed": 3})
+
+
+def test_unknown_option_suggests_the_close_name() -> None:
+    with pytest.raises(ConfigError, match=r"composer 'comic' has no option 'layuot_seed'\. Did you mean 'layout_seed'\?"):
+        ComicComposer(layuot_seed=1)
 
 
 def test_mismatched_frame_sizes_are_fitted_onto_the_first_size(tmp_path) -> None:

@@ -76,13 +76,15 @@ def test_no_images_and_requires(tmp_path) -> None:
 @pytest.mark.parametrize(
     "options,match",
     [
-        ({"quality": 0}, "quality must be a whole number from 1 to 100"),
-        ({"quality": 101}, "quality"),
-        ({"quality": 50.5}, "quality"),
-        ({"format": "bmp"}, "unknown image format 'bmp'; use one of: png, jpeg, webp"),
-        ({"captions": "yes"}, "captions"),
-        ({"font_size": -3}, "font_size"),
-        ({"font_path": "/no/such/font.ttf"}, "does not exist"),
+        ({"quality": 0}, r"composer 'frames': option quality=0: input should be greater than or equal to 1 "
+                         r"\(JPEG/WebP quality from 1 to 100"),
+        ({"quality": 101}, "option quality=101: input should be less than or equal to 100"),
+        ({"quality": 50.5}, "option quality=50.5: input should be a valid integer"),
+        ({"format": "bmp"}, "option format='bmp': input should be 'png', 'jpeg', 'jpg' or 'webp'"),
+        ({"captions": "yes"}, "option captions='yes': input should be a valid boolean"),
+        ({"font_size": -3}, "option font_size=-3: input should be greater than or equal to 1"),
+        ({"font_path": "/no/such/font.ttf"}, "option font_path=.* does not exist; give the path of a .ttf/.otf file"),
+        ({"fromat": "png"}, "has no option 'fromat'. Did you mean 'format'"),
     ],
 )
 def test_bad_options(options, match) -> None:

@@ -142,14 +142,28 @@ def test_no_audio_and_requires(tmp_path) -> None:
 @pytest.mark.parametrize(
     "options,match",
     [
-        ({"crossfade": -1.0}, "crossfade"),
-        ({"format": "mp3"}, "unknown audio format"),
-        ({"sample_rate": 0}, "sample_rate"),
-        ({"channels": 0}, "channels"),
-        ({"format": "flac", "subtype": "FLOAT"}, "subtype"),
-        ({"peak": 2.0}, "peak"),
+        ({"crossfade": -1.0}, "option crossfade=-1.0: input should be greater than or equal to 0"),
+        ({"crossfade": float("nan")}, "option crossfade=nan: input should be a finite number"),
+        ({"format": "mp3"}, r"option format='mp3': input should be 'wav' or 'flac' \(file format"),
+        ({"sample_rate": 0}, "option sample_rate=0: input should be greater than or equal to 1"),
+        ({"sample_rate": 16000.0}, "option sample_rate=16000.0: input should be a valid integer"),
+        ({"channels": 0}, "option channels=0: input should be greater than or equal to 1"),
+        ({"format": "flac", "subtype": "FLOAT"}, "option subtype='FLOAT': .*subtype 'FLOAT' is not valid for flac; valid: .*PCM_24"),
+        ({"peak": 2.0}, "option peak=2.0: input should be less than or equal to 1"),
+        ({"peak": 0}, "option peak=0: input should be greater than 0"),
+        ({"crosfade": 1.0}, "has no option 'crosfade'. Did you mean 'crossfade'"),
     ],
 )
 def test_bad_options(options, match) -> None:
     with pytest.raises(ConfigError, match=match):
         SoundtrackComposer(**options)
+
+
+def test_declared_formats_are_the_ones_audio_writes() -> None:
+    from typing import get_args
+
+    from storysdk.audio import AUDIO_FORMATS
+
+    field = SoundtrackComposer.Options.model_fields["format"]
+    assert set(get_args(field.annotation)) == set(AUDIO_FORMATS)
+    assert SoundtrackComposer(format="FLAC").options.format == "flac"

@@ -152,10 +152,12 @@ def test_title_option_and_requires(tmp_path) -> None:
 @pytest.mark.parametrize(
     "options,match",
     [
-        ({"image_format": "gif"}, "unknown image format"),
-        ({"audio_format": "mp3"}, "audio_format"),
-        ({"quality": 0}, "quality"),
-        ({"embed": "no"}, "embed"),
+        ({"image_format": "gif"}, "option image_format='gif': input should be 'png', 'jpeg' or 'jpg'"),
+        ({"image_format": "webp"}, "option image_format='webp'"),
+        ({"audio_format": "mp3"}, r"option audio_format='mp3': input should be 'flac' or 'wav' \(clip format"),
+        ({"quality": 0}, "option quality=0: input should be greater than or equal to 1"),
+        ({"embed": "no"}, "option embed='no': input should be a valid boolean"),
+        ({"titel": "x"}, "has no option 'titel'. Did you mean 'title'"),
     ],
 )
 def test_bad_options(options, match) -> None:

@@ -348,29 +348,33 @@ def test_same_story_same_bytes(tmp_path: Path) -> None:
 @pytest.mark.parametrize(
     ("options", "message"),
     [
-        ({"fps": 0}, "fps"),
-        ({"fps": "24"}, "fps"),
-        ({"fps": 1000}, "at most 240"),
-        ({"still_duration": 0}, "still_duration"),
-        ({"still_duration": float("inf")}, "still_duration"),
-        ({"transition": -1}, "transition"),
-        ({"subtitles": "yes"}, "subtitles"),
-        ({"burn_captions": 1}, "burn_captions"),
-        ({"width": 65}, "even"),
-        ({"size": [64, 48], "width": 64}, "not both"),
-        ({"size": [64]}, "size"),
-        ({"crf": 60}, "crf"),
-        ({"x264_preset": "quick"}, "x264_preset"),
-        ({"threads": -1}, "threads"),
-        ({"audio": "loud"}, "audio"),
-        ({"audio_bitrate": 100}, "audio_bitrate"),
-        ({"sample_rate": 22000}, "AAC"),
-        ({"sample_rate": 16000.0}, "AAC"),
-        ({"channels": 6}, "channels"),
-        ({"crossfade": -0.5}, "crossfade"),
-        ({"filename": "out/story.mp4"}, "filename"),
-        ({"filename": "story.avi"}, "filename"),
-        ({"font_size": 0}, "font_size"),
+        ({"fps": 0}, "option fps=0: input should be greater than 0"),
+        ({"fps": "24"}, "option fps='24': input should be a valid number"),
+        ({"fps": 1000}, r"option fps=1000: input should be less than or equal to 240 \(frames per second"),
+        ({"still_duration": 0}, "option still_duration=0: input should be greater than 0"),
+        ({"still_duration": float("inf")}, "option still_duration=inf: input should be a finite number"),
+        ({"transition": -1}, "option transition=-1: input should be greater than or equal to 0"),
+        ({"subtitles": "yes"}, "option subtitles='yes': input should be a valid boolean"),
+        ({"burn_captions": 1}, "option burn_captions=1: input should be a valid boolean"),
+        ({"width": 65}, r"option width=65: .*width must be even \(H.264 in yuv420p needs even sizes\), got 65; use 64"),
+        ({"height": 1}, "option height=1: input should be greater than or equal to 2"),
+        ({"size": [64, 48], "width": 64}, "give either size = \\[width, height\\] or width/height, not both"),
+        ({"size": [64]}, r"option size=\[64\]: .*size must be two whole numbers \[width, height\] in pixels, got 1"),
+        ({"size": [64, 47]}, "size: the height must be even .* use 46"),
+        ({"size": [10000, 48]}, "size: the width must be from 2 to 8192 pixels, got 10000"),
+        ({"crf": 60}, "option crf=60: input should be less than or equal to 51"),
+        ({"x264_preset": "quick"}, "option x264_preset='quick': input should be 'ultrafast', 'superfast'"),
+        ({"threads": -1}, "option threads=-1: input should be greater than or equal to 0"),
+        ({"audio": "loud"}, "option audio='loud': input should be 'auto', 'always' or 'none'"),
+        ({"audio_bitrate": 100}, "option audio_bitrate=100: input should be greater than or equal to 8000"),
+        ({"sample_rate": 22000}, "option sample_rate=22000: .*AAC cannot store sample_rate 22000; use one of 96000"),
+        ({"sample_rate": 16000.0}, "option sample_rate=16000.0: input should be a valid integer"),
+        ({"channels": 6}, "option channels=6: input should be less than or equal to 2"),
+        ({"crossfade": -0.5}, "option crossfade=-0.5: input should be greater than or equal to 0"),
+        ({"filename": "out/story.mp4"}, r"filename must be a file name ending in .mp4 \(no folders\), got 'out/story.mp4'"),
+        ({"filename": "story.avi"}, "option filename='story.avi'"),
+        ({"font_size": 0}, "option font_size=0: input should be greater than or equal to 1"),
+        ({"preset": "fast"}, "has no option 'preset'. Did you mean 'x264_preset'"),
     ],
 )
 def test_bad_options_raise_config_error(options: dict[str, Any], message: str) -> None:
@@ -411,8 +415,13 @@ def test_pipeline_with_fake_components_writes_the_mp4(tmp_path: Path) -> None:
         generators=["fake-image", "fake-audio"],
         composers=[("video", {"transition": 0.2})],
         registry=make_registry(),
-        defaults={"preset": "tiny"},  # a story file's [defaults]: "preset" is not the x264 preset
+        runtime={"preset": "tiny"},  # the CLI's --preset: "preset" is not the x264 preset, so it is left out
     )
+    assert pipe.composers[0].options.x264_preset == "medium"
+    # as a strict default ([defaults] of a story file) a "preset" nothing takes is an error
+    with pytest.raises(ConfigError, match="no component of this pipeline takes the option 'preset'"):
+        Pipeline(planner="fake-planner", generators=["fake-image"], composers=["video"],
+                 registry=make_registry(), defaults={"preset": "tiny"})
     request = StoryRequest(script="a red fox\na blue bird\na green frog", seed=3, width=48, height=32)
     story = pipe.run(request, out_dir=tmp_path)
     mp4 = tmp_path / "story.mp4"

@@ -27,7 +27,7 @@ Every panel of the upstream styles first gets a 10 px white border. Deviations f
 * An unknown style is an error here (upstream silently falls back to Classic).
 * Upstream shuffles with Python's global ``random`` right after the last frame re-seeded it
   with the story seed; we use a private ``random.Random(seed)`` (same sequence, no global
-  state). ``seed`` defaults to the plan's seed.
+  state). ``layout_seed`` defaults to the plan's seed.
 * Caption font: see :mod:`storysdk.captions` (Pillow's built-in font scaled with the frame
   width unless ``font_size``/``font_path`` are given).
 """
@@ -37,16 +37,19 @@ from __future__ import annotations
 import random
 from collections.abc import Sequence
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 import attrs
 from PIL import Image, ImageOps
+from pydantic import field_validator, model_validator
 
-from ..captions import check_font_options, default_font_size, draw_caption
+from ..captions import default_font_size, draw_caption
 from ..errors import ConfigError
 from ..interfaces import Composer
 from ..model import Modality, Story
-from .frames import IMAGE_FORMATS, atomic_write_bytes, check_image_format, check_quality, encode_image
+from ..options import Field, Options
+from .fields import check_font_path, font_path_field, font_size_field, lower_case, pair, quality_field
+from .frames import IMAGE_FORMATS, atomic_write_bytes, check_image_format, encode_image
 
 __all__ = [
     "BORDER",
@@ -287,74 +290,81 @@ def _fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
     return canvas
 
 
-def _positive_int(name: str, value: object, minimum: int = 1) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be a whole number >= {minimum}, got {value!r}")
-    return value
-
-
 class ComicComposer(Composer):
     """Typesets the story's pictures into comic pages ``comic/page-001.<ext>``, ...
 
-    Options: ``style`` (see the module docstring), ``seed`` for the Classic layout (default:
-    the plan's seed), ``format`` png/jpeg/webp and ``quality``, ``captions`` (``None``: the
-    style's own behaviour; ``False`` draws none), ``font_size``/``font_path``; for "Pages":
-    ``page_size`` (width, height), ``margin``, ``gutter`` and ``row_height`` (default: a third
-    of the content height, less gutters; Pages captions use ``font_size`` or the default size
-    for a frame ``row_height`` px wide). Scenes without a picture are skipped.
+    The options are declared in :class:`Options`: ``style`` (see the module docstring),
+    ``layout_seed`` for the Classic layout (default: the plan's seed; formerly ``seed``),
+    ``format`` png/jpeg/webp and ``quality``, ``captions`` (``None``: the style's own
+    behaviour; ``False`` draws none), ``font_size``/``font_path``; for "Pages": ``page_size``
+    (width, height), ``margin``, ``gutter`` and ``row_height`` (default: a third of the content
+    height, less gutters; Pages captions use ``font_size`` or the default size for a frame
+    ``row_height`` px wide). Scenes without a picture are skipped.
     """
 
     name = "comic"
     description = "comic pages (StoryDiffusion typesetting styles, or fixed-size pages)"
     requires: ClassVar[tuple[Modality, ...]] = ("image",)
 
-    def __init__(
-        self,
-        *,
-        style: str = CLASSIC,
-        seed: int | None = None,
-        format: str = "png",
-        quality: int = 95,
-        captions: bool | None = None,
-        font_size: int | None = None,
-        font_path: str | None = None,
-        page_size: Sequence[int] = DEFAULT_PAGE_SIZE,
-        margin: int = 60,
-        gutter: int = 20,
-        row_height: int | None = None,
-    ) -> None:
-        self.style = resolve_style(style)
-        if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int)):
-            raise ConfigError(f"seed must be a whole number or None, got {seed!r}")
-        self.seed = seed
-        self.format = check_image_format(format)
-        self.quality = check_quality(quality)
-        if captions is not None and not isinstance(captions, bool):
-            raise ConfigError(f"captions must be true, false or None, got {captions!r}")
-        self.captions = captions
-        check_font_options(font_size, font_path)
-        self.font_size = font_size
-        self.font_path = font_path
-        if (
-            not isinstance(page_size, (tuple, list))
-            or len(page_size) != 2
-            or any(isinstance(v, bool) or not isinstance(v, int) or v < 1 for v in page_size)
-        ):
-            raise ConfigError(
-                f"page_size must be two positive whole numbers (width, height) in pixels, got {page_size!r}"
-            )
-        self.page_size = (int(page_size[0]), int(page_size[1]))
-        self.margin = _positive_int("margin", margin, 0)
-        self.gutter = _positive_int("gutter", gutter, 0)
-        if row_height is not None:
-            _positive_int("row_height", row_height)
-        w, h = self.page_size
-        if w - 2 * self.margin < 16 or h - 2 * self.margin < 16:
-            raise ConfigError(
-                f"page_size {self.page_size} leaves no room inside margins of {self.margin} px; "
-                "use a larger page or a smaller margin"
-            )
-        self.row_height = row_height
+    class Options(Options):
+        style: str = Field(
+            CLASSIC,
+            description="typesetting style, in any letter case: 'Classic Comic Style', 'Four Pannel' "
+            "(upstream's spelling) or 'Four Panel', 'No typesetting (default)' or 'No typesetting', or 'Pages'",
+            json_schema_extra={"constraint": "one of " + ", ".join(repr(s) for s in STYLES)},
+        )
+        layout_seed: int | None = Field(
+            None, description="seed of the Classic layout's shuffled rows; None: the story's seed, plan.seed"
+        )
+        format: Literal["png", "jpeg", "jpg", "webp"] = Field(
+            "png", description="page file format: png, jpeg, jpg or webp, in any letter case"
+        )
+        quality: int = quality_field(95)
+        captions: bool | None = Field(
+            None, description="draw the captions: None keeps the style's own behaviour, false draws none, true always"
+        )
+        font_size: int | None = font_size_field()
+        font_path: str | None = font_path_field()
+        page_size: tuple[int, int] = Field(
+            DEFAULT_PAGE_SIZE,
+            description="'Pages' style: [width, height] of a page in pixels; default A4 at 200 dpi",
+            json_schema_extra={"constraint": "two whole numbers >= 1"},
+        )
+        margin: int = Field(60, ge=0, description="'Pages' style: margin around the panels, pixels")
+        gutter: int = Field(20, ge=0, description="'Pages' style: gap between panels and rows, pixels")
+        row_height: int | None = Field(
+            None, ge=1, description="'Pages' style: target row height in pixels; None: a third of the content height"
+        )
+
+        renamed: ClassVar[dict[str, str]] = {"seed": "layout_seed"}
+
+        _lower = lower_case("format")
+        _pair = pair("page_size")
+        _font = check_font_path()
+
+        @field_validator("style")
+        @classmethod
+        def _style(cls, value: str) -> str:
+            return resolve_style(value)  # its ConfigError names the styles
+
+        @field_validator("page_size")
+        @classmethod
+        def _page(cls, value: tuple[int, int]) -> tuple[int, int]:
+            if min(value) < 1:
+                raise ValueError(f"page_size must be two whole numbers >= 1 (width, height in pixels), got {list(value)}")
+            return value
+
+        @model_validator(mode="after")
+        def _room(self) -> ComicComposer.Options:
+            w, h = self.page_size
+            if w - 2 * self.margin < 16 or h - 2 * self.margin < 16:
+                raise ValueError(
+                    f"page_size {list(self.page_size)} leaves no room inside margins of {self.margin} px; "
+                    "use a larger page or a smaller margin"
+                )
+            return self
+
+    options: Options
 
     def compose(self, story: Story, out_dir: Path) -> list[Path]:
         scenes = story.ordered_images()
@@ -362,37 +372,40 @@ class ComicComposer(Composer):
             return []
         images = [a.image for _, a in scenes]
         texts = [s.caption for s, _ in scenes]
-        if self.style == PAGES:
+        opts = self.options
+        fmt = check_image_format(opts.format)
+        if opts.style == PAGES:
             pages = self._pages(images, texts)
-        elif self.style == NONE:
-            captioner = _Captioner(bool(self.captions), self.font_size, self.font_path)
+        elif opts.style == NONE:
+            captioner = _Captioner(bool(opts.captions), opts.font_size, opts.font_path)
             pages = [captioner(im.convert("RGB"), t) for im, t in zip(images, texts)]
         else:
             size = images[0].size
             panels = [ImageOps.expand(_fit(im, size), border=BORDER, fill="white") for im in images]
             pad = Image.new("RGB", panels[0].size, "white")
-            font_size = self.font_size or default_font_size(size[0])
-            captioner = _Captioner(self.captions is not False, font_size, self.font_path)
-            if self.style == FOUR:
+            font_size = opts.font_size or default_font_size(size[0])
+            captioner = _Captioner(opts.captions is not False, font_size, opts.font_path)
+            if opts.style == FOUR:
                 pages = four_panel_pages(panels, texts, pad, captioner)
             else:
-                seed = story.plan.seed if self.seed is None else self.seed
+                seed = story.plan.seed if opts.layout_seed is None else opts.layout_seed
                 pages = [classic_page(panels, texts, pad, random.Random(seed), captioner)]
         folder = Path(out_dir) / "comic"
-        ext = IMAGE_FORMATS[self.format][1]
+        ext = IMAGE_FORMATS[fmt][1]
         return [
-            atomic_write_bytes(folder / f"page-{n:03d}.{ext}", encode_image(page, self.format, self.quality))
+            atomic_write_bytes(folder / f"page-{n:03d}.{ext}", encode_image(page, fmt, opts.quality))
             for n, page in enumerate(pages, start=1)
         ]
 
     def _pages(self, images: Sequence[Image.Image], texts: Sequence[str]) -> list[Image.Image]:
-        w, h = self.page_size
-        content_h = h - 2 * self.margin
-        row_height = self.row_height or max(16, (content_h - 2 * self.gutter) / 3)
-        layout = pack_pages([im.size for im in images], self.page_size, self.margin, self.gutter, row_height)
-        font_size = self.font_size or default_font_size(round(row_height))
-        captioner = _Captioner(self.captions is not False, font_size, self.font_path)
-        pages = [Image.new("RGB", self.page_size, "white") for _ in range(layout[-1].page + 1)]
+        opts = self.options
+        _, h = opts.page_size
+        content_h = h - 2 * opts.margin
+        row_height = opts.row_height or max(16, (content_h - 2 * opts.gutter) / 3)
+        layout = pack_pages([im.size for im in images], opts.page_size, opts.margin, opts.gutter, row_height)
+        font_size = opts.font_size or default_font_size(round(row_height))
+        captioner = _Captioner(opts.captions is not False, font_size, opts.font_path)
+        pages = [Image.new("RGB", opts.page_size, "white") for _ in range(layout[-1].page + 1)]
         for p in layout:
             x, y, pw, ph = p.box
             panel = images[p.index].convert("RGB").resize((pw, ph), Image.Resampling.LANCZOS)

@@ -6,15 +6,17 @@ from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from PIL import Image
 
-from ..captions import check_font_options, draw_caption
+from ..captions import draw_caption
 from ..errors import ConfigError
 from ..interfaces import Composer
 from ..model import Modality, Story
+from ..options import Field, Options
 from ..output import atomic_write
+from .fields import check_font_path, font_path_field, font_size_field, lower_case, quality_field
 
 __all__ = [
     "IMAGE_FORMATS",
@@ -80,41 +82,39 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
 class FramesComposer(Composer):
     """Writes each scene's picture to ``frames/scene-NNN.<ext>`` (NNN = scene index), in scene order.
 
-    Options: ``format`` png/jpeg/webp, ``quality`` 1-100 (JPEG/WebP), ``captions`` to draw
-    each scene's caption StoryDiffusion style (see :mod:`storysdk.captions`), with
-    ``font_size`` and ``font_path`` passed on to :func:`~storysdk.captions.draw_caption`.
+    With ``captions`` each scene's caption is drawn StoryDiffusion style (see
+    :mod:`storysdk.captions`), with ``font_size`` and ``font_path`` passed on to
+    :func:`~storysdk.captions.draw_caption`. The options are declared in :class:`Options`.
     """
 
     name = "frames"
     description = "one image file per scene"
     requires: ClassVar[tuple[Modality, ...]] = ("image",)
 
-    def __init__(
-        self,
-        *,
-        format: str = "png",
-        quality: int = 95,
-        captions: bool = False,
-        font_size: int | None = None,
-        font_path: str | None = None,
-    ) -> None:
-        self.format = check_image_format(format)
-        self.quality = check_quality(quality)
-        if not isinstance(captions, bool):
-            raise ConfigError(f"captions must be true or false, got {captions!r}")
-        self.captions = captions
-        check_font_options(font_size, font_path)
-        self.font_size = font_size
-        self.font_path = font_path
+    class Options(Options):
+        format: Literal["png", "jpeg", "jpg", "webp"] = Field(
+            "png", description="image file format: png, jpeg, jpg or webp, in any letter case"
+        )
+        quality: int = quality_field(95)
+        captions: bool = Field(False, description="draw each scene's caption on its picture, StoryDiffusion style")
+        font_size: int | None = font_size_field()
+        font_path: str | None = font_path_field()
+
+        _format = lower_case("format")
+        _font = check_font_path()
+
+    options: Options
 
     def compose(self, story: Story, out_dir: Path) -> list[Path]:
+        opts = self.options
+        fmt = check_image_format(opts.format)
         folder = Path(out_dir) / "frames"
-        ext = IMAGE_FORMATS[self.format][1]
+        ext = IMAGE_FORMATS[fmt][1]
         paths: list[Path] = []
         for scene, asset in story.ordered_images():
             image = asset.image
-            if self.captions:
-                image = draw_caption(image, scene.caption, self.font_size, self.font_path)
+            if opts.captions:
+                image = draw_caption(image, scene.caption, opts.font_size, opts.font_path)
             path = folder / f"scene-{scene.index:03d}.{ext}"
-            paths.append(atomic_write_bytes(path, encode_image(image, self.format, self.quality)))
+            paths.append(atomic_write_bytes(path, encode_image(image, fmt, opts.quality)))
         return paths

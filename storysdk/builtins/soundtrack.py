@@ -24,13 +24,13 @@ from __future__ import annotations
 import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Union
+from typing import Any, ClassVar, Literal, Union
 
 import attrs
 import numpy as np
+from pydantic import ValidationInfo, field_validator
 
 from ..audio import (
-    AUDIO_FORMATS,
     crossfade_join,
     crossfade_offsets,
     encode_audio,
@@ -41,6 +41,8 @@ from ..audio import (
 from ..errors import ConfigError
 from ..interfaces import Composer
 from ..model import AudioAsset, Modality, Story
+from ..options import Field, Options
+from .fields import lower_case
 from .frames import atomic_write_bytes
 
 __all__ = [
@@ -53,14 +55,6 @@ __all__ = [
 ]
 
 AUDIOSTORY_CROSSFADE = 3.0  # plugins/storysdk-audiostory/docs/audiostory.md §1.7: 3 s linear crossfade (what its generator pads)
-
-
-def _optional_positive_int(name: str, value: object) -> int | None:
-    if value is None:
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ConfigError(f"{name} must be a positive whole number or None, got {value!r}")
-    return value
 
 
 @attrs.frozen
@@ -175,7 +169,7 @@ def join_clips(
 class SoundtrackComposer(Composer):
     """Joins the story's audio clips into ``soundtrack.<format>`` plus a ``soundtrack.json`` timeline.
 
-    Options: ``crossfade`` in seconds (``None``: the clips' declared padding, else 0,
+    Options (declared in :class:`Options`): ``crossfade`` in seconds (``None``: the clips' declared padding, else 0,
     AudioStory's; see the module docstring), ``sample_rate`` (``None``:
     the highest among the clips; others are resampled with :func:`storysdk.audio.resample`),
     ``channels`` (``None``: the most among the clips; mono clips are repeated, see
@@ -188,50 +182,57 @@ class SoundtrackComposer(Composer):
     description = "all audio clips on one crossfaded timeline (AudioStory's join)"
     requires: ClassVar[tuple[Modality, ...]] = ("audio",)
 
-    def __init__(
-        self,
-        *,
-        crossfade: float | None = None,
-        sample_rate: int | None = None,
-        channels: int | None = None,
-        format: str = "wav",
-        subtype: str | None = None,
-        peak: float | None = None,
-    ) -> None:
-        if crossfade is not None and (
-            isinstance(crossfade, bool) or not isinstance(crossfade, (int, float)) or not crossfade >= 0
-        ):
-            raise ConfigError(f"crossfade must be a number of seconds >= 0 (or None), got {crossfade!r}")
-        self.crossfade = None if crossfade is None else float(crossfade)
-        self.sample_rate = _optional_positive_int("sample_rate", sample_rate)
-        self.channels = _optional_positive_int("channels", channels)
-        fmt = str(format).lower()
-        if fmt not in AUDIO_FORMATS:
-            raise ConfigError(f"unknown audio format {format!r}; use one of: {', '.join(AUDIO_FORMATS)}")
-        self.format = fmt
-        if subtype is not None:
-            import soundfile as sf
+    class Options(Options):
+        crossfade: float | None = Field(
+            None,
+            ge=0,
+            allow_inf_nan=False,
+            description="seconds of linear crossfade at each join; None: the padding the clips declare "
+            "(AudioStory's 3 s), else hard cuts",
+        )
+        sample_rate: int | None = Field(
+            None, ge=1, description="sample rate of the track in Hz; None: the highest among the clips"
+        )
+        channels: int | None = Field(
+            None, ge=1, description="channels of the track; None: the most among the clips (mono clips are repeated)"
+        )
+        format: Literal["wav", "flac"] = Field(
+            "wav", description="file format: wav (32-bit float) or flac (24-bit), in any letter case"
+        )
+        subtype: str | None = Field(
+            None, description="soundfile subtype overriding the format's own, e.g. PCM_16; None: the format's"
+        )
+        peak: float | None = Field(
+            None, gt=0, le=1, description="scale the joined track to this peak level; None: unchanged"
+        )
 
-            if not sf.check_format(fmt.upper(), str(subtype).upper()):
-                valid = ", ".join(sorted(sf.available_subtypes(fmt.upper())))
-                raise ConfigError(f"subtype {subtype!r} is not valid for {fmt}; valid: {valid}")
-        self.subtype = subtype
-        if peak is not None and (isinstance(peak, bool) or not isinstance(peak, (int, float)) or not 0 < peak <= 1):
-            raise ConfigError(f"peak must be a number in (0, 1] or None, got {peak!r}")
-        self.peak = peak
+        _lower = lower_case("format")
+
+        @field_validator("subtype")
+        @classmethod
+        def _subtype(cls, value: str | None, info: ValidationInfo) -> str | None:
+            fmt = info.data.get("format")
+            if value is not None and fmt is not None:
+                import soundfile as sf
+
+                if not sf.check_format(fmt.upper(), value.upper()):
+                    valid = ", ".join(sorted(sf.available_subtypes(fmt.upper())))
+                    raise ValueError(f"subtype {value!r} is not valid for {fmt}; valid: {valid}")
+            return value
+
+    options: Options
 
     def compose(self, story: Story, out_dir: Path) -> list[Path]:
         clips = story.ordered_audio()
         if not clips:
             return []
-        track = join_clips(
-            [a for _, a in clips], self.crossfade, self.sample_rate, self.channels, self.peak
-        )
+        opts = self.options
+        track = join_clips([a for _, a in clips], opts.crossfade, opts.sample_rate, opts.channels, opts.peak)
         rate, joined = track.sample_rate, track.samples
 
         folder = Path(out_dir)
-        audio_path = folder / f"soundtrack.{self.format}"
-        data = encode_audio(joined, rate, self.format, self.subtype)
+        audio_path = folder / f"soundtrack.{opts.format}"
+        data = encode_audio(joined, rate, opts.format, opts.subtype)
         scenes: list[dict[str, Any]] = []
         for (scene, asset), start, end in zip(clips, track.starts, track.ends):
             scenes.append(

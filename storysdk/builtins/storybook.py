@@ -11,13 +11,14 @@ from __future__ import annotations
 import base64
 import html
 from pathlib import Path
-from typing import ClassVar
+from typing import ClassVar, Literal
 
 from ..audio import encode_audio
-from ..errors import ConfigError
 from ..interfaces import Composer
 from ..model import Modality, Story
-from .frames import IMAGE_FORMATS, atomic_write_bytes, check_image_format, check_quality, encode_image
+from ..options import Field, Options
+from .fields import lower_case, quality_field
+from .frames import IMAGE_FORMATS, atomic_write_bytes, check_image_format, encode_image
 
 __all__ = ["StorybookComposer"]
 
@@ -37,46 +38,46 @@ _STYLE = (
 class StorybookComposer(Composer):
     """Writes ``storybook.html``: title, then per scene its picture, caption and audio player.
 
-    Options: ``title`` (default: the plan's title, else "Story"), ``image_format`` png/jpeg,
-    ``quality`` (JPEG), ``audio_format`` flac (24-bit) or wav (32-bit float), ``embed``
-    (``False``: assets go to ``storybook_files/scene-NNN.<ext>``). Scenes with neither a
-    picture nor a clip are left out. Returns the HTML path, then any asset files.
+    Options (declared in :class:`Options`): ``title`` (default: the plan's title, else
+    "Story"), ``image_format`` png/jpeg, ``quality`` (JPEG), ``audio_format`` flac (24-bit) or
+    wav (32-bit float), ``embed`` (``False``: assets go to ``storybook_files/scene-NNN.<ext>``).
+    Scenes with neither a picture nor a clip are left out. Returns the HTML path, then any
+    asset files.
     """
 
     name = "storybook"
     description = "a self-contained HTML storybook with pictures, captions and audio players"
     requires: ClassVar[tuple[Modality, ...]] = ("image", "audio")
 
-    def __init__(
-        self,
-        *,
-        title: str | None = None,
-        image_format: str = "png",
-        quality: int = 90,
-        audio_format: str = "flac",
-        embed: bool = True,
-    ) -> None:
-        self.title = title
-        self.image_format = check_image_format(image_format, ("png", "jpeg", "jpg"))
-        self.quality = check_quality(quality)
-        fmt = str(audio_format).lower()
-        if fmt not in _AUDIO_MIME:
-            raise ConfigError(f"unknown audio_format {audio_format!r}; use one of: {', '.join(_AUDIO_MIME)}")
-        self.audio_format = fmt
-        if not isinstance(embed, bool):
-            raise ConfigError(f"embed must be true or false, got {embed!r}")
-        self.embed = embed
+    class Options(Options):
+        title: str | None = Field(None, description="the page's title; None: the plan's title, else 'Story'")
+        image_format: Literal["png", "jpeg", "jpg"] = Field(
+            "png", description="picture format inside the page: png, jpeg or jpg, in any letter case"
+        )
+        quality: int = quality_field(90, "JPEG")
+        audio_format: Literal["flac", "wav"] = Field(
+            "flac", description="clip format: flac (24-bit) or wav (32-bit float), in any letter case"
+        )
+        embed: bool = Field(
+            True, description="put pictures and clips inside the HTML file; false: files in storybook_files/"
+        )
+
+        _lower = lower_case("image_format", "audio_format")
+
+    options: Options
 
     def compose(self, story: Story, out_dir: Path) -> list[Path]:
+        opts = self.options
         out_dir = Path(out_dir)
-        title = self.title or story.plan.title or "Story"
+        image_format = check_image_format(opts.image_format, ("png", "jpeg", "jpg"))
+        title = opts.title or story.plan.title or "Story"
         assets_dir = out_dir / "storybook_files"
         written: list[Path] = []
         sections: list[str] = []
-        _, img_ext, img_mime = IMAGE_FORMATS[self.image_format]
+        _, img_ext, img_mime = IMAGE_FORMATS[image_format]
 
         def source(data: bytes, mime: str, filename: str) -> str:
-            if self.embed:
+            if opts.embed:
                 return f"data:{mime};base64," + base64.b64encode(data).decode("ascii")
             written.append(atomic_write_bytes(assets_dir / filename, data))
             return f"{assets_dir.name}/{filename}"
@@ -90,7 +91,7 @@ class StorybookComposer(Composer):
             caption = html.escape(scene.caption)
             parts = [f'<section class="scene" id="{stem}">']
             if image is not None:
-                src = source(encode_image(image.image, self.image_format, self.quality), img_mime, f"{stem}.{img_ext}")
+                src = source(encode_image(image.image, image_format, opts.quality), img_mime, f"{stem}.{img_ext}")
                 alt = caption or f"Scene {scene.index}"
                 w, h = image.image.size
                 parts.append("<figure>")
@@ -101,8 +102,8 @@ class StorybookComposer(Composer):
             elif caption:
                 parts.append(f"<p>{caption}</p>")
             if clip is not None:
-                data = encode_audio(clip.samples, clip.sample_rate, self.audio_format)
-                src = source(data, _AUDIO_MIME[self.audio_format], f"{stem}.{self.audio_format}")
+                data = encode_audio(clip.samples, clip.sample_rate, opts.audio_format)
+                src = source(data, _AUDIO_MIME[opts.audio_format], f"{stem}.{opts.audio_format}")
                 parts.append(f'<audio controls preload="metadata" src="{src}"></audio>')
             parts.append("</section>")
             sections.append("\n".join(parts))

@@ -42,26 +42,29 @@ import math
 from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import attrs
 import numpy as np
 from PIL import Image, ImageOps
+from pydantic import ValidationInfo, field_validator, model_validator
 
-from ..captions import check_font_options, draw_caption
+from ..captions import draw_caption
 from ..errors import ConfigError
 from ..interfaces import Composer
 from ..model import AudioAsset, Modality, Scene, Story
+from ..options import Field, Options
 from ..output import atomic_path
 from ..video_encode import (
     AAC_SAMPLE_RATES,
-    X264_PRESETS,
     AudioSettings,
     Cue,
     VideoSettings,
+    X264Preset,
     require_av,
     write_mp4,
 )
+from .fields import check_font_path, font_path_field, font_size_field, pair
 from .frames import atomic_write_bytes
 from .soundtrack import JoinedTrack, Silence, join_clips
 
@@ -184,23 +187,10 @@ def _number(name: str, value: object, fix: str, low: float, high: float = math.i
     return float(value)  # type: ignore[arg-type]
 
 
-def _whole(name: str, value: object, fix: str, low: int, high: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
-        raise ConfigError(f"{name} must be {fix}, got {value!r}")
+def _even(name: str, value: int) -> int:
+    if value % 2:
+        raise ValueError(f"{name} must be even (H.264 in yuv420p needs even sizes), got {value}; use {value - 1}")
     return value
-
-
-def _flag(name: str, value: object) -> bool:
-    if not isinstance(value, bool):
-        raise ConfigError(f"{name} must be true or false, got {value!r}")
-    return value
-
-
-def _even_size(name: str, value: object) -> int:
-    size = _whole(name, value, "an even whole number of pixels from 2 to 8192", 2, 8192)
-    if size % 2:
-        raise ConfigError(f"{name} must be even (H.264 in yuv420p needs even sizes), got {value!r}; use {size - 1}")
-    return size
 
 
 def frame_rate(fps: float) -> Fraction:
@@ -216,7 +206,7 @@ def frame_rate(fps: float) -> Fraction:
 class VideoComposer(Composer):
     """Writes the story as ``story.mp4`` (H.264 + AAC + mov_text subtitles) and ``video.json``.
 
-    Options (see the module docstring for the timeline):
+    Options (declared in :class:`Options`; see the module docstring for the timeline):
 
     * ``fps`` frames per second (default 24; 29.97 is stored as 30000/1001).
     * ``still_duration`` seconds for scenes without audio (``None``: the scene's planned
@@ -241,68 +231,115 @@ class VideoComposer(Composer):
     description = "an MP4: each picture for its clip's duration, captions as subtitles, the soundtrack"
     requires: ClassVar[tuple[Modality, ...]] = ("image",)
 
-    def __init__(
-        self,
-        *,
-        fps: float = 24,
-        still_duration: float | None = None,
-        transition: float = 0.0,
-        subtitles: bool = True,
-        burn_captions: bool = False,
-        font_size: int | None = None,
-        font_path: str | None = None,
-        size: Sequence[int] | None = None,
-        width: int | None = None,
-        height: int | None = None,
-        crf: float = 18,
-        x264_preset: str = "medium",
-        threads: int = 4,
-        audio: str = "auto",
-        audio_bitrate: int = 192000,
-        sample_rate: int | None = None,
-        channels: int | None = None,
-        crossfade: float | None = None,
-        filename: str = "story.mp4",
-    ) -> None:
-        self.fps = frame_rate(fps)
-        if still_duration is not None:
-            _number("still_duration", still_duration, "a number of seconds above 0 (or None)", 0, open_low=True)
-        self.still_duration = still_duration
-        self.transition = _number("transition", transition, "a number of seconds >= 0 (0: cuts)", 0)
-        self.subtitles = _flag("subtitles", subtitles)
-        self.burn_captions = _flag("burn_captions", burn_captions)
-        check_font_options(font_size, font_path)
-        self.font_size, self.font_path = font_size, font_path
-        if size is not None:
-            if width is not None or height is not None:
-                raise ConfigError("give either size = [width, height] or width/height, not both")
-            if not isinstance(size, (list, tuple)) or len(size) != 2:
-                raise ConfigError(f"size must be [width, height] in pixels, got {size!r}")
-            width, height = size
-        self.width = None if width is None else _even_size("width", width)
-        self.height = None if height is None else _even_size("height", height)
-        self.crf = _number("crf", crf, "an x264 quality from 0 to 51 (lower is better; 18 looks lossless)", 0, 51)
-        if x264_preset not in X264_PRESETS:
-            raise ConfigError(f"unknown x264_preset {x264_preset!r}; use one of: {', '.join(X264_PRESETS)}")
-        self.x264_preset = x264_preset
-        self.threads = _whole("threads", threads, "a whole number from 0 (x264 chooses) to 64", 0, 64)
-        if audio not in _AUDIO_MODES:
-            raise ConfigError(f"audio must be one of {', '.join(map(repr, _AUDIO_MODES))}, got {audio!r}")
-        self.audio = audio
-        self.audio_bitrate = _whole("audio_bitrate", audio_bitrate, "whole bits/s from 8000 to 512000", 8000, 512000)
-        if sample_rate is not None and (not isinstance(sample_rate, int) or sample_rate not in AAC_SAMPLE_RATES):
-            rates = ", ".join(map(str, AAC_SAMPLE_RATES))
-            raise ConfigError(f"AAC cannot store sample_rate {sample_rate!r}; use one of {rates}, or None")
-        self.sample_rate = sample_rate
-        if channels is not None:
-            _whole("channels", channels, "1 (mono) or 2 (stereo), or None for the clips' own", 1, 2)
-        self.channels = channels
-        if crossfade is not None:
-            _number("crossfade", crossfade, "a number of seconds >= 0 (or None)", 0)
-        self.crossfade = crossfade
-        if not isinstance(filename, str) or Path(filename).name != filename or Path(filename).suffix != ".mp4":
-            raise ConfigError(f"filename must be a file name ending in .mp4 (no folders), got {filename!r}")
-        self.filename = filename
+    class Options(Options):
+        fps: float = Field(
+            24.0, gt=0, le=240, allow_inf_nan=False,
+            description="frames per second, e.g. 24 or 29.97 (stored exactly as 30000/1001)",
+        )
+        still_duration: float | None = Field(
+            None, gt=0, allow_inf_nan=False,
+            description="seconds on screen for a scene without audio; None: its planned duration, else 3",
+        )
+        transition: float = Field(
+            0.0, ge=0, allow_inf_nan=False, description="seconds of dissolve centred on each picture change; 0: cuts"
+        )
+        subtitles: bool = Field(True, description="put the captions in a mov_text subtitle track")
+        burn_captions: bool = Field(False, description="draw the captions on the pictures, as the comic composer does")
+        font_size: int | None = font_size_field()
+        font_path: str | None = font_path_field()
+        size: tuple[int, int] | None = Field(
+            None,
+            description="[width, height] of the video in pixels, even numbers; None: width/height, else the "
+            "first picture's size rounded down to even",
+            json_schema_extra={"constraint": "two even whole numbers from 2 to 8192"},
+        )
+        width: int | None = Field(
+            None, ge=2, le=8192,
+            description="video width in pixels, even; the height follows the first picture's aspect unless given",
+        )
+        height: int | None = Field(
+            None, ge=2, le=8192,
+            description="video height in pixels, even; the width follows the first picture's aspect unless given",
+        )
+        crf: float = Field(18.0, ge=0, le=51, description="x264 quality: lower is better, 18 looks lossless")
+        x264_preset: X264Preset = Field(
+            "medium", description="x264 speed/size preset (named x264_preset: 'preset' names model presets)"
+        )
+        threads: int = Field(
+            4, ge=0, le=64,
+            description="x264 threads; a fixed count gives the same bytes on every machine; 0: x264 chooses",
+        )
+        audio: Literal["auto", "always", "none"] = Field(
+            "auto",
+            description="AAC track: auto (when the story has audio), always (silent when it has none) or none",
+        )
+        audio_bitrate: int = Field(192000, ge=8000, le=512000, description="AAC bit rate in bits/s")
+        sample_rate: int | None = Field(
+            None,
+            description="AAC sample rate in Hz; None: the clips' highest when AAC can store it, else 48000",
+            json_schema_extra={"constraint": "one of " + ", ".join(map(str, AAC_SAMPLE_RATES))},
+        )
+        channels: int | None = Field(
+            None, ge=1, le=2, description="AAC channels, 1 (mono) or 2 (stereo); None: the clips' most"
+        )
+        crossfade: float | None = Field(
+            None, ge=0, allow_inf_nan=False,
+            description="seconds of crossfade between clips, as the soundtrack composer's; None: the clips' "
+            "declared padding, else hard cuts",
+        )
+        filename: str = Field("story.mp4", description="file name of the video in the output folder, ending in .mp4")
+
+        _pair = pair("size")
+        _font = check_font_path()
+
+        @field_validator("size")
+        @classmethod
+        def _size(cls, value: tuple[int, int] | None) -> tuple[int, int] | None:
+            if value is not None:
+                for label, v in zip(("width", "height"), value):
+                    if not 2 <= v <= 8192:
+                        raise ValueError(f"size: the {label} must be from 2 to 8192 pixels, got {v}")
+                    _even(f"size: the {label}", v)
+            return value
+
+        @field_validator("width", "height")
+        @classmethod
+        def _even_side(cls, value: int | None, info: ValidationInfo) -> int | None:
+            return None if value is None else _even(str(info.field_name), value)
+
+        @field_validator("sample_rate")
+        @classmethod
+        def _aac_rate(cls, value: int | None) -> int | None:
+            if value is not None and value not in AAC_SAMPLE_RATES:
+                rates = ", ".join(map(str, AAC_SAMPLE_RATES))
+                raise ValueError(f"AAC cannot store sample_rate {value}; use one of {rates}, or None")
+            return value
+
+        @field_validator("filename")
+        @classmethod
+        def _filename(cls, value: str) -> str:
+            if Path(value).name != value or Path(value).suffix != ".mp4":
+                raise ValueError(f"filename must be a file name ending in .mp4 (no folders), got {value!r}")
+            return value
+
+        @model_validator(mode="after")
+        def _one_size(self) -> VideoComposer.Options:
+            if self.size is not None and (self.width is not None or self.height is not None):
+                raise ValueError("give either size = [width, height] or width/height, not both")
+            return self
+
+    options: Options
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        opts = self.options
+        self._fps = frame_rate(opts.fps)
+        self._width, self._height = opts.size if opts.size is not None else (opts.width, opts.height)
+
+    @property
+    def fps(self) -> Fraction:
+        """The exact frame rate: ``options.fps`` as :func:`frame_rate` stores it (29.97 -> 30000/1001)."""
+        return self._fps
 
     def compose(self, story: Story, out_dir: Path) -> list[Path]:
         require_av()
@@ -310,11 +347,11 @@ class VideoComposer(Composer):
         if not images:
             return []
         clips = [a for _, a in story.ordered_audio()]
-        rate = self.sample_rate
+        rate = self.options.sample_rate
         if rate is None and clips:
             top = max(a.sample_rate for a in clips)
             rate = top if top in AAC_SAMPLE_RATES else 48000
-        channels = self.channels
+        channels = self.options.channels
         if channels is None and clips:
             channels = max(a.channels for a in clips)
             if channels > 2:
@@ -322,24 +359,24 @@ class VideoComposer(Composer):
                     f"the clips have {channels} channels but the video's AAC track is mono or stereo; "
                     "pass channels=1 or 2"
                 )
-        timeline = plan_timeline(story, self.fps, self.still_duration, self.crossfade, rate, channels)
+        timeline = plan_timeline(story, self._fps, self.options.still_duration, self.options.crossfade, rate, channels)
         assert timeline is not None  # there are images
         size = self._size(images[0][1].image)
 
         samples: np.ndarray | None = None
         settings: AudioSettings | None = None
-        if self.audio != "none" and timeline.track is not None:
+        if self.options.audio != "none" and timeline.track is not None:
             samples = timeline.track.samples
-            settings = AudioSettings(timeline.track.sample_rate, timeline.track.channels, self.audio_bitrate)
-        elif self.audio == "always":
-            settings = AudioSettings(rate or 48000, channels or 2, self.audio_bitrate)
-            length = int(timeline.frames * settings.sample_rate / self.fps)
+            settings = AudioSettings(timeline.track.sample_rate, timeline.track.channels, self.options.audio_bitrate)
+        elif self.options.audio == "always":
+            settings = AudioSettings(rate or 48000, channels or 2, self.options.audio_bitrate)
+            length = int(timeline.frames * settings.sample_rate / self._fps)
             samples = np.zeros((settings.channels, length), np.float32)
         cues = self._cues(timeline)
-        video = VideoSettings(size[0], size[1], self.fps, self.crf, self.x264_preset, self.threads)
+        video = VideoSettings(size[0], size[1], self._fps, self.options.crf, self.options.x264_preset, self.options.threads)
 
         folder = Path(out_dir)
-        path = folder / self.filename
+        path = folder / self.options.filename
         with atomic_path(path) as tmp:
             write_mp4(tmp, self._frames(story, timeline, size), video, samples, settings, cues)
         info = self._summary(timeline, size, settings, samples, bool(cues))
@@ -349,18 +386,18 @@ class VideoComposer(Composer):
     # -- helpers -----------------------------------------------------------------------------
     def _size(self, first: Image.Image) -> tuple[int, int]:
         w, h = first.size
-        if self.width is not None and self.height is not None:
-            return self.width, self.height
-        if self.width is not None:
-            return self.width, max(2, round(self.width * h / w / 2) * 2)
-        if self.height is not None:
-            return max(2, round(self.height * w / h / 2) * 2), self.height
+        if self._width is not None and self._height is not None:
+            return self._width, self._height
+        if self._width is not None:
+            return self._width, max(2, round(self._width * h / w / 2) * 2)
+        if self._height is not None:
+            return max(2, round(self._height * w / h / 2) * 2), self._height
         if w < 2 or h < 2:
             raise ConfigError(f"the first picture is {w}x{h} px; a video needs 2x2 or more: pass size = [w, h]")
         return w - w % 2, h - h % 2
 
     def _cues(self, timeline: Timeline) -> list[Cue]:
-        if not self.subtitles:
+        if not self.options.subtitles:
             return []
 
         def ms(frame: int) -> int:
@@ -376,7 +413,7 @@ class VideoComposer(Composer):
         cache: dict[tuple[int | None, str], np.ndarray] = {}
 
         def picture(shot: Shot) -> np.ndarray:
-            key = (shot.picture, shot.caption if self.burn_captions else "")
+            key = (shot.picture, shot.caption if self.options.burn_captions else "")
             if key not in cache:
                 if len(cache) > 8:  # shots come in order: older pictures are not needed again
                     cache.pop(next(iter(cache)))
@@ -384,14 +421,14 @@ class VideoComposer(Composer):
                     image = Image.new("RGB", size, "black")
                 else:
                     image = fit_picture(story.images[shot.picture].image, size)
-                if self.burn_captions:
-                    image = draw_caption(image, shot.caption, self.font_size, self.font_path)
+                if self.options.burn_captions:
+                    image = draw_caption(image, shot.caption, self.options.font_size, self.options.font_path)
                 cache[key] = np.asarray(image, dtype=np.uint8)
             return cache[key]
 
         shots = timeline.shots
         span = [s.end_frame - s.first_frame for s in shots]
-        width = self.transition * float(timeline.fps)
+        width = self.options.transition * float(timeline.fps)
         # half-width (frames) of the dissolve into shot k; at most half of either neighbour
         half = [0.0] + [min(width, span[k - 1], span[k]) / 2 for k in range(1, len(shots))]
 
@@ -420,16 +457,16 @@ class VideoComposer(Composer):
     ) -> dict[str, Any]:
         track = timeline.track
         return {
-            "file": self.filename,
+            "file": self.options.filename,
             "width": size[0],
             "height": size[1],
             "fps": float(timeline.fps),
             "fps_fraction": f"{timeline.fps.numerator}/{timeline.fps.denominator}",
             "frames": timeline.frames,
             "duration": float(timeline.frames / timeline.fps),
-            "transition": self.transition,
+            "transition": self.options.transition,
             "subtitles": subtitles,
-            "burn_captions": self.burn_captions,
+            "burn_captions": self.options.burn_captions,
             "audio": None
             if settings is None or samples is None
             else {
