@@ -34,7 +34,7 @@ def special(tok):
 def planner_rt():
     from storysdk_audiostory.loading import load_planner_runtime
 
-    return load_planner_runtime(preset="tiny", checkpoint=None, base_llm=None, device="cpu", dtype="float32", seed=0)
+    return load_planner_runtime(preset="tiny", checkpoint=None, base_llm=None, device="cpu", dtype="float32", weights_seed=0)
 
 
 @pytest.fixture(scope="session")
@@ -42,4 +42,4 @@ def audio_rt():
     from storysdk_audiostory.loading import load_audio_runtime
 
     return load_audio_runtime(preset="tiny", checkpoint=None, vae=None, text_encoder=None, device="cpu",
-                              dtype="float32", seed=0, component="test")
+                              dtype="float32", weights_seed=0, component="generator 'test'")

@@ -139,7 +139,7 @@ def test_planner_with_response_builds_scenes(planner_rt):
     # the states are those of the <t5_k> inputs in context (independent check by teacher forcing)
     tok, special = planner_rt.tokenizer, planner_rt.special
     prompt_ids = tok.encode(plan.metadata["instruction"], add_special_tokens=False)
-    ids = expand_query_blocks(tok.encode(planner.response, add_special_tokens=False), special)
+    ids = expand_query_blocks(tok.encode(planner.options.response, add_special_tokens=False), special)
     full = planner_rt.llm.model(input_ids=torch.tensor([prompt_ids + ids])).last_hidden_state[0, len(prompt_ids):]
     second_t5 = [i for i, t in enumerate(ids) if t == special.t5_open][1]
     assert torch.allclose(q["t5"], full[second_t5 + 1 : second_t5 + 65], atol=TOL)

@@ -85,7 +85,7 @@ def test_generator_errors(audio_rt):
     bare = [Scene(0, prompt="rain", duration=2.0)]
     with pytest.raises(ConfigError, match="no 'tangoflux-cond' tokens"):
         _run(_gen(AudioStoryGenerator, audio_rt), bare, StoryPlan(scenes=bare))
-    with pytest.raises(ConfigError, match="steps must be at least 1"):
+    with pytest.raises(ConfigError, match="option steps=0: input should be greater than or equal to 1"):
         AudioStoryGenerator(preset="tiny", steps=0)
 
 
@@ -93,7 +93,7 @@ def test_tangoflux_batched_by_length():
     from storysdk_audiostory.loading import load_audio_runtime
 
     audio_rt = load_audio_runtime(preset="tiny", checkpoint=None, vae=None, text_encoder=None, device="cpu",
-                                  dtype="float32", seed=0, component="tangoflux")
+                                  dtype="float32", weights_seed=0, component="generator 'tangoflux'")
     scenes = [Scene(0, prompt="rain", duration=2.0), Scene(1, prompt="a dog barks at the door", duration=1.5),
               Scene(2, prompt="wind", duration=2.5)]
     plan = StoryPlan(scenes=scenes)

@@ -8,24 +8,45 @@ inference path's single division (the released training code's double scaling is
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import field_validator
 from storysdk.errors import ConfigError
 from storysdk.interfaces import RenderContext, Tokenizer
-from storysdk.model import Scene, Tokens
+from storysdk.model import Scene, StoryPlan, Tokens
+from storysdk.options import Field
 
 from .generators import COND_KIND
+from .options import AudioStoryDeviceOptions, folder_path
 from .planner import QUERIES_KIND
 
 if TYPE_CHECKING:
-    from .loading import BridgeRuntime
+    from .runtime import BridgeRuntime
 
 __all__ = ["AudioStoryBridge"]
 
+_MIXED_SHAPES = "scenes carry query states of different shapes; plan them with one planner"
+
+
+def _no_queries(scene: Scene) -> str:
+    return (
+        f"scene {scene.index} has no {QUERIES_KIND!r} tokens; the audiostory-bridge tokenizer needs a plan "
+        "from the 'audiostory' planner (for other planners use the 'tangoflux' generator)"
+    )
+
+
+def _shape(tok: Tokens, key: str) -> tuple[int, ...]:
+    value = tok.tensors.get(key)
+    if value is None or not hasattr(value, "shape"):
+        raise ConfigError(f"{QUERIES_KIND!r} tokens made by {tok.made_by!r} have no {key!r} tensor; re-plan the story")
+    return tuple(int(d) for d in value.shape)
+
 
 class AudioStoryBridge(Tokenizer):
-    """Projection heads + 8-head fuser. Options: ``preset``, ``checkpoint`` (AudioStory release
-    folder), ``t5_feature_scale`` (default: the checkpoint's config, else 10.0), ``device``, ``dtype``."""
+    """Projection heads + 8-head fuser (declared options: ``storysdk plugins --options
+    audiostory-bridge``): ``checkpoint`` (AudioStory release folder), ``t5_feature_scale``
+    (default: the checkpoint's config, else 10.0), and ``preset``, ``device``, ``dtype``,
+    ``weights_seed`` (tiny weights)."""
 
     name = "audiostory-bridge"
     description = "AudioStory bridge: projection heads + 8-head fuser turn LLM query states into DiT conditioning"
@@ -33,24 +54,24 @@ class AudioStoryBridge(Tokenizer):
     produces = COND_KIND
     consumes: ClassVar[tuple[str, ...]] = (QUERIES_KIND,)
 
-    def __init__(
-        self,
-        *,
-        preset: str | None = None,
-        checkpoint: str | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        t5_feature_scale: float | None = None,
-        seed: int = 0,
-    ) -> None:
-        if t5_feature_scale is not None and not t5_feature_scale > 0:
-            raise ConfigError(f"t5_feature_scale must be positive, got {t5_feature_scale}")
-        self.preset = preset
-        self.checkpoint = checkpoint
-        self.device = device
-        self.dtype = dtype
-        self.t5_feature_scale = t5_feature_scale
-        self.seed = int(seed)
+    class Options(AudioStoryDeviceOptions):
+        checkpoint: str | None = Field(
+            None,
+            description="the AudioStory release folder (config.yaml + pytorch_model.bin); needed unless preset='tiny'",
+        )
+        t5_feature_scale: float | None = Field(
+            None,
+            gt=0,
+            description="divisor of the fused conditioning (None: the checkpoint's config, else 10.0; "
+            "docs/audiostory.md §9)",
+        )
+
+        _paths = field_validator("checkpoint", mode="before")(folder_path)
+
+    options: Options
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
         self._rt: BridgeRuntime | None = None
 
     def runtime(self) -> BridgeRuntime:
@@ -58,11 +79,23 @@ class AudioStoryBridge(Tokenizer):
         if self._rt is None:
             from .loading import load_bridge_runtime
 
+            o = self.options
             self._rt = load_bridge_runtime(
-                preset=self.preset, checkpoint=self.checkpoint, device=self.device, dtype=self.dtype,
-                seed=self.seed, component=self.name,
+                preset=o.preset, checkpoint=o.checkpoint, device=o.device, dtype=o.dtype,
+                weights_seed=o.weights_seed, component=f"tokenizer {self.name!r}",
             )
         return self._rt
+
+    def check_plan(self, plan: StoryPlan) -> None:
+        """Every scene carries the ``audiostory-queries`` of the ``audiostory`` planner, all of one shape."""
+        shapes = set()
+        for scene in plan.scenes:
+            tok = scene.tokens.get(QUERIES_KIND)
+            if tok is None:
+                raise ConfigError(_no_queries(scene))
+            shapes.add((_shape(tok, "t5"), _shape(tok, "aud")))
+        if len(shapes) > 1:
+            raise ConfigError(_MIXED_SHAPES)
 
     def tokenize(self, scenes: Sequence[Scene], ctx: RenderContext) -> list[Tokens]:
         """One ``tangoflux-cond`` :class:`Tokens` (``cond``: (N, 1024)) per scene, all scenes in one batch."""
@@ -75,20 +108,17 @@ class AudioStoryBridge(Tokenizer):
         for scene in scenes:
             tok = scene.tokens.get(QUERIES_KIND)
             if tok is None:
-                raise ConfigError(
-                    f"scene {scene.index} has no {QUERIES_KIND!r} tokens; the audiostory-bridge tokenizer needs a plan "
-                    "from the 'audiostory' planner (for other planners use the 'tangoflux' generator)"
-                )
+                raise ConfigError(_no_queries(scene))
             t5.append(torch.as_tensor(tok["t5"]))
             aud.append(torch.as_tensor(tok["aud"]))
         if len({x.shape for x in t5}) != 1 or len({x.shape for x in aud}) != 1:
-            raise ConfigError("scenes carry query states of different shapes; plan them with one planner")
+            raise ConfigError(_MIXED_SHAPES)
         if t5[0].shape[-1] != rt.heads.llm_dim:
             raise ConfigError(
                 f"query states are {t5[0].shape[-1]} wide but the bridge expects {rt.heads.llm_dim}; "
                 "use the same preset/checkpoint for the planner and the bridge"
             )
-        scale = self.t5_feature_scale if self.t5_feature_scale is not None else rt.scale
+        scale = self.options.t5_feature_scale if self.options.t5_feature_scale is not None else rt.scale
         with torch.no_grad():
             cond = rt.heads(
                 torch.stack(t5).to(rt.device, rt.dtype), torch.stack(aud).to(rt.device, rt.dtype), scale

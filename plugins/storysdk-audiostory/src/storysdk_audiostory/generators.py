@@ -34,11 +34,15 @@ from collections.abc import Iterator, Sequence
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import attrs
+from pydantic import field_validator
 from storysdk.errors import ConfigError
 from storysdk.interfaces import Generator, RenderContext
-from storysdk.model import AudioAsset, Scene
+from storysdk.model import AudioAsset, Scene, StoryPlan
+from storysdk.options import Field
 
 from . import constants as C
+from .options import AudioStoryDeviceOptions, folder_path
+from .planner import QUERIES_KIND
 
 if TYPE_CHECKING:
     import torch
@@ -64,60 +68,56 @@ class _Job:
         return self.duration + self.pad
 
 
+class _DiTOptions(AudioStoryDeviceOptions):
+    """The options both DiT generators declare (their defaults differ: see each subclass)."""
+
+    checkpoint: str | None = Field(
+        None,
+        description="the AudioStory release folder (config.yaml + pytorch_model.bin); needed unless preset='tiny'",
+    )
+    vae: str | None = Field(
+        None, description="folder of the Oobleck VAE (config.json + model.safetensors), with the AudioStory release"
+    )
+    text_encoder: str | None = Field(None, description="local flan-t5-large folder (tokenizer, config, encoder)")
+    steps: int = Field(
+        C.AUDIOSTORY_STEPS, ge=1, description="flow-matching Euler steps of the DiT (docs/audiostory.md §1.6)"
+    )
+    guidance: float = Field(
+        C.AUDIOSTORY_GUIDANCE, ge=0, description="classifier-free guidance scale (docs/audiostory.md §1.6)"
+    )
+    crossfade: float = Field(
+        C.CROSSFADE_SECONDS,
+        ge=0,
+        description="seconds of padding on every clip but the story's last, for a crossfade join of that length "
+        "(docs/audiostory.md §1.7)",
+    )
+    target_sr: int = Field(
+        C.TARGET_SAMPLE_RATE, gt=0, description="sample rate of the clips, Hz (docs/audiostory.md §1.7)"
+    )
+    noise_seed: int | None = Field(
+        None,
+        description="seed of every clip's initial noise (None: each scene's own seed; 0: upstream, "
+        "docs/audiostory.md §9)",
+    )
+    dit_batch: int | None = Field(
+        None, ge=1, description="clips per DiT batch (None: all on CPU, sized from free GPU memory on CUDA)"
+    )
+    vae_batch: int = Field(1, ge=1, description="clips decoded by the VAE at a time (the memory-hungry part)")
+
+    _paths = field_validator("checkpoint", "vae", "text_encoder", mode="before")(folder_path)
+
+
 class _DiTGenerator(Generator):
     modality = "audio"
     batching = True
     needs_gpu = True
     tiny_preset = True
-    default_steps: ClassVar[int] = C.AUDIOSTORY_STEPS
-    default_guidance: ClassVar[float] = C.AUDIOSTORY_GUIDANCE
+    Options: ClassVar[type[_DiTOptions]] = _DiTOptions
+    options: _DiTOptions
 
-    def __init__(
-        self,
-        *,
-        preset: str | None = None,
-        checkpoint: str | None = None,
-        vae: str | None = None,
-        text_encoder: str | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        steps: int | None = None,
-        guidance: float | None = None,
-        crossfade: float | None = None,
-        target_sr: int = C.TARGET_SAMPLE_RATE,
-        noise_seed: int | None = None,
-        dit_batch: int | None = None,
-        vae_batch: int = 1,
-        seed: int = 0,
-    ) -> None:
-        self.preset = preset
-        self.checkpoint = checkpoint
-        self.vae_path = vae
-        self.text_encoder = text_encoder
-        self.device = device
-        self.dtype = dtype
-        self.steps = int(steps if steps is not None else self.default_steps)
-        self.guidance = float(guidance if guidance is not None else self.default_guidance)
-        self.crossfade = float(crossfade if crossfade is not None else self._default_crossfade())
-        self.target_sr = int(target_sr)
-        self.noise_seed = noise_seed
-        self.dit_batch = dit_batch
-        self.vae_batch = int(vae_batch)
-        self.seed = int(seed)
-        if self.steps < 1:
-            raise ConfigError(f"steps must be at least 1, got {self.steps}")
-        if self.crossfade < 0:
-            raise ConfigError(f"crossfade must be >= 0 seconds, got {self.crossfade}")
-        if self.target_sr <= 0:
-            raise ConfigError(f"target_sr must be a positive number of Hz, got {target_sr}")
-        if dit_batch is not None and dit_batch < 1:
-            raise ConfigError(f"dit_batch must be >= 1 (or None for automatic), got {dit_batch}")
-        if self.vae_batch < 1:
-            raise ConfigError(f"vae_batch must be >= 1, got {vae_batch}")
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
         self._rt: AudioRuntime | None = None
-
-    def _default_crossfade(self) -> float:
-        return C.CROSSFADE_SECONDS
 
     # -- models ------------------------------------------------------------------------------
     def runtime(self) -> AudioRuntime:
@@ -125,17 +125,56 @@ class _DiTGenerator(Generator):
         if self._rt is None:
             from .loading import load_audio_runtime
 
+            o = self.options
             self._rt = load_audio_runtime(
-                preset=self.preset,
-                checkpoint=self.checkpoint,
-                vae=self.vae_path,
-                text_encoder=self.text_encoder,
-                device=self.device,
-                dtype=self.dtype,
-                seed=self.seed,
-                component=self.name,
+                preset=o.preset,
+                checkpoint=o.checkpoint,
+                vae=o.vae,
+                text_encoder=o.text_encoder,
+                device=o.device,
+                dtype=o.dtype,
+                weights_seed=o.weights_seed,
+                component=f"generator {self.name!r}",
             )
         return self._rt
+
+    def _clip_window(self) -> float | None:
+        """Seconds one DiT clip holds, known without loading a model (``None``: not known yet)."""
+        if self._rt is not None:
+            return self._rt.clip_seconds
+        import warnings
+
+        from storysdk.runtime import resolve_preset
+
+        from .loading import tiny_clip_seconds
+        from .release import release_clip_seconds
+
+        o = self.options
+        with warnings.catch_warnings():  # preset='auto' warns when the model is loaded, not here
+            warnings.simplefilter("ignore")
+            preset = resolve_preset(o.preset, o.checkpoint)
+        return tiny_clip_seconds() if preset == "tiny" else release_clip_seconds(o.checkpoint, o.vae)
+
+    def _padding(self, scene: Scene, last: int) -> tuple[float, float]:
+        duration = float(scene.duration) if scene.duration is not None else C.TANGOFLUX_DEFAULT_DURATION
+        return duration, (self.options.crossfade if scene.index != last else 0.0)
+
+    def check_plan(self, plan: StoryPlan) -> None:
+        """Every scene (with its crossfade padding) fits one DiT clip and has conditioning."""
+        if not plan.scenes:
+            return
+        for scene in plan.scenes:
+            self._check_scene(scene)
+        window = self._clip_window()
+        if window is None:
+            return
+        last = max(s.index for s in plan.scenes)
+        for scene in plan.scenes:
+            duration, pad = self._padding(scene, last)
+            _check_fits(scene, duration, pad, window)
+
+    def _check_scene(self, scene: Scene) -> None:
+        """Refuse a scene this generator has no conditioning for (subclasses)."""
 
     # -- per-scene conditioning (subclasses) ---------------------------------------------------
     def _conditioning(self, scene: Scene, rt: AudioRuntime) -> tuple[torch.Tensor, torch.Tensor | None]:
@@ -153,23 +192,19 @@ class _DiTGenerator(Generator):
         plan_indices = [s.index for s in ctx.plan.scenes] or [s.index for s in scenes]
         last = max(plan_indices)
         jobs: list[_Job] = []
+        noise_seed = self.options.noise_seed
         for scene in sorted(scenes, key=lambda s: s.index):
-            duration = float(scene.duration) if scene.duration is not None else C.TANGOFLUX_DEFAULT_DURATION
-            pad = self.crossfade if scene.index != last else 0.0
-            if duration + pad > rt.clip_seconds + 1e-6:
-                raise ConfigError(
-                    f"scene {scene.index}: {duration:.2f} s (+{pad:.2f} s crossfade padding) is longer than the "
-                    f"{rt.clip_seconds:.2f} s the DiT renders in one clip; split the scene or shorten it"
-                )
+            duration, pad = self._padding(scene, last)
+            _check_fits(scene, duration, pad, rt.clip_seconds)
             cond, mask = self._conditioning(scene, rt)
-            seed = int(self.noise_seed) if self.noise_seed is not None else ctx.scene_seed(scene)
+            seed = int(noise_seed) if noise_seed is not None else ctx.scene_seed(scene)
             jobs.append(_Job(scene, cond, mask, duration, pad, seed))
         groups: dict[int, list[_Job]] = {}
         for job in jobs:
             groups.setdefault(int(job.cond.shape[1]), []).append(job)
         done = 0
         for length, group in groups.items():
-            size = self.dit_batch or _auto_batch(rt, length, len(group))
+            size = self.options.dit_batch or _auto_batch(rt, length, len(group))
             for start in range(0, len(group), size):
                 chunk = group[start : start + size]
                 for asset in self._render_chunk(chunk, length, rt, ctx, done, len(jobs)):
@@ -209,33 +244,42 @@ class _DiTGenerator(Generator):
         def on_step(i: int, n: int) -> None:
             ctx.report(i, n, first, f"DiT step {i}/{n} for {len(chunk)} clip(s)")
 
+        o = self.options
         latents = sample_latents(
             dit, cond, uncond, pooled_c, pooled_u, durations, noise,
-            steps=self.steps, guidance=self.guidance, on_step=on_step,
+            steps=o.steps, guidance=o.guidance, on_step=on_step,
         )
         rate = rt.sample_rate
-        for start in range(0, len(chunk), self.vae_batch):
-            part = chunk[start : start + self.vae_batch]
+        for start in range(0, len(chunk), o.vae_batch):
+            part = chunk[start : start + o.vae_batch]
             waves = rt.decode(latents[start : start + len(part)]).cpu().numpy()
             for job, wave in zip(part, waves):
                 clip = wave[:, : int(job.seconds * rate)]  # trim, §1.7
-                samples = resample(clip, rate, self.target_sr) if self.target_sr != rate else clip
+                samples = resample(clip, rate, o.target_sr) if o.target_sr != rate else clip
                 ctx.report(done + 1, total, job.scene.index, "clip decoded")
                 done += 1
                 yield AudioAsset(
                     job.scene.index,
                     samples,
-                    sample_rate=self.target_sr,
+                    sample_rate=o.target_sr,
                     made_by=self.name,
                     metadata={
                         "duration": job.duration,
                         "generated_seconds": job.seconds,
                         "crossfade": job.pad,
                         "noise_seed": job.seed,
-                        "steps": self.steps,
-                        "guidance": self.guidance,
+                        "steps": o.steps,
+                        "guidance": o.guidance,
                     },
                 )
+
+
+def _check_fits(scene: Scene, duration: float, pad: float, window: float) -> None:
+    if duration + pad > window + 1e-6:
+        raise ConfigError(
+            f"scene {scene.index}: {duration:.2f} s (+{pad:.2f} s crossfade padding) is longer than the "
+            f"{window:.2f} s the DiT renders in one clip; split the scene or shorten it"
+        )
 
 
 def _auto_batch(rt: AudioRuntime, length: int, count: int) -> int:
@@ -254,25 +298,32 @@ def _auto_batch(rt: AudioRuntime, length: int, count: int) -> int:
 class AudioStoryGenerator(_DiTGenerator):
     """AudioStory's DiT path (docs/audiostory.md §1.6-§1.7) on the ``tangoflux-cond`` tokens of each scene.
 
-    Options: ``preset`` ("tiny" or the released weights), ``checkpoint`` (the AudioStory release
+    Options (``storysdk plugins --options audiostory``): ``checkpoint`` (the AudioStory release
     folder: ``config.yaml`` + ``pytorch_model.bin``), ``vae`` (folder with the Oobleck
     ``config.json`` + ``model.safetensors``), ``text_encoder`` (local flan-t5-large, for the
     unconditional embedding only), ``steps`` (50), ``guidance`` (4.0), ``crossfade`` (3.0 s of
     padding on every clip but the last), ``target_sr`` (32000), ``noise_seed`` (None: per-scene
-    seeds; 0: upstream), ``dit_batch``, ``vae_batch``, ``device``, ``dtype``.
+    seeds; 0: upstream), ``dit_batch``, ``vae_batch``, and ``preset``, ``device``, ``dtype``,
+    ``weights_seed`` (tiny weights).
     """
 
     name = "audiostory"
     description = "AudioStory: TangoFlux DiT + Oobleck VAE on the LLM's fused bridging queries (32 kHz stereo)"
     consumes = (COND_KIND,)
 
+    class Options(_DiTOptions):
+        """AudioStory's defaults: 50 steps, guidance 4.0, 3 s crossfade padding (docs/audiostory.md §1.6-§1.7)."""
+
+    options: Options
+
+    def _check_scene(self, scene: Scene) -> None:
+        if COND_KIND not in scene.tokens and QUERIES_KIND not in scene.tokens:
+            raise ConfigError(_no_cond(scene))
+
     def _conditioning(self, scene: Scene, rt: AudioRuntime) -> tuple[torch.Tensor, None]:
         tok = scene.tokens.get(COND_KIND)
         if tok is None:
-            raise ConfigError(
-                f"scene {scene.index} has no {COND_KIND!r} tokens; run the 'audiostory-bridge' tokenizer on a plan "
-                "from the 'audiostory' planner, or use the 'tangoflux' generator for scenes from other planners"
-            )
+            raise ConfigError(_no_cond(scene))
         cond = tok["cond"]
         if cond.ndim == 2:
             cond = cond[None]
@@ -290,6 +341,13 @@ class AudioStoryGenerator(_DiTGenerator):
         return states
 
 
+def _no_cond(scene: Scene) -> str:
+    return (
+        f"scene {scene.index} has no {COND_KIND!r} tokens; run the 'audiostory-bridge' tokenizer on a plan "
+        "from the 'audiostory' planner, or use the 'tangoflux' generator for scenes from other planners"
+    )
+
+
 class TangoFluxGenerator(_DiTGenerator):
     """Plain TangoFlux text-to-audio (docs/audiostory.md §2) from each scene's prompt (or caption).
 
@@ -297,22 +355,48 @@ class TangoFluxGenerator(_DiTGenerator):
     release folder (``config.json``, ``tangoflux.safetensors``, ``vae.safetensors``; the Flan-T5
     tokenizer comes from ``text_encoder``) or the AudioStory release folder, whose fine-tuned DiT
     is then used. Defaults as ``TangoFluxInference.generate``: 25 steps, guidance 4.5; no
-    crossfade padding unless ``crossfade`` is set.
+    crossfade padding unless ``crossfade`` is set (``storysdk plugins --options tangoflux``).
     """
 
     name = "tangoflux"
     description = "TangoFlux text-to-audio (Flan-T5 -> DiT -> Oobleck VAE) for scenes from any planner"
-    default_steps = C.TANGOFLUX_STEPS
-    default_guidance = C.TANGOFLUX_GUIDANCE
 
-    def _default_crossfade(self) -> float:
-        return 0.0
+    class Options(_DiTOptions):
+        """TangoFlux's defaults (``TangoFluxInference.generate``, §2): 25 steps, guidance 4.5, no padding."""
+
+        checkpoint: str | None = Field(
+            None,
+            description="TangoFlux's release folder (config.json, tangoflux.safetensors, vae.safetensors) or "
+            "the AudioStory release folder; needed unless preset='tiny'",
+        )
+        steps: int = Field(
+            C.TANGOFLUX_STEPS, ge=1, description="flow-matching Euler steps of the DiT (docs/audiostory.md §2)"
+        )
+        guidance: float = Field(
+            C.TANGOFLUX_GUIDANCE, ge=0, description="classifier-free guidance scale (docs/audiostory.md §2)"
+        )
+        crossfade: float = Field(
+            0.0,
+            ge=0,
+            description="seconds of padding on every clip but the story's last, for a crossfade join of that length "
+            "(0: independent clips, joined by hard cuts)",
+        )
+
+    options: Options
+
+    def _check_scene(self, scene: Scene) -> None:
+        if not (scene.prompt or scene.caption or "").strip():
+            raise ConfigError(_no_text(scene))
 
     def _conditioning(self, scene: Scene, rt: AudioRuntime) -> tuple[torch.Tensor, torch.Tensor]:
         text = scene.prompt or scene.caption
         if not text.strip():
-            raise ConfigError(f"scene {scene.index} has no prompt or caption for TangoFlux to voice; give it one")
+            raise ConfigError(_no_text(scene))
         return rt.encode_caption(text)
 
     def _uncond(self, length: int, rt: AudioRuntime) -> tuple[torch.Tensor, torch.Tensor]:
         return rt.uncond_states(length)
+
+
+def _no_text(scene: Scene) -> str:
+    return f"scene {scene.index} has no prompt or caption for TangoFlux to voice; give it one"

@@ -20,15 +20,18 @@ from __future__ import annotations
 import random
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from pydantic import field_validator
 from storysdk.errors import ConfigError
 from storysdk.interfaces import Planner
 from storysdk.model import Scene, StoryPlan, StoryRequest, Tokens
+from storysdk.options import Field
 
 from . import constants as C
+from .options import AudioStoryDeviceOptions, folder_path
 
 if TYPE_CHECKING:
     from .grammar import SpecialIds
-    from .loading import PlannerRuntime
+    from .runtime import PlannerRuntime
 
 __all__ = ["QUERIES_KIND", "AudioStoryPlanner", "build_instruction", "expand_query_blocks"]
 
@@ -74,13 +77,12 @@ def expand_query_blocks(ids: list[int], special: SpecialIds) -> list[int]:
 class AudioStoryPlanner(Planner):
     """AudioStory's LLM event planner (docs/audiostory.md §1.3-§1.5).
 
-    Options: ``preset`` ("tiny" or released weights), ``checkpoint`` (AudioStory release folder),
-    ``base_llm`` (local Qwen2.5-3B-Instruct folder; default from the checkpoint's config),
-    ``max_new_tokens`` (1600), ``one_pass`` (append query blocks in one forward pass; False =
-    upstream's forced single steps), ``prompt_seed`` (0: picks the opener as upstream) or ``lead``,
-    ``duration`` (total seconds when the request has none), ``response`` (teacher-forced answer),
-    ``repair`` (documented repairs of bad durations, see :mod:`.timing`, else errors),
-    ``total_tolerance`` (0.25), ``crossfade`` (3.0 s, for the clip-length check), ``device``, ``dtype``.
+    Options (declared in :class:`AudioStoryPlanner.Options`; ``storysdk plugins --options
+    audiostory``): ``checkpoint`` (the AudioStory release folder; needed unless ``preset="tiny"``),
+    ``base_llm``, ``max_new_tokens`` (1600), ``one_pass``, ``prompt_seed`` (0) or ``lead``,
+    ``duration``, ``response`` (a teacher-forced answer), ``repair``, ``total_tolerance`` (0.25),
+    ``crossfade`` (3.0 s), and the device options ``preset``, ``device``, ``dtype``,
+    ``weights_seed`` (tiny weights).
     """
 
     name = "audiostory"
@@ -89,48 +91,53 @@ class AudioStoryPlanner(Planner):
     tiny_preset = True
     produces: ClassVar[str] = QUERIES_KIND
 
-    def __init__(
-        self,
-        *,
-        preset: str | None = None,
-        checkpoint: str | None = None,
-        base_llm: str | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        max_new_tokens: int = C.MAX_NEW_TOKENS,
-        one_pass: bool = True,
-        prompt_seed: int = 0,
-        lead: str | None = None,
-        duration: float | None = None,
-        response: str | None = None,
-        repair: bool = True,
-        total_tolerance: float = 0.25,
-        crossfade: float = C.CROSSFADE_SECONDS,
-        seed: int = 0,
-    ) -> None:
-        if max_new_tokens < 1:
-            raise ConfigError(f"max_new_tokens must be at least 1, got {max_new_tokens}")
-        if duration is not None and not duration > 0:
-            raise ConfigError(f"duration must be a positive number of seconds, got {duration}")
-        if not total_tolerance >= 0:
-            raise ConfigError(f"total_tolerance must be >= 0 (a fraction of the total), got {total_tolerance}")
-        if crossfade < 0:
-            raise ConfigError(f"crossfade must be >= 0 seconds, got {crossfade}")
-        self.preset = preset
-        self.checkpoint = checkpoint
-        self.base_llm = base_llm
-        self.device = device
-        self.dtype = dtype
-        self.max_new_tokens = int(max_new_tokens)
-        self.one_pass = bool(one_pass)
-        self.prompt_seed = int(prompt_seed)
-        self.lead = lead
-        self.duration = duration
-        self.response = response
-        self.repair = bool(repair)
-        self.total_tolerance = float(total_tolerance)
-        self.crossfade = float(crossfade)
-        self.seed = int(seed)
+    class Options(AudioStoryDeviceOptions):
+        checkpoint: str | None = Field(
+            None,
+            description="the AudioStory release folder (config.yaml + pytorch_model.bin); needed unless preset='tiny'",
+        )
+        base_llm: str | None = Field(
+            None, description="local Qwen2.5-3B-Instruct folder (None: the folder the checkpoint's config.yaml names)"
+        )
+        max_new_tokens: int = Field(
+            C.MAX_NEW_TOKENS, ge=1, description="token budget of the LLM's answer (docs/audiostory.md §1.4)"
+        )
+        one_pass: bool = Field(
+            True,
+            description="append each query block in one forward pass (False: upstream's forced single steps; "
+            "same states, more passes)",
+        )
+        prompt_seed: int = Field(
+            0, description="picks the instruction's opener as upstream's random.seed does (docs/audiostory.md §1.3)"
+        )
+        lead: str | None = Field(None, description="the instruction's opener, instead of the one prompt_seed picks")
+        duration: float | None = Field(
+            None, gt=0, description="total seconds of the story when StoryRequest.duration is unset"
+        )
+        response: str | None = Field(
+            None,
+            description="an assistant response to teacher-force instead of decoding (the tiny preset's random "
+            "weights cannot write one); each <t5>/<aud> opener gets its query tokens",
+        )
+        repair: bool = Field(
+            True, description="make the documented repairs of a bad stream or bad durations (False: raise instead)"
+        )
+        total_tolerance: float = Field(
+            0.25, ge=0, description="how far the events' sum may miss the requested total, as a fraction of it"
+        )
+        crossfade: float = Field(
+            C.CROSSFADE_SECONDS,
+            ge=0,
+            description="crossfade padding (seconds) the generator adds to every clip but the last, for the "
+            "clip-length check (docs/audiostory.md §1.7)",
+        )
+
+        _paths = field_validator("checkpoint", "base_llm", mode="before")(folder_path)
+
+    options: Options
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
         self._rt: PlannerRuntime | None = None
 
     def runtime(self) -> PlannerRuntime:
@@ -138,23 +145,25 @@ class AudioStoryPlanner(Planner):
         if self._rt is None:
             from .loading import load_planner_runtime
 
+            o = self.options
             self._rt = load_planner_runtime(
-                preset=self.preset, checkpoint=self.checkpoint, base_llm=self.base_llm,
-                device=self.device, dtype=self.dtype, seed=self.seed, component=self.name,
+                preset=o.preset, checkpoint=o.checkpoint, base_llm=o.base_llm, device=o.device, dtype=o.dtype,
+                weights_seed=o.weights_seed, component=f"planner {self.name!r}",
             )
         return self._rt
 
     def prompt_for(self, request: StoryRequest) -> tuple[str, str, float]:
         """(ChatML prompt, lead, total seconds) for ``request``."""
+        o = self.options
         story = (request.prompt or "").strip()
         if not story:
             raise ConfigError("the audiostory planner needs StoryRequest.prompt: the story to turn into audio events")
-        total = request.duration if request.duration is not None else self.duration
+        total = request.duration if request.duration is not None else o.duration
         if total is None:
             raise ConfigError(
                 "AudioStory plans to a total length: set StoryRequest.duration (seconds) or the planner's duration option"
             )
-        instruction, lead = build_instruction(story, total, prompt_seed=self.prompt_seed, lead=self.lead)
+        instruction, lead = build_instruction(story, total, prompt_seed=o.prompt_seed, lead=o.lead)
         return chatml_prompt(instruction), lead, float(total)
 
     def plan(self, request: StoryRequest) -> StoryPlan:
@@ -163,25 +172,26 @@ class AudioStoryPlanner(Planner):
         from .grammar import parse_stream
         from .timing import resolve_durations
 
+        o = self.options
         prompt, lead, total = self.prompt_for(request)
         rt = self.runtime()
         tok, special = rt.tokenizer, rt.special
         prompt_ids = tok.encode(prompt, add_special_tokens=False)
-        if self.response is not None:
-            ids = expand_query_blocks(tok.encode(self.response, add_special_tokens=False), special)
+        if o.response is not None:
+            ids = expand_query_blocks(tok.encode(o.response, add_special_tokens=False), special)
             hidden = teacher_force(rt.llm, prompt_ids, ids)
             stop, passes = "response", 1
         else:
-            result = greedy_decode(rt.llm, prompt_ids, special, max_new_tokens=self.max_new_tokens, one_pass=self.one_pass)
+            result = greedy_decode(rt.llm, prompt_ids, special, max_new_tokens=o.max_new_tokens, one_pass=o.one_pass)
             ids, hidden, stop, passes = result.ids, result.hidden, result.stop, result.forward_passes
 
         def decode(part: Any) -> str:
             return tok.decode(list(part), skip_special_tokens=False)
 
-        parsed = parse_stream(ids, special, decode, repair=self.repair)
+        parsed = parse_stream(ids, special, decode, repair=o.repair)
         durations, notes = resolve_durations(
             [e.duration for e in parsed.events], total, max_clip=rt.max_clip_seconds,
-            crossfade=self.crossfade, tolerance=self.total_tolerance, repair=self.repair,
+            crossfade=o.crossfade, tolerance=o.total_tolerance, repair=o.repair,
         )
         scenes = []
         for i, (event, d) in enumerate(zip(parsed.events, durations)):

@@ -1,7 +1,8 @@
 """Model sizes and builders: the ``tiny`` preset (toy sizes, seeded random weights, offline) and
 the released sizes (for random-weight benchmarks and for building modules that a checkpoint fills).
 
-Every builder seeds inside ``torch.random.fork_rng`` so it never disturbs the caller's RNG.
+Every builder seeds inside :func:`storysdk.runtime.seeded` (a forked torch RNG), so it never
+disturbs the caller's RNG.
 Importing this module does not import torch.
 """
 
@@ -87,10 +88,9 @@ FULL: dict[str, Any] = {
 
 
 def _seeded(seed: int, make: Any) -> Any:
-    import torch
+    from storysdk.runtime import seeded
 
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(seed)
+    with seeded(seed):
         module = make()
     return module.eval()
 

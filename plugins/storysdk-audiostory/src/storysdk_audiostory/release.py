@@ -31,11 +31,10 @@ from . import constants as C
 if TYPE_CHECKING:
     import torch
 
-    from .loading import BridgeRuntime, PlannerRuntime
-    from .runtime import AudioRuntime
+    from .runtime import AudioRuntime, BridgeRuntime, PlannerRuntime
 
 __all__ = ["ReleaseConfig", "load_release_audio", "load_release_bridge", "load_release_planner",
-           "load_state_file", "read_release_config", "split_release", "load_strict"]
+           "load_state_file", "load_strict", "read_release_config", "release_clip_seconds", "split_release"]
 
 GROUPS: dict[str, tuple[str, ...]] = {
     "llm": ("seedx.llm.",),
@@ -95,9 +94,9 @@ def load_state_file(path: str | os.PathLike[str]) -> dict[str, torch.Tensor]:
     if not p.is_file():
         raise CheckpointError(f"weights file {str(p)!r} not found")
     if p.suffix == ".safetensors":
-        from safetensors.torch import load_file
+        from storysdk.runtime import load_safetensors
 
-        return load_file(str(p))
+        return load_safetensors(p, what="weights")
     try:
         sd = torch.load(str(p), map_location="cpu", weights_only=True, mmap=True)
     except RuntimeError:
@@ -137,23 +136,46 @@ def split_release(sd: dict[str, Any]) -> dict[str, dict[str, Any]]:
 
 
 def load_strict(module: Any, sd: dict[str, Any], what: str, *, tied: dict[str, str] | None = None) -> None:
-    """``load_state_dict(strict=True)`` with both lists in a :class:`CheckpointError` first.
+    """Every key accounted for (:func:`storysdk.runtime.load_state_dict`): missing, unexpected and
+    wrongly shaped tensors raise a :class:`CheckpointError` with the lists.
 
     ``tied`` maps a key that may be absent to the key whose tensor it shares.
     """
+    from storysdk.runtime import load_state_dict
+
     sd = dict(sd)
     for key, source in (tied or {}).items():
         if key not in sd and source in sd:
             sd[key] = sd[source]
-    expected = set(module.state_dict())
-    missing, unexpected = sorted(expected - set(sd)), sorted(set(sd) - expected)
-    if missing or unexpected:
-        raise CheckpointError(f"{what}: the weights do not match the model", missing=missing, unexpected=unexpected)
-    bad = [k for k, v in module.state_dict().items() if tuple(v.shape) != tuple(sd[k].shape)]
-    if bad:
-        raise CheckpointError(f"{what}: tensors of the wrong shape: " + ", ".join(
-            f"{k} {tuple(sd[k].shape)} vs {tuple(module.state_dict()[k].shape)}" for k in bad[:20]))
-    module.load_state_dict(sd, strict=True)
+    load_state_dict(module, sd, source=what)
+
+
+def release_clip_seconds(checkpoint: str | os.PathLike[str] | None, vae: str | os.PathLike[str] | None) -> float | None:
+    """Seconds the DiT window of these folders decodes to, from ``config.json`` alone (no weights).
+
+    The same config the loaders build from: TangoFlux's release folder, or for the AudioStory
+    release the ``vae`` folder; the VAE defaults are ``AutoencoderOobleck()``'s (§3). ``None``
+    when the config is not there (loading will say what is missing).
+    """
+    from .presets import FULL, vae_clip_seconds
+
+    if not checkpoint:
+        return None
+    folder = Path(checkpoint)
+    if (folder / "tangoflux.safetensors").is_file():
+        path = folder / "config.json"
+    elif vae:
+        path = Path(vae) / "config.json"
+    else:
+        return None
+    if not path.is_file():
+        return None
+    try:
+        conf = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    vae_conf = {**FULL["vae"], **(conf.get("vae_config") or {})}
+    return vae_clip_seconds(vae_conf, int(conf.get("audio_seq_len", C.AUDIO_SEQ_LEN)))
 
 
 def _folder(path: str | os.PathLike[str] | None, what: str, option: str) -> Path:
@@ -184,9 +206,9 @@ def load_release_planner(checkpoint: str, *, base_llm: str | None, device: torch
     from transformers import AutoConfig, Qwen2ForCausalLM
 
     from .grammar import SpecialIds
-    from .loading import PlannerRuntime
     from .lora import lora_deltas_and_plain
     from .qwen_tokenizer import load_qwen_tokenizer
+    from .runtime import PlannerRuntime
 
     folder, cfg, parts = _release(checkpoint)
     base = _resolve(cfg["base_llm"], folder, base_llm, "base LLM", "base_llm")
@@ -243,7 +265,7 @@ def _base_weights(base: Path, keys: list[str]) -> dict[str, Any]:
 def load_release_bridge(checkpoint: str, *, device: torch.device, dtype: torch.dtype) -> BridgeRuntime:
     """Projection heads + fuser from ``pytorch_model.bin`` (widths read from the tensors)."""
     from .bridge import BridgeHeads
-    from .loading import BridgeRuntime
+    from .runtime import BridgeRuntime
 
     _, cfg, parts = _release(checkpoint)
     sd = parts["bridge"]

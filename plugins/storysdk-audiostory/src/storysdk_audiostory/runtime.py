@@ -1,11 +1,12 @@
-"""Loaded models of the audio side: DiT, VAE, Flan-T5 (tokenizer + encoder), and the helpers
-around them (unconditional branch cache, text encoding, VAE decode). One instance per component;
-it holds per-run caches only on itself. Imports torch.
+"""What :mod:`.loading` and :mod:`.release` return, one per component: the planner's tokenizer
+and LLM (:class:`PlannerRuntime`), the bridge heads (:class:`BridgeRuntime`) and the audio side
+(:class:`AudioRuntime`: DiT, VAE, Flan-T5, with the helpers around them: unconditional branch
+cache, text encoding, VAE decode). Each instance holds per-run caches only on itself. Imports torch.
 """
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import attrs
 import torch
@@ -13,7 +14,31 @@ import torch
 from .dit import TangoFluxDiT
 from .presets import vae_clip_seconds
 
-__all__ = ["AudioRuntime"]
+if TYPE_CHECKING:
+    from .bridge import BridgeHeads
+    from .grammar import SpecialIds
+
+__all__ = ["AudioRuntime", "BridgeRuntime", "PlannerRuntime"]
+
+
+@attrs.define(eq=False)
+class PlannerRuntime:
+    """The planner's tokenizer, LLM, resolved special ids and longest clip (seconds)."""
+
+    tokenizer: Any
+    llm: Any
+    special: SpecialIds
+    max_clip_seconds: float
+
+
+@attrs.define(eq=False)
+class BridgeRuntime:
+    """Projection heads + fuser and the scale of the inference path (docs/audiostory.md §1.5, §9)."""
+
+    heads: BridgeHeads
+    scale: float
+    device: torch.device
+    dtype: torch.dtype
 
 
 @attrs.define(eq=False)
