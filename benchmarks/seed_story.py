@@ -100,14 +100,18 @@ def full(args: argparse.Namespace) -> None:
     from storysdk_seed_story.text import resolve_special_ids, tiny_llama_tokenizer
     from storysdk_seed_story.vit import VisionTransformer
 
+    from storysdk.runtime import seeded
+
     dev, dt = torch.device("cuda"), torch.float16
     torch.set_default_dtype(dt)
-    with torch.device(dev):
-        vit = VisionTransformer(RELEASED.vit).eval()
-        inp, outr = resamplers(RELEASED, 4096)
-        llm = build_llama(RELEASED.llm, seed=0)
-        perceiver = PerceiverResampler(RELEASED.perceiver).eval()
-    torch.set_default_dtype(torch.float32)
+    try:  # random weights, built on the GPU in fp16; the global RNG (CPU and CUDA) is left as it was
+        with torch.device(dev), seeded(0, devices=(torch.cuda.current_device(),)):
+            vit = VisionTransformer(RELEASED.vit).eval()
+            inp, outr = resamplers(RELEASED, 4096)
+            llm = build_llama(RELEASED.llm, seed=0)
+            perceiver = PerceiverResampler(RELEASED.perceiver).eval()
+    finally:
+        torch.set_default_dtype(torch.float32)
     tok = tiny_llama_tokenizer(32000)  # Llama-2's 32000 + 66 ids (§1.4); the pieces are fillers
     ids = resolve_special_ids(tok)
     lm = MLLM(llm, inp, outr, tok, ids)
@@ -115,16 +119,17 @@ def full(args: argparse.Namespace) -> None:
         feats = vit(torch.zeros(1, 3, 448, 448, device=dev, dtype=dt))[0]
     print(f"[full] LLM+ViT+resamplers resident: {torch.cuda.memory_allocated() / 2**30:.1f} GiB")
     # SDXL base UNet/VAE from their published configs, random weights, offloaded between frames.
-    unet = UNet2DConditionModel(
-        sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
-        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
-        up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
-        transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
-        use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
-        projection_class_embeddings_input_dim=2816).to(dt)
-    vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), latent_channels=4, layers_per_block=2,
-                        down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
-                        sample_size=1024, scaling_factor=0.13025, force_upcast=True)
+    with seeded(1):
+        unet = UNet2DConditionModel(
+            sample_size=128, in_channels=4, out_channels=4, layers_per_block=2, block_out_channels=(320, 640, 1280),
+            down_block_types=("DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"),
+            up_block_types=("CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"),
+            transformer_layers_per_block=(1, 2, 10), attention_head_dim=(5, 10, 20), cross_attention_dim=2048,
+            use_linear_projection=True, addition_embed_type="text_time", addition_time_embed_dim=256,
+            projection_class_embeddings_input_dim=2816).to(dt)
+        vae = AutoencoderKL(block_out_channels=(128, 256, 512, 512), latent_channels=4, layers_per_block=2,
+                            down_block_types=("DownEncoderBlock2D",) * 4, up_block_types=("UpDecoderBlock2D",) * 4,
+                            sample_size=1024, scaling_factor=0.13025, force_upcast=True)
     sched = EulerDiscreteScheduler(beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear",
                                    steps_offset=1, timestep_spacing="leading")
     pipe = StableDiffusionXLPipeline(vae=vae, unet=unet, scheduler=sched, text_encoder=None, text_encoder_2=None,

@@ -51,6 +51,10 @@ class SeedStoryOptions(DeviceOptions):
 class ResidentOptions(SeedStoryOptions):
     """Options of the components whose models stay on their device (the MLLM, the ViT)."""
 
+    offload: Literal["model", "sequential"] | None = Field(
+        None, description="not taken here (the MLLM and the ViT stay on their device): set it on seed-story-detokenizer"
+    )
+
     @field_validator("offload")
     @classmethod
     def _no_offload(cls, value: str | None) -> str | None:
