@@ -47,6 +47,38 @@ def test_batched_equals_one_at_a_time(audio_rt):
     assert all(np.array_equal(again[i].samples, batched[i].samples) for i in range(3))  # bit-identical rerun
 
 
+def test_default_clips_do_not_depend_on_the_others(audio_rt):
+    """dit_batch=1 (the default, upstream's per-clip sampling §1.6): a clip is the same bytes alone
+    or in a story, so a resumed run matches; dit_batch=None batches them (~1e-6 apart, §9)."""
+    scenes = _scenes([2.0, 3.5, 1.25])
+    plan = StoryPlan(scenes=scenes)
+    story = _run(_gen(AudioStoryGenerator, audio_rt), scenes, plan)
+    for i in range(3):
+        alone = _run(_gen(AudioStoryGenerator, audio_rt), [scenes[i]], plan)
+        assert np.array_equal(story[i].samples, alone[i].samples)
+    batched = _run(_gen(AudioStoryGenerator, audio_rt, dit_batch=None), scenes, plan)
+    assert all(np.allclose(batched[i].samples, story[i].samples, atol=1e-5) for i in range(3))
+
+
+def test_bridge_tokens_do_not_depend_on_the_other_scenes(planner_rt):
+    from storysdk_audiostory.bridge_tokenizer import AudioStoryBridge
+    from storysdk_audiostory.planner import AudioStoryPlanner
+
+    planner = AudioStoryPlanner(preset="tiny", response=response_text("r", [("a", 2.0), ("b", 3.0), ("c", 1.0)]))
+    planner._rt = planner_rt
+    plan = planner.plan(StoryRequest(prompt="a b c", duration=6.0))
+    bridge = AudioStoryBridge(preset="tiny", device="cpu")
+    ctx = RenderContext(plan=plan)
+    together = bridge.tokenize(plan.scenes, ctx)
+    rt = bridge.runtime()
+    for i, scene in enumerate(plan.scenes):
+        assert torch.equal(bridge.tokenize([scene], ctx)[0]["cond"], together[i]["cond"])
+        q = scene.tokens["audiostory-queries"]
+        with torch.no_grad():  # (projector(H_t5) + MHA(S, R, R)) / 10, one scene (§1.5, §9)
+            want = rt.heads(q["t5"][None], q["aud"][None], 10.0)[0]
+        assert torch.equal(together[i]["cond"], want) and together[i].metadata["scale"] == 10.0
+
+
 @pytest.mark.parametrize("last", [3.25, 1.25])
 def test_clip_lengths_and_crossfade(audio_rt, last):
     durations = [2.0, 3.5, last]

@@ -98,7 +98,7 @@ class AudioStoryBridge(Tokenizer):
             raise ConfigError(_MIXED_SHAPES)
 
     def tokenize(self, scenes: Sequence[Scene], ctx: RenderContext) -> list[Tokens]:
-        """One ``tangoflux-cond`` :class:`Tokens` (``cond``: (N, 1024)) per scene, all scenes in one batch."""
+        """One ``tangoflux-cond`` :class:`Tokens` (``cond``: (N, 1024)) per scene, each computed on its own."""
         import torch
 
         if not scenes:
@@ -119,11 +119,10 @@ class AudioStoryBridge(Tokenizer):
                 "use the same preset/checkpoint for the planner and the bridge"
             )
         scale = self.options.t5_feature_scale if self.options.t5_feature_scale is not None else rt.scale
+        out = []
         with torch.no_grad():
-            cond = rt.heads(
-                torch.stack(t5).to(rt.device, rt.dtype), torch.stack(aud).to(rt.device, rt.dtype), scale
-            ).float().cpu()
-        return [
-            Tokens(kind=COND_KIND, made_by=self.name, tensors={"cond": cond[i]}, metadata={"scale": scale})
-            for i in range(len(scenes))
-        ]
+            for h_t5, h_aud in zip(t5, aud):  # one scene at a time: its bits never depend on the others
+                cond = rt.heads(h_t5[None].to(rt.device, rt.dtype), h_aud[None].to(rt.device, rt.dtype), scale)
+                out.append(Tokens(kind=COND_KIND, made_by=self.name, tensors={"cond": cond[0].float().cpu()},
+                                  metadata={"scale": scale}))
+        return out

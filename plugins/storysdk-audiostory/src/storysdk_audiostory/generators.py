@@ -19,13 +19,19 @@ The generators do this padding and record it in ``AudioAsset.metadata["crossfade
 
 **Seeds (deliberate deviation).** Upstream re-seeds the global CPU generator to 0 for every clip,
 so all clips share one initial noise (§9). Here each clip's noise comes from a CPU generator
-seeded with ``ctx.scene_seed(scene)``, so a clip is the same alone or in a batch and clips
-differ; ``noise_seed=0`` restores the upstream behaviour.
+seeded with ``ctx.scene_seed(scene)``, so clips differ and a clip's noise does not depend on
+the others; ``noise_seed=0`` restores the upstream behaviour.
 
-**Batching.** All clips of a call go through the DiT together (CFG batch ``2 x clips``), chunked
-by ``dit_batch`` (``None``: all on CPU, sized from free GPU memory on CUDA); clips whose text
-lengths differ (``tangoflux``) are batched by length, since the DiT attends to every context
-token. VAE decoding runs ``vae_batch`` clips at a time (it is the memory-hungry part).
+**Batching.** By default (``dit_batch=1``) each clip goes through the DiT on its own (CFG batch
+``[uncond, cond]``), as upstream's per-clip sampling does (docs/audiostory.md §1.6): a clip's
+samples then depend on nothing but its own scene, so a story rendered again, a resumed run and
+a scene rendered alone give the same bytes. ``dit_batch=N`` (or ``None``: all on CPU, sized from
+free GPU memory on CUDA) sends ``N`` clips through together (CFG batch ``2 x N``, the speed-up
+of docs/audiostory.md §8); matrix kernels then round differently with the batch size, so clips
+differ from one-at-a-time renders by about 1e-6 (§9) and an interrupted run resumes with other
+bits for the clips it had not saved. Clips whose text lengths differ (``tangoflux``) are batched by length, since the DiT
+attends to every context token. VAE decoding runs ``vae_batch`` clips at a time (it is the
+memory-hungry part).
 """
 
 from __future__ import annotations
@@ -100,7 +106,10 @@ class _DiTOptions(AudioStoryDeviceOptions):
         "docs/audiostory.md §9)",
     )
     dit_batch: int | None = Field(
-        None, ge=1, description="clips per DiT batch (None: all on CPU, sized from free GPU memory on CUDA)"
+        1,
+        ge=1,
+        description="clips per DiT batch; 1: each clip alone, bit-identical however the story is split or resumed; "
+        "more (None: all on CPU, sized from free GPU memory on CUDA) is faster but changes the last bits",
     )
     vae_batch: int = Field(1, ge=1, description="clips decoded by the VAE at a time (the memory-hungry part)")
 
