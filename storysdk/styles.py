@@ -176,7 +176,7 @@ def _registered(registration: Any) -> tuple[Style, tuple[str, ...]]:
 def style_catalog(registry: Registry | None = None) -> StyleCatalog:
     """Every style and menu that the plugins of ``registry`` register (default: :func:`storysdk.get_registry`)."""
     if registry is None:
-        from .registry import get_registry
+        from . import get_registry  # the package's public default registry (no import at module level)
 
         registry = get_registry()
     regs = registry.collect(HOOK)
@@ -250,16 +250,3 @@ def menu_names(registry: Registry | None = None) -> list[str]:
     """The names of the registered style menus."""
     return list(style_catalog(registry).menus)
 
-
-# TEMPORARY (helper H3): the StoryDiffusion plugin's generator.py and loading.py still import
-# these names from here; they move to ``from .styles import ...`` in that plugin. Removed as
-# soon as they have switched.
-_MOVED = ("DEFAULT_STYLE", "HOSTED_DEFAULT_STYLE", "SD_MODELS", "SDModel", "DEFAULT_SD_MODEL", "get_sd_model")
-
-
-def __getattr__(name: str) -> Any:
-    if name in _MOVED:
-        import importlib
-
-        return getattr(importlib.import_module("storysdk_" + "storydiffusion.styles"), name)
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

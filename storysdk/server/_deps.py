@@ -3,11 +3,10 @@
 from __future__ import annotations
 
 import importlib.util
-from typing import Any
 
 from ..errors import ConfigError
 
-__all__ = ["require_serve_deps", "storydiffusion_hosted"]
+__all__ = ["require_serve_deps"]
 
 #: module -> distribution of the ``serve`` extra
 DEPS = {"starlette": "starlette", "uvicorn": "uvicorn", "multipart": "python-multipart"}
@@ -20,15 +19,3 @@ def require_serve_deps() -> None:
         raise ConfigError(
             f"storysdk serve needs {', '.join(missing)}; install them with: pip install \"storysdk[serve]\""
         )
-
-
-def storydiffusion_hosted() -> Any:
-    """The StoryDiffusion plugin's ``hosted`` module; :class:`ConfigError` naming the install if absent."""
-    try:
-        from storysdk_storydiffusion import hosted
-    except ImportError as exc:
-        raise ConfigError(
-            "POST /v1/storydiffusion needs the StoryDiffusion plugin; install it with "
-            "'pip install -e plugins/storysdk-storydiffusion' (or the storysdk-storydiffusion package)"
-        ) from exc
-    return hosted

@@ -33,6 +33,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         max_body_bytes=int(args.max_body_mb * MiB),
         out_dir=args.out,
         defaults=defaults,
+        max_cached_components=args.max_cached,
     )
     print(f"storysdk serve: http://{cfg.host}:{cfg.port} ({cfg.workers} worker(s), queue {cfg.max_queue}, "
           f"API key {'on' if cfg.api_key else 'off'}, files under {cfg.out_dir})", flush=True)
@@ -46,17 +47,18 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
 def add_parser(sub: Any) -> None:
     """Add ``serve`` to the ``storysdk`` command's subparsers."""
-    p = sub.add_parser("serve", help="serve stories and the hosted StoryDiffusion API over HTTP")
+    p = sub.add_parser("serve", help="serve story files as jobs over HTTP, plus the endpoints of installed plugins")
     p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1: this machine only)")
     p.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     p.add_argument("--api-key", help="require this key in the x-api-key header (default: $STORYSDK_API_KEY, else none)")
     p.add_argument("--workers", type=int, help="jobs run at once (default: one per --device, else 1)")
     p.add_argument("--max-queue", type=int, default=8, help="requests that may wait; one more gets 429 (default 8)")
     p.add_argument("--max-body-mb", type=float, default=16.0, help="largest request body in MiB (default 16)")
-    p.add_argument("--out", default="out/serve", help="folder for story jobs' files (default out/serve)")
+    p.add_argument("--out", default="out/serve", help="folder for the jobs' files (default out/serve)")
+    p.add_argument("--max-cached", type=int, help="components (with their loaded models) each worker keeps (default: all)")
     p.add_argument("--preset", help="preset for model-backed components: tiny, auto or full")
     p.add_argument("--device", help="device, or a comma-separated list (one worker each): cuda:0,cuda:1")
     p.add_argument("--dtype", help="float32, float16, bfloat16, auto")
-    p.add_argument("--offload", choices=("model", "sequential"), help="CPU offload of the StoryDiffusion pipeline")
+    p.add_argument("--offload", choices=("model", "sequential"), help="CPU offload of model-backed components that take it")
     p.add_argument("--log-level", default="info", choices=("critical", "error", "warning", "info", "debug"))
     p.set_defaults(func=_cmd_serve)

@@ -31,9 +31,12 @@ class ServerConfig:
       ``devices``: the device of each worker (worker ``i`` uses ``devices[i % len]``);
     - ``max_queue``: requests that may wait for a worker; one more is answered 429;
     - ``max_body_bytes``: a larger request body is answered 413;
-    - ``out_dir``: where story jobs write their folders (``<out_dir>/stories/<job id>``);
+    - ``out_dir``: where jobs write their folders (story jobs: ``<out_dir>/stories/<job id>``;
+      a plugin endpoint's jobs: ``<out_dir>/<its name>/...``);
     - ``defaults``: options given to every component that takes them (``preset``, ``dtype``, ...);
-    - ``max_jobs_kept``: finished jobs remembered for polling (their files stay on disk).
+    - ``max_jobs_kept``: finished jobs remembered for polling (their files stay on disk);
+    - ``max_cached_components``: built components (and so loaded models) each worker keeps,
+      the least recently used dropped first (``None``: all).
     """
 
     host: str = "127.0.0.1"
@@ -46,6 +49,7 @@ class ServerConfig:
     out_dir: Path = attrs.field(default=Path("out/serve"), converter=Path)
     defaults: dict[str, Any] = attrs.field(factory=dict)
     max_jobs_kept: int = 256
+    max_cached_components: int | None = None
 
     def __attrs_post_init__(self) -> None:
         _positive("port", self.port, 0)
@@ -55,6 +59,8 @@ class ServerConfig:
         _positive("max_queue", self.max_queue, 0)
         _positive("max_body_bytes", self.max_body_bytes, 1024)
         _positive("max_jobs_kept", self.max_jobs_kept)
+        if self.max_cached_components is not None:
+            _positive("max_cached_components", self.max_cached_components)
         if self.api_key is not None and not self.api_key.strip():
             raise ConfigError("api_key is empty; give a non-empty key or leave it unset (no authentication)")
         self.devices = tuple(str(d) for d in self.devices)

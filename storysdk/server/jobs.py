@@ -4,21 +4,23 @@ The GPU (or CPU) does one job per worker at a time; requests beyond that wait in
 ``max_queued`` places, and a request that finds the queue full is refused with
 :class:`~storysdk.errors.BusyError` (the server answers 429) instead of starting another
 model run that would run the device out of memory. Each worker keeps its own
-:class:`WorkerContext` for its whole life: a :class:`~storysdk.cache.ComponentCache` and the
-hosted renderer, so models stay loaded from one job to the next.
+:class:`WorkerContext` for its whole life, with a :class:`~storysdk.cache.ComponentCache`,
+so the components that jobs build, and the models they load, stay loaded from one job to the
+next. Story jobs and the jobs of plugin endpoints share the queue and the workers.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import threading
 import time
 import traceback
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import Future
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import attrs
 
@@ -26,34 +28,64 @@ from ..cache import ComponentCache
 from ..errors import BusyError, ConfigError, JobCancelled, StorySDKError
 from ..interfaces import ProgressEvent
 
-__all__ = ["Job", "JobQueue", "JobStatus", "WorkerContext"]
+if TYPE_CHECKING:
+    from ..interfaces import Component
+    from ..registry import ComponentInfo
+
+__all__ = ["Job", "JobQueue", "JobStatus", "WorkerCache", "WorkerContext"]
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 FINISHED: tuple[JobStatus, ...] = ("done", "failed", "cancelled")
 
 
+class WorkerCache(ComponentCache):
+    """A :class:`~storysdk.cache.ComponentCache` that can also say what it holds (for ``GET /v1/status``)."""
+
+    def __init__(self, max_entries: int | None = None) -> None:
+        super().__init__(max_entries)
+        self._held: OrderedDict[tuple[str, str, str, str], str] = OrderedDict()
+        self._held_lock = threading.Lock()
+
+    def get(self, kind: str, info: ComponentInfo, options: Mapping[str, Any]) -> Component:
+        component = super().get(kind, info, options)
+        try:
+            key = (kind, info.plugin, info.name, json.dumps(dict(options), sort_keys=True, allow_nan=False))
+        except (TypeError, ValueError):
+            return component  # not kept by the cache either
+        with self._held_lock:  # the same least-recently-used order as the cache's own
+            self._held[key] = f"{kind} {info.name}"
+            self._held.move_to_end(key)
+            while self.max_entries is not None and len(self._held) > self.max_entries:
+                self._held.popitem(last=False)
+        return component
+
+    def held(self) -> list[str]:
+        """``"kind name"`` of every kept component, least recently used first."""
+        with self._held_lock:
+            return list(self._held.values())
+
+    def clear(self) -> None:
+        super().clear()
+        with self._held_lock:
+            self._held.clear()
+
+
 @attrs.define(eq=False)
 class WorkerContext:
-    """What one worker thread keeps between jobs: its device, component cache and hosted renderer."""
+    """What one worker thread keeps between jobs; a job's work receives it.
+
+    - ``index``: the worker's number (0, 1, ...);
+    - ``defaults``: the runtime options of this worker (``preset``, ``device``, ``dtype``,
+      ``offload``, from the server's settings): give them to a pipeline as
+      ``Pipeline(..., runtime=ctx.defaults)``;
+    - ``cache``: the worker's :class:`~storysdk.cache.ComponentCache`: give it to a pipeline as
+      ``Pipeline(..., cache=ctx.cache)`` so that its components, and their loaded models, are
+      reused by the next jobs on this worker.
+    """
 
     index: int
     defaults: dict[str, Any] = attrs.field(factory=dict)
-    cache: ComponentCache = attrs.field(factory=ComponentCache)
-    hosted: Any = None  # a storysdk_storydiffusion HostedRenderer, made at the first hosted request
-
-    def hosted_renderer(self) -> Any:
-        """The worker's :class:`~storysdk_storydiffusion.hosted.HostedRenderer` (made on first use)."""
-        if self.hosted is None:
-            from ._deps import storydiffusion_hosted
-
-            HostedRenderer = storydiffusion_hosted().HostedRenderer  # noqa: N806
-            options = {k: v for k, v in self.defaults.items() if k in ("device", "dtype", "offload")}
-            self.hosted = HostedRenderer(preset=self.defaults.get("preset"), **options)
-        return self.hosted
-
-    def loaded_models(self) -> list[str]:
-        """The hosted renderer's loaded pipelines (empty before the first hosted request)."""
-        return list(self.hosted.loaded) if self.hosted is not None else []
+    cache: WorkerCache = attrs.field(factory=WorkerCache)
 
 
 #: A job's work: called on a worker thread with the job (for progress) and the worker's context.
@@ -61,11 +93,30 @@ Work = Callable[["Job", WorkerContext], Any]
 
 
 class Job:
-    """One unit of work: its status, latest progress, error or result, and a future to await."""
+    """One unit of work: its status, latest progress, error or result, and a future to await.
 
-    def __init__(self, kind: str, work: Work, *, folder: Path | None = None, info: dict[str, Any] | None = None) -> None:
+    ``kind`` names the endpoint that made it (``"story"``, ``"storydiffusion"``, ...);
+    ``folder`` is where its files go (``GET /v1/jobs/{id}/files/{path}`` serves them);
+    ``info`` is extra JSON data shown with the job; ``key``, when given, identifies the work:
+    a job submitted while another job of the same kind and key is queued or running is not
+    queued again, :meth:`JobQueue.submit` returns the one already there. ``work(job, ctx)``
+    runs on a worker thread; it reports progress through :meth:`report` (which raises
+    :class:`~storysdk.errors.JobCancelled` once the job is cancelled) and returns the result
+    (a dict is shown as the job's ``result``).
+    """
+
+    def __init__(
+        self,
+        kind: str,
+        work: Work,
+        *,
+        folder: Path | None = None,
+        info: dict[str, Any] | None = None,
+        key: str | None = None,
+    ) -> None:
         self.id = secrets.token_hex(8)
         self.kind = kind
+        self.key = key
         self.work = work
         self.folder = folder
         self.info = dict(info or {})
@@ -198,8 +249,15 @@ class JobQueue:
 
     # -- jobs --------------------------------------------------------------------------------
     def submit(self, job: Job) -> Job:
-        """Queue ``job``; :class:`BusyError` when ``max_queued`` jobs are already waiting."""
+        """Queue ``job`` and return it; :class:`BusyError` when ``max_queued`` jobs are already waiting.
+
+        When a queued or running job (not being cancelled) has the same kind and
+        :attr:`Job.key`, ``job`` is not queued and that job is returned instead.
+        """
         with self._cond:
+            same = self._same_work(job)
+            if same is not None:
+                return same
             if self._stopping:
                 raise BusyError("the server is shutting down; send the request to another instance or retry later")
             if len(self._pending) >= self.max_queued:
@@ -212,6 +270,15 @@ class JobQueue:
             self._forget_old()
             self._cond.notify()
         return job
+
+    def _same_work(self, job: Job) -> Job | None:
+        if job.key is None:
+            return None
+        for other in self._jobs.values():
+            unfinished = other.status not in FINISHED and not other.cancel_requested
+            if unfinished and other.kind == job.kind and other.key == job.key:
+                return other
+        return None
 
     def get(self, job_id: str) -> Job | None:
         with self._cond:
@@ -246,8 +313,7 @@ class JobQueue:
                 "running": len(self._running),
                 "queued": len(self._pending),
                 "max_queued": self.max_queued,
-                "loaded_models": {i: c.loaded_models() for i, c in self._contexts.items()},
-                "cached_components": {i: len(c.cache) for i, c in self._contexts.items()},
+                "cached_components": {i: c.cache.held() for i, c in self._contexts.items()},
             }
 
     def _forget_old(self) -> None:

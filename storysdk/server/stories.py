@@ -17,19 +17,18 @@ server's own files.
 
 from __future__ import annotations
 
-import mimetypes
 from pathlib import Path
 from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 from starlette.exceptions import HTTPException
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import JSONResponse, Response
 
 from ..errors import ConfigError
 from ..model import StoryRequest
 from ..storyfile import StoryFile, parse_story_file
-from .http import read_fields
+from .api import describe_job, job_file, job_root, read_fields, server_config, server_registry, submit_job
 from .jobs import Job, JobQueue, WorkerContext
 
 __all__ = ["cancel_story", "get_story", "list_stories", "story_file", "submit_story"]
@@ -78,30 +77,10 @@ def _check_no_paths(request: StoryRequest) -> None:
             )
 
 
-def _job_urls(request: Request, job: Job) -> dict[str, str]:
-    base = str(request.url_for("get_story", job_id=job.id))
-    return {"url": base, "files_url": base + "/files/"}
-
-
-def _files(job: Job) -> list[str]:
-    if job.folder is None or not job.folder.is_dir():
-        return []
-    out = []
-    for p in sorted(job.folder.rglob("*")):
-        rel = p.relative_to(job.folder)
-        if p.is_file() and not any(part.startswith(".") for part in rel.parts):
-            out.append(rel.as_posix())
-    return out
-
-
 def _describe(request: Request, job: Job) -> dict[str, Any]:
-    queue: JobQueue = request.app.state.queue
-    data = job.to_dict()
-    data.update(_job_urls(request, job))
-    data["queue_position"] = queue.position(job)
-    data["files"] = _files(job)
-    if job.status == "done" and isinstance(job.result, dict):
-        data["outputs"] = job.result
+    data = describe_job(request, job, route="get_story")
+    if "result" in data:
+        data["outputs"] = data.pop("result")
     return data
 
 
@@ -112,10 +91,10 @@ async def submit_story(request: Request) -> Response:
     if seed is not None:
         sf.request.seed = seed
     _check_no_paths(sf.request)
-    registry = request.app.state.registry
-    defaults = request.app.state.config.defaults
+    registry = server_registry(request)
+    defaults = server_config(request).defaults
     await run_in_threadpool(sf.pipeline, registry=registry, defaults=defaults)  # unknown names, bad options -> 422
-    root: Path = request.app.state.config.out_dir / "stories"
+    root = job_root(request, "stories")
 
     def work(job: Job, ctx: WorkerContext) -> dict[str, list[str]]:
         assert job.folder is not None
@@ -125,8 +104,7 @@ async def submit_story(request: Request) -> Response:
 
     job = Job("story", work, info={"seed": sf.request.seed})
     job.folder = root / job.id
-    queue: JobQueue = request.app.state.queue
-    queue.submit(job)
+    submit_job(request, job)
     data = _describe(request, job)
     return JSONResponse(data, status_code=202, headers={"Location": data["url"]})
 
@@ -158,12 +136,4 @@ async def cancel_story(request: Request) -> Response:
 
 async def story_file(request: Request) -> Response:
     job = _job(request)
-    rel = request.path_params["path"]
-    if job.folder is None:
-        raise HTTPException(404, "this job has no files")
-    root = job.folder.resolve()
-    path = (root / rel).resolve()
-    if not path.is_relative_to(root) or not path.is_file() or any(p.startswith(".") for p in path.relative_to(root).parts):
-        raise HTTPException(404, f"job {job.id} has no file {rel!r}; GET /v1/stories/{job.id} lists its files")
-    media, _ = mimetypes.guess_type(path.name)
-    return FileResponse(path, media_type=media or "application/octet-stream")
+    return job_file(job, request.path_params["path"], listing=f"GET /v1/stories/{job.id}")

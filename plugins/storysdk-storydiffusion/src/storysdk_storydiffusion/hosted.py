@@ -1,45 +1,61 @@
-"""The hosted StoryDiffusion request format (docs/storydiffusion-api.md): form fields in, comic image out.
+"""The hosted StoryDiffusion request (docs/storydiffusion-api.md): form fields in, comic image out.
 
-``render(fields)`` takes exactly the fields of the hosted endpoint, as a multipart form sends
-them (strings; missing or blank fields take their defaults), and returns the composed comic as
-``(image bytes, mime type)`` in ``output_format``/``output_quality``. It runs the ``script``
-planner in unnamed mode (the character description is prepended to every non-``[NC]`` line,
-the first ``num_ids`` lines are the id frames, ``[NC]`` allowed among them as predict.py does),
-the ``storydiffusion`` generator and the ``comic`` composer. Only the first 10 lines of
+:func:`parse_fields` takes exactly the fields of the hosted endpoint, as a multipart form sends
+them (strings; missing or blank fields take their defaults), and checks them. The request is
+then rendered by an ordinary :class:`storysdk.Pipeline` (:func:`build_pipeline`): the ``script``
+planner (unnamed mode: the character description is prepended to every non-``[NC]`` line),
+the ``storydiffusion`` generator (the first ``num_ids`` lines are the id frames, ``[NC]``
+allowed among them as predict.py does) and the ``comic`` composer; the answer is the first
+comic page in ``output_format``/``output_quality``. Only the first 10 lines of
 ``comic_description`` are honoured, as the hosted demo does (predict.py keeps
 ``splitlines()[:10]``).
 
+:func:`run_request` renders into an output folder, so a run that stopped (a crash, a
+cancelled job) resumes there, and reports progress; given a
+:class:`~storysdk.ComponentCache` it keeps the loaded SDXL pipeline of each ``sd_model``
+between requests. It is what ``POST /v1/storydiffusion`` runs on the server's workers
+(:mod:`.routes`). :func:`render` is the one-call convenience for scripts.
+
 ``ref_image`` (the PhotoMaker path, docs/storydiffusion.md §3) is not supported yet: giving one is a
 :class:`~storysdk.errors.ConfigError`.
-
-:class:`HostedRenderer` does the same for one request after another and keeps the loaded SDXL
-pipelines between them (what ``storysdk serve`` runs in each worker).
 """
 
 from __future__ import annotations
 
+import hashlib
 import io
+import json
 import os
 import tempfile
-from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import attrs
 
+from storysdk import ComponentCache, Pipeline, Registry, get_registry
 from storysdk.errors import ConfigError
+from storysdk.interfaces import ProgressCallback
 from storysdk.model import Story, StoryRequest
+from storysdk.output import atomic_write
+from storysdk.styles import get_style, match_name
+
+from .styles import SD_MODELS, get_sd_model
 
 __all__ = [
     "DEFAULT_FIELDS",
     "FIELDS",
-    "HostedRenderer",
     "HostedRequest",
+    "HostedResult",
+    "build_pipeline",
     "compose_page",
+    "encode_page",
     "parse_fields",
     "render",
     "render_story",
+    "request_key",
+    "run_request",
+    "story_request",
 ]
 
 MAX_LINES = 10  # docs/storydiffusion-api.md: the hosted demo honours only the first 10 lines
@@ -134,8 +150,13 @@ def _number(fields: Mapping[str, Any], name: str, kind: type, lo: float | None, 
     return value
 
 
-def parse_fields(fields: Mapping[str, Any]) -> HostedRequest:
-    """Validate form ``fields`` (defaults for missing or blank ones); :class:`ConfigError` names the field."""
+def parse_fields(fields: Mapping[str, Any], registry: Registry | None = None) -> HostedRequest:
+    """Validate form ``fields`` (defaults for missing or blank ones); :class:`ConfigError` names the field.
+
+    ``style_name`` must be a style registered in ``registry`` and ``comic_style`` a style of its
+    ``comic`` composer (default registry: :func:`storysdk.get_registry`).
+    """
+    reg = registry if registry is not None else get_registry()
     unknown = sorted(set(fields) - set(FIELDS))
     if unknown:
         raise ConfigError(f"unknown field(s) {', '.join(map(repr, unknown))}; the hosted request has: {', '.join(FIELDS)}")
@@ -159,22 +180,19 @@ def parse_fields(fields: Mapping[str, Any]) -> HostedRequest:
     fmt = _text(fields, "output_format").strip().lower() or DEFAULT_FIELDS["output_format"]
     if fmt not in FORMATS:
         raise ConfigError(f"field 'output_format' must be webp, jpeg or png, got {fmt!r}")
-    from storysdk.styles import get_sd_model, get_style
-
     sd_model = _text(fields, "sd_model").strip() or DEFAULT_FIELDS["sd_model"]
     style_name = _text(fields, "style_name").strip() or DEFAULT_FIELDS["style_name"]
-    for name, check, value in (("sd_model", get_sd_model, sd_model), ("style_name", get_style, style_name)):
+    comic_style = _text(fields, "comic_style").strip() or DEFAULT_FIELDS["comic_style"]
+    checks: tuple[tuple[str, Callable[[], object]], ...] = (
+        ("sd_model", lambda: get_sd_model(sd_model)),
+        ("style_name", lambda: get_style(style_name, reg)),
+        ("comic_style", lambda: reg.create("composer", "comic", style=comic_style)),  # cheap: no model
+    )
+    for name, check in checks:
         try:
-            check(value)
+            check()
         except ConfigError as exc:
             raise ConfigError(f"field {name!r}: {exc}") from None
-    comic_style = _text(fields, "comic_style").strip() or DEFAULT_FIELDS["comic_style"]
-    from storysdk.builtins.comic import resolve_style
-
-    try:
-        resolve_style(comic_style)
-    except ConfigError as exc:
-        raise ConfigError(f"field 'comic_style': {exc}") from None
     guidance = _number(fields, "guidance_scale", float, 0.1, 10)
     if guidance <= 1:
         raise ConfigError(
@@ -213,13 +231,150 @@ def parse_fields(fields: Mapping[str, Any]) -> HostedRequest:
     )
 
 
-def render_story(fields: Mapping[str, Any], ref_image: Any = None, preset: str | None = None, **options: Any) -> Story:
-    """Plan and render the request: the :class:`Story` with one image per frame (no composing).
+def story_request(req: HostedRequest) -> StoryRequest:
+    """The :class:`StoryRequest` of a hosted request: its frame lines, character, style, negative prompt, seed, size."""
+    return StoryRequest(
+        script=req.comic_description,
+        characters=req.character_description,
+        style=req.style_name,
+        negative_prompt=req.negative_prompt,
+        seed=req.seed,
+        width=req.image_width,
+        height=req.image_height,
+    )
 
-    ``options`` go to the ``storydiffusion`` generator (e.g. ``device``, ``dtype``).
+
+def generator_options(req: HostedRequest) -> dict[str, Any]:
+    """The ``storydiffusion`` generator's options for ``req`` (style, negative prompt and seed come with the plan)."""
+    return {
+        "model": req.sd_model,
+        "sa32": req.sa32_setting,
+        "sa64": req.sa64_setting,
+        "steps": req.num_steps,
+        "guidance": req.guidance_scale,
+        "num_ids": req.num_ids,
+        "allow_nc_id_frames": True,  # predict.py renders [NC] lines among the first num_ids in the id batch
+    }
+
+
+def build_pipeline(
+    req: HostedRequest,
+    *,
+    registry: Registry | None = None,
+    runtime: Mapping[str, Any] | None = None,
+    cache: ComponentCache | None = None,
+    options: Mapping[str, Any] | None = None,
+    compose: bool = True,
+) -> Pipeline:
+    """The pipeline that renders ``req``: script planner, storydiffusion generator, comic composer (PNG pages).
+
+    ``options`` go to the generator (``device``, ``mode``, ``pipeline``, ...) over the
+    request's own; ``runtime`` (``preset``, ``device``, ``dtype``, ``offload``) to every
+    component that takes it. ``compose=False`` leaves the composer out.
     """
-    _refuse_ref_image(ref_image)
-    return _render_request(parse_fields(fields), preset, options)
+    composers = [("comic", {"style": req.comic_style, "format": "png"})] if compose else []
+    return Pipeline(
+        planner=("script", {"skip_blank_lines": False}),  # the hosted demo keeps blank lines (predict.py)
+        generators=[("storydiffusion", {**generator_options(req), **dict(options or {})})],
+        composers=composers,
+        registry=registry,
+        runtime=runtime,
+        cache=cache,
+    )
+
+
+def request_key(req: HostedRequest, *extra: Any) -> str:
+    """A name for the request's output folder: a hash of every field (and of ``extra``, e.g. the server's settings)."""
+    text = json.dumps([attrs.asdict(req), *extra], sort_keys=True, default=str)
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()[:24]
+
+
+@attrs.frozen
+class HostedResult:
+    """A rendered request: the answer's bytes and mime type, and where it was written in the output folder."""
+
+    data: bytes
+    mime: str
+    path: Path
+    story: Story
+
+
+def _shared_pipeline(req: HostedRequest, registry: Registry, runtime: Mapping[str, Any], cache: ComponentCache) -> Any:
+    """The SDXL pipeline of ``req.sd_model``, loaded once per cache by a generator kept in it.
+
+    Requests differ in steps, guidance and attention shares, which are generator options; the
+    weights depend only on the base model and the runtime (preset, device, dtype, offload).
+    """
+    info = registry.get("generator", "storydiffusion")
+    taken = info.options()
+    model_options = {k: v for k, v in runtime.items() if k in taken}
+    model_options["model"] = match_name("base model", req.sd_model, SD_MODELS)  # one entry per model name
+    return cache.get("generator", info, model_options).load()  # type: ignore[attr-defined]
+
+
+def run_request(
+    req: HostedRequest,
+    out_dir: str | Path,
+    *,
+    registry: Registry | None = None,
+    runtime: Mapping[str, Any] | None = None,
+    cache: ComponentCache | None = None,
+    progress: ProgressCallback | None = None,
+    options: Mapping[str, Any] | None = None,
+    overwrite: bool = False,
+) -> HostedResult:
+    """Render ``req`` into ``out_dir`` and write the answer there (``response.<format>``).
+
+    A folder holding an unfinished run of the same request (and settings) resumes it: the
+    frames already there are kept and only the others are rendered. A folder holding another
+    run is refused with :class:`~storysdk.errors.OutputFolderError` unless ``overwrite``.
+    ``progress`` receives the pipeline's events (and may raise to stop the run, as a
+    cancelled job does). With ``cache``, the base model's pipeline is loaded once and shared
+    by every request with the same ``sd_model`` and ``runtime``.
+    """
+    reg = registry if registry is not None else get_registry()
+    run = dict(runtime or {})
+    extra = dict(options or {})
+    if cache is not None and "pipeline" not in extra:
+        extra["pipeline"] = _shared_pipeline(req, reg, run, cache)
+        extra.pop("model", None)
+    pipe = build_pipeline(req, registry=reg, runtime=run, cache=cache, options=extra)
+    folder = Path(out_dir)
+    story = pipe.run(story_request(req), out_dir=folder, progress=progress, overwrite=overwrite)
+    pages = story.files.get("comic", [])
+    if not pages:
+        raise ConfigError("the comic composer made no page; the request has no frame lines to draw")
+    data, mime = encode_page(pages[0], req)
+    path = folder / f"response.{req.output_format}"
+    with atomic_write(path, "wb") as fh:
+        fh.write(data)
+    return HostedResult(data, mime, path, story)
+
+
+def encode_page(page: str | Path, req: HostedRequest) -> tuple[bytes, str]:
+    """``(bytes, mime type)`` of the page image ``page`` in ``req.output_format``, as predict.py encodes it."""
+    from PIL import Image
+
+    with Image.open(page) as im:
+        image = im.convert("RGB")
+    pil_format, mime = FORMATS[req.output_format]
+    buf = io.BytesIO()
+    if pil_format == "PNG":
+        image.save(buf, format="PNG")
+    else:  # predict.py: quality and optimize for the lossy formats
+        image.save(buf, format=pil_format, quality=req.output_quality, optimize=True)
+    return buf.getvalue(), mime
+
+
+def compose_page(story: Story, req: HostedRequest, registry: Registry | None = None) -> tuple[bytes, str]:
+    """The first comic page of an already rendered ``story`` in ``req.comic_style``, encoded as ``req`` asks."""
+    reg = registry if registry is not None else get_registry()
+    composer = reg.create("composer", "comic", style=req.comic_style, format="png")
+    with tempfile.TemporaryDirectory() as tmp:
+        pages = composer.compose(story, Path(tmp))  # type: ignore[attr-defined]
+        if not pages:
+            raise ConfigError("the story has no pictures to typeset")
+        return encode_page(pages[0], req)
 
 
 def _refuse_ref_image(ref_image: Any) -> None:
@@ -230,145 +385,39 @@ def _refuse_ref_image(ref_image: Any) -> None:
         )
 
 
-def _render_request(
-    req: HostedRequest, preset: str | None, options: Mapping[str, Any], holder: dict[str, Any] | None = None
-) -> Story:
-    from storysdk.builtins.script import ScriptPlanner
-    from storysdk.interfaces import RenderContext
-
-    from .generator import StoryDiffusionGenerator
-
-    request = StoryRequest(
-        script=req.comic_description,
-        characters=req.character_description,
-        style=req.style_name,
-        negative_prompt=req.negative_prompt,
-        seed=req.seed,
-        width=req.image_width,
-        height=req.image_height,
-    )
-    # unnamed mode; predict.py renders [NC] lines among the first num_ids in the id batch
-    planner = ScriptPlanner(num_ids=req.num_ids, allow_nc_id_frames=True, skip_blank_lines=False)
-    plan = planner.plan(request)
-    gen = StoryDiffusionGenerator(
-        model=req.sd_model,
-        preset=preset,
-        sa32=req.sa32_setting,
-        sa64=req.sa64_setting,
-        steps=req.num_steps,
-        guidance=req.guidance_scale,
-        style=req.style_name,
-        negative_prompt=req.negative_prompt,
-        seed=req.seed,
-        **options,
-    )
-    if holder is not None:  # HostedRenderer keeps the loaded pipeline
-        holder["pipeline"] = gen.load()
-    story = Story(plan=plan)
-    for asset in gen.generate(plan.scenes, RenderContext(plan=plan, seed=req.seed, component=gen.name)):
-        story.add(asset)
-    return story
+def _preset_runtime(preset: str | None) -> dict[str, Any]:
+    return {} if preset is None else {"preset": preset}
 
 
-def compose_page(story: Story, req: HostedRequest) -> tuple[bytes, str]:
-    """The first comic page of ``story`` in ``req.comic_style``, encoded as ``req`` asks."""
-    from PIL import Image
+def render_story(fields: Mapping[str, Any], ref_image: Any = None, preset: str | None = None, **options: Any) -> Story:
+    """Plan and render the request: the :class:`Story` with one image per frame (no composing, no files).
 
-    from storysdk.builtins.comic import ComicComposer
-
-    composer = ComicComposer(style=req.comic_style, seed=req.seed, format="png")
-    with tempfile.TemporaryDirectory() as tmp:
-        pages = composer.compose(story, Path(tmp))
-        with Image.open(pages[0]) as im:
-            page = im.convert("RGB")
-    pil_format, mime = FORMATS[req.output_format]
-    buf = io.BytesIO()
-    if pil_format == "PNG":
-        page.save(buf, format="PNG")
-    else:  # predict.py: quality and optimize for the lossy formats
-        page.save(buf, format=pil_format, quality=req.output_quality, optimize=True)
-    return buf.getvalue(), mime
+    ``options`` go to the ``storydiffusion`` generator (e.g. ``device``, ``dtype``, ``pipeline``).
+    """
+    _refuse_ref_image(ref_image)
+    req = parse_fields(fields)
+    pipe = build_pipeline(req, runtime=_preset_runtime(preset), options=options, compose=False)
+    return pipe.run(story_request(req))
 
 
 def render(
-    fields: Mapping[str, Any], ref_image: Any = None, preset: str | None = None, **options: Any
+    fields: Mapping[str, Any],
+    ref_image: Any = None,
+    preset: str | None = None,
+    out_dir: str | Path | None = None,
+    **options: Any,
 ) -> tuple[bytes, str]:
     """Render the hosted request ``fields``; returns ``(image bytes, mime type)`` of the comic's first page.
 
     ``preset="tiny"`` uses the tiny SDXL (toy weights); ``options`` go to the generator.
+    With ``out_dir`` the frames and the page stay there (and a second call resumes or reuses
+    them); without, they go to a temporary folder.
     """
     _refuse_ref_image(ref_image)
     req = parse_fields(fields)  # parsed once: a blank seed draws one random seed for the whole request
-    return compose_page(_render_request(req, preset, options), req)
-
-
-class HostedRenderer:
-    """Renders hosted requests one after another, keeping loaded SDXL pipelines between them.
-
-    ``preset`` and ``options`` (``device``, ``dtype``, ``offload``, ``mode``, ``read_batch``,
-    ...) are given to every request's ``storydiffusion`` generator. The pipeline of each base
-    model (``sd_model``; every name shares the tiny pipeline under ``preset="tiny"``) is loaded
-    at its first request and reused; at most ``max_models`` stay loaded, the least recently
-    used is dropped first. One renderer serves one request at a time (give each worker thread
-    its own).
-    """
-
-    def __init__(self, *, preset: str | None = None, max_models: int = 1, **options: Any) -> None:
-        if isinstance(max_models, bool) or not isinstance(max_models, int) or max_models < 1:
-            raise ConfigError(f"max_models must be a whole number >= 1, got {max_models!r}")
-        if "pipeline" in options:
-            raise ConfigError("HostedRenderer loads its own pipelines; do not pass 'pipeline'")
-        self.preset = preset
-        self.options = dict(options)
-        self.max_models = max_models
-        self.loads = 0
-        self._pipes: OrderedDict[str, Any] = OrderedDict()
-
-    @property
-    def loaded(self) -> list[str]:
-        """The keys of the loaded pipelines (``"tiny"`` or the checkpoint), least recently used first."""
-        return list(self._pipes)
-
-    def _key(self, sd_model: str) -> str:
-        from storysdk.runtime import resolve_preset
-
-        from .loading import resolve_model
-
-        ref, single = resolve_model(sd_model)
-        kind = resolve_preset(self.preset, ref if single is None else None)
-        return "tiny" if kind == "tiny" else f"{ref}/{single}" if single else ref
-
-    def render_story(self, req: HostedRequest) -> Story:
-        """Render a parsed request into a :class:`Story` (one image per frame)."""
-        key = self._key(req.sd_model)
-        pipe = self._pipes.get(key)
-        if pipe is not None:
-            self._pipes.move_to_end(key)
-            return _render_request(req, self.preset, {**self.options, "pipeline": pipe})
-        while len(self._pipes) >= self.max_models:  # make room before loading the next model
-            self._pipes.popitem(last=False)
-            _free_accelerator_memory()
-        holder: dict[str, Any] = {}
-        try:
-            return _render_request(req, self.preset, self.options, holder)
-        finally:  # kept even when this request fails after loading (a bad frame line, ...)
-            if "pipeline" in holder:
-                self.loads += 1
-                self._pipes[key] = holder["pipeline"]
-
-    def render(self, fields: Mapping[str, Any]) -> tuple[bytes, str]:
-        """``(image bytes, mime type)`` of the request ``fields``, as :func:`render` returns."""
-        req = parse_fields(fields)
-        return compose_page(self.render_story(req), req)
-
-
-def _free_accelerator_memory() -> None:
-    import gc
-
-    gc.collect()
-    try:
-        import torch
-    except ImportError:  # pragma: no cover - the plugin depends on torch
-        return
-    if torch.cuda.is_available():
-        torch.cuda.empty_cache()
+    if out_dir is not None:
+        result = run_request(req, out_dir, runtime=_preset_runtime(preset), options=options)
+        return result.data, result.mime
+    with tempfile.TemporaryDirectory() as tmp:
+        result = run_request(req, tmp, runtime=_preset_runtime(preset), options=options)
+        return result.data, result.mime

@@ -24,3 +24,11 @@ def register_styles(register: Register) -> None:
     from .styles import register_styles as register_all
 
     register_all(register)
+
+
+@hookimpl
+def register_routes(register: Register) -> None:
+    """Register the hosted endpoint ``POST /v1/storydiffusion`` (:mod:`.routes`; needs storysdk's ``serve`` extra)."""
+    from .routes import PATH, storydiffusion_endpoint
+
+    register(PATH, storydiffusion_endpoint, methods=("POST",))
