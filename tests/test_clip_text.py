@@ -23,9 +23,9 @@ def _plan(**kw) -> StoryPlan:
     return StoryPlan(scenes=[Scene(i, p) for i, p in enumerate(PROMPTS)], **kw)
 
 
-def _reference_encoding(texts, clip_skip=None):
+def _reference_encoding(texts, clip_skip=None, weights_seed=0):
     """SDXL's text encoding written out by hand on the tiny encoders (independent of encode_prompt)."""
-    pipe = tiny_sdxl_pipeline(0)
+    pipe = tiny_sdxl_pipeline(weights_seed)
     hidden, pooled = [], None
     with torch.no_grad():
         for tok, enc in ((pipe.tokenizer, pipe.text_encoder), (pipe.tokenizer_2, pipe.text_encoder_2)):
@@ -64,7 +64,7 @@ def test_negative_prompt_and_clip_skip():
     skipped, _ = _reference_encoding(PROMPTS[:1], clip_skip=1)
     torch.testing.assert_close(toks[0].tensors["prompt_embeds"][0], skipped[0], rtol=0, atol=1e-5)
     assert toks[0].metadata["negative_prompt"] == "blurry, ugly"
-    with pytest.raises(ConfigError, match="clip_skip"):
+    with pytest.raises(ConfigError, match="option clip_skip=-1: input should be greater than or equal to 0"):
         ClipTextTokenizer(preset="tiny", clip_skip=-1)
 
 
@@ -136,8 +136,10 @@ def test_lazy_loading_and_errors(tmp_path):
     f.write_bytes(b"")
     with pytest.raises(ConfigError, match="cannot load the single file"):
         ClipTextTokenizer(model=str(f))
-    with pytest.raises(ConfigError, match="dtype"):
-        ClipTextTokenizer(preset="tiny", dtype="int4").load()
+    with pytest.raises(ConfigError, match="option dtype='int4'"):
+        ClipTextTokenizer(preset="tiny", dtype="int4")
+    with pytest.raises(ConfigError, match="offload='model' needs a CUDA device"):
+        ClipTextTokenizer(preset="tiny", device="cpu", offload="model").load()
 
 
 def test_local_folder_loads_text_encoders_only(tmp_path):
@@ -150,3 +152,15 @@ def test_local_folder_loads_text_encoders_only(tmp_path):
         for key in x.tensors:
             assert torch.equal(x.tensors[key], y.tensors[key])
     assert a[0].metadata["model"] == str(tmp_path / "sdxl")
+
+
+def test_weights_seed_picks_the_tiny_encoders():
+    plan = _plan()
+    tk = ClipTextTokenizer(preset="tiny", weights_seed=4)
+    assert tk._encoder is None  # building the tokenizer loads no model
+    toks = tk.tokenize(plan.scenes[:1], RenderContext(plan=plan))
+    embeds, pooled = _reference_encoding(PROMPTS[:1], weights_seed=4)
+    torch.testing.assert_close(toks[0].tensors["prompt_embeds"][0], embeds[0], rtol=0, atol=1e-5)
+    torch.testing.assert_close(toks[0].tensors["pooled_prompt_embeds"][0], pooled[0], rtol=0, atol=1e-5)
+    default, _ = _reference_encoding(PROMPTS[:1])
+    assert not torch.allclose(toks[0].tensors["prompt_embeds"][0], default[0])

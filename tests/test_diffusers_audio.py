@@ -113,11 +113,13 @@ def test_too_long_scene_is_clear():
 @pytest.mark.parametrize(
     "options, match",
     [
-        ({"duration": 0}, "duration must be a positive"),
-        ({"duration": -1.0}, "duration must be a positive"),
-        ({"steps": 0}, "steps must be"),
-        ({"offload": "gpu"}, "offload 'gpu' is unknown"),
-        ({"extra": 3}, "extra must be a dict"),
+        ({"duration": 0}, r"generator 'diffusers-audio': option duration=0: input should be greater than 0 \(seconds"),
+        ({"duration": -1.0}, "option duration=-1.0: input should be greater than 0"),
+        ({"duration": "5"}, "option duration='5': input should be a valid number"),
+        ({"steps": 0}, "option steps=0: input should be greater than or equal to 1"),
+        ({"offload": "gpu"}, "option offload='gpu': input should be 'model' or 'sequential'"),
+        ({"extra": 3}, "option extra=3: input should be a valid dictionary"),
+        ({"seed": 1}, "option 'seed' was renamed to 'weights_seed'"),
     ],
 )
 def test_bad_options(options, match):
@@ -178,3 +180,18 @@ def test_signature_detection_and_sample_rates():
     assert pipeline_sample_rate(tiny_stable_audio_pipeline(0)) == RATE
     with pytest.raises(ConfigError, match="cannot tell the sample rate"):
         pipeline_sample_rate(object())
+
+
+def test_weights_seed_picks_the_tiny_weights():
+    plan = _plan([0.5])
+    ctx = RenderContext(plan=plan, seed=3)
+    gen = DiffusersAudioGenerator(preset="tiny", steps=2, weights_seed=2)
+    assert gen._pipe is None  # building the generator loads no model
+    [clip] = list(gen.generate(plan.scenes, ctx))
+    seed = derive_seed(3, "scene", 0)
+    ref = tiny_stable_audio_pipeline(2)(
+        plan.scenes[0].prompt, audio_end_in_s=0.5, num_inference_steps=2, generator=torch.Generator().manual_seed(seed)
+    ).audios[0].numpy()
+    assert np.array_equal(clip.samples[:, : ref.shape[1]], ref)
+    [default] = list(DiffusersAudioGenerator(preset="tiny", steps=2).generate(plan.scenes, ctx))
+    assert not np.array_equal(default.samples, clip.samples)

@@ -178,14 +178,18 @@ def test_extra_kwargs_reach_the_pipeline(reference_pipe):
 @pytest.mark.parametrize(
     "options, match",
     [
-        ({"width": 100}, "width must be a positive multiple of 8"),
-        ({"height": 63}, "height must be a positive multiple of 8"),
-        ({"width": 0}, "width must be a positive multiple of 8"),
-        ({"steps": 0}, "steps must be"),
-        ({"batch_size": 0}, "batch_size must be"),
-        ({"offload": "disk"}, "offload 'disk' is unknown"),
-        ({"extra": ["guidance_scale"]}, "extra must be a dict"),
-        ({"preset": "big"}, "preset 'big' is unknown"),
+        ({"width": 100}, r"generator 'diffusers-image': option width=100: input should be a multiple of 8 \(picture width"),
+        ({"height": 63}, "option height=63: input should be a multiple of 8"),
+        ({"width": 0}, "option width=0: input should be greater than 0"),
+        ({"steps": 0}, "option steps=0: input should be greater than or equal to 1"),
+        ({"steps": 2.5}, "option steps=2.5: input should be a valid integer"),
+        ({"batch_size": 0}, "option batch_size=0: input should be greater than or equal to 1"),
+        ({"offload": "disk"}, "option offload='disk': input should be 'model' or 'sequential'"),
+        ({"extra": ["guidance_scale"]}, "option extra=\\['guidance_scale'\\]: input should be a valid dictionary"),
+        ({"preset": "big"}, "option preset='big': input should be 'tiny', 'full' or 'auto'"),
+        ({"dtype": "int4"}, "option dtype='int4': input should be 'auto', 'float16'"),
+        ({"seed": 3}, "option 'seed' was renamed to 'weights_seed'"),
+        ({"step": 3}, "has no option 'step'. Did you mean 'steps'"),
     ],
 )
 def test_bad_options(options, match):
@@ -235,7 +239,7 @@ def test_auto_preset_without_weights_uses_tiny(tmp_path, monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "cache"))
     with pytest.warns(UserWarning, match="tiny preset"):
         gen = DiffusersImageGenerator(preset="auto", steps=2)
-    assert gen.preset == "tiny" and gen.model_name == "tiny-sdxl"
+    assert gen.options.preset == "auto" and gen.model_name == "tiny-sdxl"
 
 
 def test_wrong_token_width_is_clear():
@@ -256,3 +260,23 @@ def test_wrong_token_width_is_clear():
     del scene.tokens["sdxl-text"].tensors["pooled_prompt_embeds"]
     with pytest.raises(ConfigError, match="lack pooled_prompt_embeds"):
         list(DiffusersImageGenerator(preset="tiny", steps=2).generate([scene], RenderContext(plan=plan)))
+
+
+def test_weights_seed_picks_the_tiny_weights_and_construction_loads_nothing(reference_pipe):
+    plan = _plan()
+    ctx = RenderContext(plan=plan, seed=11)
+    gen = DiffusersImageGenerator(preset="tiny", steps=2, weights_seed=1)
+    assert gen._pipe is None  # building the generator loads no model
+    [other] = list(gen.generate(plan.scenes[:1], ctx))
+    seed = derive_seed(11, "scene", 0)
+    expected = np.asarray(_direct(tiny_sdxl_pipeline(1), PROMPTS[0], seed), dtype=np.int16)
+    assert np.array_equal(_pixels(other), expected)
+    default = np.asarray(_direct(reference_pipe, PROMPTS[0], seed), dtype=np.int16)  # weights_seed=0
+    assert not np.array_equal(_pixels(other), default)
+
+
+def test_options_are_declared_with_their_defaults():
+    opts = DiffusersImageGenerator(preset="tiny").options
+    assert (opts.model, opts.steps, opts.guidance, opts.width, opts.height, opts.batch_size) == (
+        None, None, None, None, None, 4)
+    assert (opts.device, opts.dtype, opts.offload, opts.weights_seed) == (None, None, None, 0)

@@ -9,17 +9,20 @@ does the encoding: an image made from the tokens equals one made from the prompt
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 from ..errors import ConfigError
 from ..interfaces import RenderContext, Tokenizer
 from ..model import Scene, Tokens
+from ..options import DeviceOptions, Field
 from .diffusers_image import (
     DEFAULT_SDXL,
     SDXL_TOKEN_KIND,
     SINGLE_FILE_SUFFIXES,
     TINY_MODEL_NAME,
     check_model_path,
+    check_offload,
     load_error,
     scene_prompts,
 )
@@ -34,15 +37,18 @@ class ClipTextTokenizer(Tokenizer):
     ``pooled_prompt_embeds`` (1, pooled), and the same two for the negative prompt, on the
     CPU. ``metadata`` records the prompt and negative prompt that were encoded.
 
-    Options: ``model`` (SDXL folder or hub id; only the text encoders and tokenizers are
-    loaded), ``preset`` (``"tiny"``: the text side of the tiny SDXL, same weights as
-    ``diffusers-image``'s tiny preset), ``device``, ``dtype``, ``negative_prompt`` and
-    ``style`` (``None``: the plan's; the style is applied with :func:`storysdk.styles.apply_style`
-    so the tokens match what ``diffusers-image`` would encode with the same options; the
-    tokenizer defines no styles of its own), and ``clip_skip`` (layers skipped from the end
-    of the first encoder, as diffusers' ``clip_skip``).
-    An empty negative prompt gives zero negative embeddings (SDXL's
-    ``force_zeros_for_empty_prompt``).
+    The options are declared in :class:`Options`: ``model`` (SDXL folder or hub id; only the
+    text encoders and tokenizers are loaded), the shared ``preset``/``device``/``dtype``/
+    ``offload``/``weights_seed`` (:class:`~storysdk.options.DeviceOptions`; ``preset="tiny"``
+    is the text side of the tiny SDXL, the same weights as ``diffusers-image``'s tiny preset
+    with the same ``weights_seed``; ``offload`` keeps the encoders on the CPU between calls,
+    on CUDA), ``negative_prompt`` and ``style`` (``None``: the plan's; the style is applied
+    with :func:`storysdk.styles.apply_style` so the tokens match what ``diffusers-image``
+    would encode with the same options; the tokenizer defines no styles of its own), and
+    ``clip_skip`` (layers skipped from the end of the first encoder, as diffusers'
+    ``clip_skip``). An empty negative prompt gives zero negative embeddings (SDXL's
+    ``force_zeros_for_empty_prompt``). Building it loads nothing; the encoders load at the
+    first :meth:`tokenize`.
     """
 
     name: ClassVar[str] = "clip-text"
@@ -51,56 +57,59 @@ class ClipTextTokenizer(Tokenizer):
     needs_gpu: ClassVar[bool] = True
     tiny_preset: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        *,
-        model: str | None = None,
-        preset: str | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        negative_prompt: str | None = None,
-        style: str | None = None,
-        clip_skip: int | None = None,
-    ) -> None:
+    class Options(DeviceOptions):
+        model: str | Path | None = Field(
+            None,
+            description=f"SDXL diffusers folder or hub id (its text encoders and tokenizers are loaded); "
+            f"None: {DEFAULT_SDXL}",
+        )
+        negative_prompt: str | None = Field(None, description="negative prompt; None: the plan's")
+        style: str | None = Field(
+            None, description="style template applied to each prompt (storysdk.styles); None: the plan's"
+        )
+        clip_skip: int | None = Field(
+            None, ge=0, description="layers skipped from the end of the first text encoder, as diffusers' clip_skip"
+        )
+
+    options: Options
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
         from ..runtime import resolve_preset
 
-        if clip_skip is not None and (not isinstance(clip_skip, int) or clip_skip < 0):
-            raise ConfigError(f"clip_skip must be a whole number >= 0 (or None), got {clip_skip!r}")
-        self.model = str(model) if model is not None else DEFAULT_SDXL
-        self.preset = resolve_preset(preset, self.model)
-        if self.preset == "full":
-            self.model = check_model_path(self.model)
-            if self.model.endswith(SINGLE_FILE_SUFFIXES):
+        opts = self.options
+        self._model = str(opts.model) if opts.model is not None else DEFAULT_SDXL
+        self._preset = resolve_preset(opts.preset, self._model)
+        if self._preset == "full":
+            self._model = check_model_path(self._model)
+            if self._model.endswith(SINGLE_FILE_SUFFIXES):
                 raise ConfigError(
-                    f"clip-text cannot load the single file {self.model!r}; give the diffusers folder "
+                    f"clip-text cannot load the single file {self._model!r}; give the diffusers folder "
                     "or hub id of the model (its text_encoder and text_encoder_2 subfolders)"
                 )
-        self.device = device
-        self.dtype = dtype
-        self.negative_prompt = negative_prompt
-        self.style = style
-        self.clip_skip = clip_skip
         self._encoder: Any = None
         self._device: Any = None
 
     @property
     def model_name(self) -> str:
-        return TINY_MODEL_NAME if self.preset == "tiny" else self.model
+        """The model as recorded in token metadata (``"tiny-sdxl"`` for the tiny preset)."""
+        return TINY_MODEL_NAME if self._preset == "tiny" else self._model
 
     def load(self) -> Any:
         """Load the text encoders now (otherwise at the first :meth:`tokenize`); returns the encoder pipeline."""
         if self._encoder is None:
-            from ..runtime import require_torch, resolve_device, resolve_dtype
+            from ..runtime import apply_offload, resolve
 
-            require_torch(f"tokenizer {self.name!r}")
-            device = resolve_device(self.device)
-            dtype = resolve_dtype(self.dtype, device)
+            opts = self.options
+            who = f"tokenizer {self.name!r}"
+            r = resolve(who, preset=self._preset, model=self._model, device=opts.device, dtype=opts.dtype)
+            check_offload(who, opts.offload, r.device)
             from diffusers import EulerDiscreteScheduler, StableDiffusionXLPipeline
 
-            if self.preset == "tiny":
+            if r.preset == "tiny":
                 from ..tiny import tiny_sdxl_text_components
 
-                text = tiny_sdxl_text_components(0)
+                text = tiny_sdxl_text_components(opts.weights_seed)
                 # unet/vae None: only encode_prompt is used; the scheduler is never stepped.
                 pipe = StableDiffusionXLPipeline(
                     vae=None, unet=None, scheduler=EulerDiscreteScheduler(), **text
@@ -110,15 +119,18 @@ class ClipTextTokenizer(Tokenizer):
 
                 try:
                     pipe = StableDiffusionXLPipeline.from_pretrained(
-                        self.model, unet=None, vae=None, **dtype_kwargs(dtype)
+                        self._model, unet=None, vae=None, **dtype_kwargs(r.dtype)
                     )
                 except (OSError, ValueError) as exc:
-                    raise load_error(self.model, exc) from exc
+                    raise load_error(self._model, exc) from exc
             for enc in (pipe.text_encoder, pipe.text_encoder_2):
                 if enc is not None:
-                    enc.to(device=device, dtype=dtype)
+                    # with offload the encoders stay on the CPU; accelerate's hooks move them per call
+                    enc.to(dtype=r.dtype, device=r.device if opts.offload is None else None)
+            if opts.offload is not None:
+                apply_offload(pipe, opts.offload, r.device)
             self._encoder = pipe
-            self._device = device
+            self._device = r.device
         return self._encoder
 
     def tokenize(self, scenes: Sequence[Scene], ctx: RenderContext) -> list[Tokens]:
@@ -128,7 +140,8 @@ class ClipTextTokenizer(Tokenizer):
         if not scenes:
             return []
         pipe = self.load()
-        prompts = [scene_prompts(s, ctx.plan, self.style, self.negative_prompt) for s in scenes]
+        opts = self.options
+        prompts = [scene_prompts(s, ctx.plan, opts.style, opts.negative_prompt) for s in scenes]
         negatives = [n for _, n in prompts]
         # diffusers zeroes the negative embeddings only when negative_prompt is None.
         negative_arg = None if all(n is None for n in negatives) else [n or "" for n in negatives]
@@ -139,7 +152,7 @@ class ClipTextTokenizer(Tokenizer):
                 num_images_per_prompt=1,
                 do_classifier_free_guidance=True,
                 negative_prompt=negative_arg,
-                clip_skip=self.clip_skip,
+                clip_skip=opts.clip_skip,
             )
         out = []
         for i, (prompt, negative) in enumerate(prompts):
@@ -157,7 +170,7 @@ class ClipTextTokenizer(Tokenizer):
                         "prompt": prompt,
                         "negative_prompt": negative,
                         "model": self.model_name,
-                        "clip_skip": self.clip_skip,
+                        "clip_skip": opts.clip_skip,
                     },
                 )
             )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import inspect
 from collections.abc import Iterable, Sequence
+from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
@@ -17,6 +18,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..interfaces import Generator, RenderContext
 from ..model import Asset, AudioAsset, Scene
+from ..options import DeviceOptions, Field
 from .diffusers_image import call_default, check_model_path, load_pipeline, pipeline_from_pretrained
 
 __all__ = ["DEFAULT_AUDIO_MODEL", "DiffusersAudioGenerator", "fit_length"]
@@ -37,10 +39,12 @@ def fit_length(samples: np.ndarray, frames: int) -> np.ndarray:
 class DiffusersAudioGenerator(Generator):
     """Renders one audio clip per scene with a diffusers text-to-audio pipeline.
 
-    Options: ``model`` (folder or hub id), ``preset`` (``"tiny"``, ``"auto"``, ``None``),
-    ``duration`` (seconds for scenes without one), ``negative_prompt``, ``steps``/``guidance``
-    (``None``: the pipeline's defaults), ``device``/``dtype``/``offload``, ``extra`` (more
-    pipeline keyword arguments). Each scene is seeded with a CPU generator from
+    The options are declared in :class:`Options`: ``model`` (folder or hub id), the shared
+    ``preset``/``device``/``dtype``/``offload``/``weights_seed``
+    (:class:`~storysdk.options.DeviceOptions`), ``duration`` (seconds for scenes without
+    one), ``negative_prompt``, ``steps``/``guidance`` (``None``: the pipeline's defaults) and
+    ``extra`` (more pipeline keyword arguments). Building it loads nothing; the model loads
+    at the first :meth:`generate`. Each scene is seeded with a CPU generator from
     ``ctx.scene_seed(scene)``. The sample rate is the pipeline's: ``vae.sampling_rate`` for
     Stable Audio, the vocoder's for AudioLDM/AudioLDM2. A scene longer than the model can
     make in one clip (47.55 s for Stable Audio Open) is a :class:`ConfigError`.
@@ -53,61 +57,53 @@ class DiffusersAudioGenerator(Generator):
     needs_gpu: ClassVar[bool] = True
     tiny_preset: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        *,
-        model: str | None = None,
-        preset: str | None = None,
-        duration: float = 5.0,
-        negative_prompt: str | None = None,
-        steps: int | None = None,
-        guidance: float | None = None,
-        device: str | None = None,
-        dtype: str | None = None,
-        offload: str | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        from ..runtime import OFFLOAD_MODES, resolve_preset
+    class Options(DeviceOptions):
+        model: str | Path | None = Field(
+            None, description=f"diffusers folder or hub id of a text-to-audio model; None: {DEFAULT_AUDIO_MODEL}"
+        )
+        duration: float = Field(
+            5.0, gt=0, allow_inf_nan=False, description="seconds of audio for a scene that has no duration of its own"
+        )
+        negative_prompt: str | None = Field(None, description="negative prompt; None: the plan's")
+        steps: int | None = Field(None, ge=1, description="denoising steps; None: the pipeline's default")
+        guidance: float | None = Field(
+            None, allow_inf_nan=False, description="classifier-free guidance scale; None: the pipeline's default"
+        )
+        extra: dict[str, Any] | None = Field(None, description="more keyword arguments for the pipeline call")
 
-        if not isinstance(duration, (int, float)) or not duration > 0:
-            raise ConfigError(f"duration must be a positive number of seconds, got {duration!r}")
-        if steps is not None and (not isinstance(steps, int) or steps < 1):
-            raise ConfigError(f"steps must be a whole number >= 1, got {steps!r}")
-        if offload is not None and offload not in OFFLOAD_MODES:
-            raise ConfigError(f"offload {offload!r} is unknown; use 'model', 'sequential' or None")
-        if extra is not None and not isinstance(extra, dict):
-            raise ConfigError(f"extra must be a dict of pipeline keyword arguments, got {type(extra).__name__}")
-        self.model = str(model) if model is not None else DEFAULT_AUDIO_MODEL
-        self.preset = resolve_preset(preset, self.model)
-        if self.preset == "full":
-            self.model = check_model_path(self.model)
-        self.duration = float(duration)
-        self.negative_prompt = negative_prompt
-        self.steps = steps
-        self.guidance = guidance
-        self.device = device
-        self.dtype = dtype
-        self.offload = offload
-        self.extra = dict(extra or {})
+    options: Options
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        from ..runtime import resolve_preset
+
+        opts = self.options
+        self._model = str(opts.model) if opts.model is not None else DEFAULT_AUDIO_MODEL
+        self._preset = resolve_preset(opts.preset, self._model)
+        if self._preset == "full":
+            self._model = check_model_path(self._model)
         self._pipe: Any = None
 
     @property
     def model_name(self) -> str:
-        return TINY_MODEL_NAME if self.preset == "tiny" else self.model
+        """The model as recorded in asset metadata (``"tiny-stable-audio"`` for the tiny preset)."""
+        return TINY_MODEL_NAME if self._preset == "tiny" else self._model
 
     def load(self) -> Any:
         """Load the pipeline now (otherwise at the first :meth:`generate`) and return it."""
         if self._pipe is None:
             from ..tiny import tiny_stable_audio_pipeline
 
+            opts = self.options
             self._pipe, _ = load_pipeline(
                 f"generator {self.name!r}",
-                preset=self.preset,
-                device=self.device,
-                dtype=self.dtype,
-                offload=self.offload,
-                tiny=lambda: tiny_stable_audio_pipeline(0),
-                full=lambda dtype: pipeline_from_pretrained(self.model, dtype),
+                preset=self._preset,
+                model=self._model,
+                device=opts.device,
+                dtype=opts.dtype,
+                offload=opts.offload,
+                tiny=lambda: tiny_stable_audio_pipeline(opts.weights_seed),
+                full=lambda dtype: pipeline_from_pretrained(self._model, dtype),
             )
         return self._pipe
 
@@ -120,14 +116,15 @@ class DiffusersAudioGenerator(Generator):
         """Yield one :class:`AudioAsset` per scene, each exactly the scene's duration long."""
         from ..runtime import cpu_generator
 
+        opts = self.options
         pipe = self.load()
         rate = pipeline_sample_rate(pipe)
         params = inspect.signature(pipe.__call__).parameters
         length_arg = _length_parameter(params)
         limit = _max_seconds(pipe)
-        negative = self.negative_prompt if self.negative_prompt is not None else ctx.plan.negative_prompt
+        negative = opts.negative_prompt if opts.negative_prompt is not None else ctx.plan.negative_prompt
         for scene in scenes:
-            duration = float(scene.duration) if scene.duration is not None else self.duration
+            duration = float(scene.duration) if scene.duration is not None else opts.duration
             if limit is not None and duration > limit + 1e-9:
                 raise ConfigError(
                     f"scene {scene.index}: duration {duration:g} s is longer than model {self.model_name!r} "
@@ -138,15 +135,15 @@ class DiffusersAudioGenerator(Generator):
             kwargs[length_arg] = duration
             if negative and "negative_prompt" in params:
                 kwargs["negative_prompt"] = negative
-            if self.steps is not None:
-                kwargs["num_inference_steps"] = self.steps
-            if self.guidance is not None:
-                kwargs["guidance_scale"] = self.guidance
+            if opts.steps is not None:
+                kwargs["num_inference_steps"] = opts.steps
+            if opts.guidance is not None:
+                kwargs["guidance_scale"] = opts.guidance
             if "output_type" in params:
                 kwargs["output_type"] = "np"
             steps = kwargs.get("num_inference_steps", call_default(pipe, "num_inference_steps"))
             kwargs.update(_progress_kwargs(params, ctx, scene, steps))
-            kwargs.update(self.extra)
+            kwargs.update(opts.extra or {})
             audio = pipe(**kwargs).audios[0]
             samples = _as_channels_frames(audio)
             frames = int(round(duration * rate))

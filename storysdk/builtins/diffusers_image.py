@@ -12,11 +12,13 @@ import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from ..errors import ConfigError
 from ..interfaces import Generator, RenderContext
 from ..model import Asset, ImageAsset, Scene, StoryPlan
+from ..options import DeviceOptions, Field
 
 if TYPE_CHECKING:
     import torch
@@ -97,10 +99,19 @@ def pipeline_from_pretrained(model: str, dtype: torch.dtype) -> Any:
         raise load_error(model, exc) from exc
 
 
+def check_offload(who: str, offload: str | None, device: torch.device) -> None:
+    """CPU offload needs CUDA: refuse it on another device before any weights are built."""
+    if offload is not None and device.type != "cuda":
+        raise ConfigError(
+            f"{who}: offload={offload!r} needs a CUDA device (got {str(device)!r}); drop the offload option on CPU"
+        )
+
+
 def load_pipeline(
     who: str,
     *,
     preset: str,
+    model: str | None,
     device: Any,
     dtype: Any,
     offload: str | None,
@@ -110,26 +121,26 @@ def load_pipeline(
 ) -> tuple[Any, torch.device]:
     """Build a diffusers pipeline the way every model-backed built-in does.
 
-    Resolves ``device``/``dtype``, takes the tiny preset from ``tiny()`` (cast to ``dtype``) or
-    the real model from ``full(dtype)``, lets ``configure`` adjust it (a scheduler, ...),
-    silences the pipeline's own progress bar and applies ``offload``. Returns the pipeline and
-    the execution device.
+    Resolves preset, device and dtype with :func:`storysdk.runtime.resolve`, refuses CPU
+    offload without CUDA before any weights are built, takes the tiny preset from ``tiny()``
+    (cast to the dtype) or the real model from ``full(dtype)``, lets ``configure`` adjust it
+    (a scheduler, ...), silences the pipeline's own progress bar and applies ``offload``.
+    Returns the pipeline and the execution device.
     """
-    from ..runtime import apply_offload, require_torch, resolve_device, resolve_dtype
+    from ..runtime import apply_offload, resolve
 
-    require_torch(who)
-    dev = resolve_device(device)
-    dt = resolve_dtype(dtype, dev)
-    if preset == "tiny":
+    r = resolve(who, preset=preset, model=model, device=device, dtype=dtype)
+    check_offload(who, offload, r.device)
+    if r.preset == "tiny":
         pipe = tiny()
-        if dt != pipe.dtype:
-            pipe = pipe.to(dtype=dt)
+        if r.dtype != pipe.dtype:
+            pipe = pipe.to(dtype=r.dtype)
     else:
-        pipe = full(dt)
+        pipe = full(r.dtype)
     if configure is not None:
         configure(pipe)
     pipe.set_progress_bar_config(disable=True)
-    return apply_offload(pipe, offload, dev), dev
+    return apply_offload(pipe, offload, r.device), r.device
 
 
 def scheduler_from_name(pipe: Any, name: str) -> Any:
@@ -157,12 +168,15 @@ def call_default(pipe: Any, name: str) -> Any:
 class DiffusersImageGenerator(Generator):
     """Renders scenes with a diffusers text-to-image pipeline, several scenes per denoising batch.
 
-    Options: ``model`` (folder, hub id or single file), ``preset`` (``"tiny"``, ``"auto"``,
-    ``None``), ``steps``/``guidance`` (``None``: the pipeline's defaults), ``width``/``height``
-    (``None``: the plan's, else the pipeline's), ``negative_prompt`` and ``style`` (``None``:
-    the plan's), ``scheduler`` (a diffusers class name), ``batch_size`` (scenes per batch),
-    ``device``/``dtype``/``offload``, ``config`` (diffusers config folder or hub id for a
-    single-file checkpoint) and ``extra`` (more keyword arguments for the pipeline call).
+    The options are declared in :class:`Options`: ``model`` (folder, hub id or single file),
+    the shared ``preset``/``device``/``dtype``/``offload``/``weights_seed``
+    (:class:`~storysdk.options.DeviceOptions`), ``steps``/``guidance`` (``None``: the
+    pipeline's defaults), ``width``/``height`` (``None``: the plan's, else the pipeline's),
+    ``negative_prompt`` and ``style`` (``None``: the plan's), ``scheduler`` (a diffusers class
+    name), ``batch_size`` (scenes per batch), ``config`` (diffusers config folder or hub id for
+    a single-file checkpoint) and ``extra`` (more keyword arguments for the pipeline call).
+    Building the generator loads nothing; the model loads at the first :meth:`generate`
+    (or :meth:`load`).
 
     Every scene gets its own CPU generator seeded with ``ctx.scene_seed(scene)``, so a scene
     renders the same in any batch. When every scene of a batch carries ``"sdxl-text"``
@@ -178,54 +192,46 @@ class DiffusersImageGenerator(Generator):
     needs_gpu: ClassVar[bool] = True
     tiny_preset: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        *,
-        model: str | None = None,
-        preset: str | None = None,
-        steps: int | None = None,
-        guidance: float | None = None,
-        width: int | None = None,
-        height: int | None = None,
-        negative_prompt: str | None = None,
-        style: str | None = None,
-        scheduler: str | None = None,
-        batch_size: int = 4,
-        device: str | None = None,
-        dtype: str | None = None,
-        offload: str | None = None,
-        config: str | None = None,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        from ..runtime import OFFLOAD_MODES, resolve_preset
+    class Options(DeviceOptions):
+        model: str | Path | None = Field(
+            None,
+            description=f"diffusers folder, hub id, or one .safetensors/.ckpt file (SDXL or SD 1.5); "
+            f"None: {DEFAULT_SDXL}",
+        )
+        steps: int | None = Field(None, ge=1, description="denoising steps; None: the pipeline's default")
+        guidance: float | None = Field(
+            None, allow_inf_nan=False, description="classifier-free guidance scale; None: the pipeline's default"
+        )
+        width: int | None = Field(
+            None, gt=0, multiple_of=8, description="picture width in pixels; None: the plan's, else the pipeline's"
+        )
+        height: int | None = Field(
+            None, gt=0, multiple_of=8, description="picture height in pixels; None: the plan's, else the pipeline's"
+        )
+        negative_prompt: str | None = Field(None, description="negative prompt; None: the plan's")
+        style: str | None = Field(
+            None, description="style template applied to each prompt (storysdk.styles); None: the plan's"
+        )
+        scheduler: str | None = Field(
+            None, description="diffusers scheduler class name, e.g. 'DDIMScheduler'; None: the model's own"
+        )
+        batch_size: int = Field(4, ge=1, description="scenes per denoising batch (as memory allows)")
+        config: str | None = Field(
+            None, description="single-file checkpoints: the base model's diffusers config folder or hub id"
+        )
+        extra: dict[str, Any] | None = Field(None, description="more keyword arguments for the pipeline call")
 
-        for label, size in (("width", width), ("height", height)):
-            _check_size(label, size)
-        if steps is not None and (not isinstance(steps, int) or steps < 1):
-            raise ConfigError(f"steps must be a whole number >= 1, got {steps!r}")
-        if not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be a whole number >= 1, got {batch_size!r}")
-        if offload is not None and offload not in OFFLOAD_MODES:
-            raise ConfigError(f"offload {offload!r} is unknown; use 'model', 'sequential' or None")
-        if extra is not None and not isinstance(extra, dict):
-            raise ConfigError(f"extra must be a dict of pipeline keyword arguments, got {type(extra).__name__}")
-        self.model = str(model) if model is not None else DEFAULT_SDXL
-        self.preset = resolve_preset(preset, self.model)
-        if self.preset == "full":
-            self.model = check_model_path(self.model)
-        self.steps = steps
-        self.guidance = guidance
-        self.width = width
-        self.height = height
-        self.negative_prompt = negative_prompt
-        self.style = style
-        self.scheduler = scheduler
-        self.batch_size = batch_size
-        self.device = device
-        self.dtype = dtype
-        self.offload = offload
-        self.config = config
-        self.extra = dict(extra or {})
+    options: Options
+
+    def __init__(self, **options: Any) -> None:
+        super().__init__(**options)
+        from ..runtime import resolve_preset
+
+        opts = self.options
+        self._model = str(opts.model) if opts.model is not None else DEFAULT_SDXL
+        self._preset = resolve_preset(opts.preset, self._model)
+        if self._preset == "full":
+            self._model = check_model_path(self._model)
         self._pipe: Any = None
         self._device: Any = None
 
@@ -234,48 +240,52 @@ class DiffusersImageGenerator(Generator):
     @property
     def model_name(self) -> str:
         """The model as recorded in asset metadata (``"tiny-sdxl"`` for the tiny preset)."""
-        return TINY_MODEL_NAME if self.preset == "tiny" else self.model
+        return TINY_MODEL_NAME if self._preset == "tiny" else self._model
 
     def load(self) -> Any:
         """Load the pipeline now (otherwise done at the first :meth:`generate`) and return it."""
         if self._pipe is None:
             from ..tiny import tiny_sdxl_pipeline
 
+            opts = self.options
+
             def configure(pipe: Any) -> None:
-                if self.scheduler is not None:
-                    pipe.scheduler = scheduler_from_name(pipe, self.scheduler)
+                if opts.scheduler is not None:
+                    pipe.scheduler = scheduler_from_name(pipe, opts.scheduler)
 
             self._pipe, self._device = load_pipeline(
                 f"generator {self.name!r}",
-                preset=self.preset,
-                device=self.device,
-                dtype=self.dtype,
-                offload=self.offload,
-                tiny=lambda: tiny_sdxl_pipeline(0),
+                preset=self._preset,
+                model=self._model,
+                device=opts.device,
+                dtype=opts.dtype,
+                offload=opts.offload,
+                tiny=lambda: tiny_sdxl_pipeline(opts.weights_seed),
                 full=self._load_full,
                 configure=configure,
             )
         return self._pipe
 
     def _load_full(self, dtype: torch.dtype) -> Any:
-        if self.model.endswith(SINGLE_FILE_SUFFIXES) and os.path.isfile(self.model):
+        if self._model.endswith(SINGLE_FILE_SUFFIXES) and os.path.isfile(self._model):
             return self._load_single_file(dtype)
-        return pipeline_from_pretrained(self.model, dtype)
+        return pipeline_from_pretrained(self._model, dtype)
 
     def _load_single_file(self, dtype: torch.dtype) -> Any:
         from diffusers import StableDiffusionPipeline, StableDiffusionXLPipeline
 
-        cls = StableDiffusionXLPipeline if _is_sdxl_single_file(self.model) else StableDiffusionPipeline
         from ..runtime import dtype_kwargs
 
+        model = self._model
+        cls = StableDiffusionXLPipeline if _is_sdxl_single_file(model) else StableDiffusionPipeline
         kwargs: dict[str, Any] = dtype_kwargs(dtype)
-        if self.config is not None:
-            kwargs["config"] = self.config
+        if self.options.config is not None:
+            kwargs["config"] = self.options.config
         try:
-            return cls.from_single_file(self.model, **kwargs)
+            return cls.from_single_file(model, **kwargs)
         except (OSError, ValueError, KeyError, TypeError) as exc:
             raise load_error(
-                self.model,
+                model,
                 exc,
                 f"A single-file checkpoint loads as {cls.__name__} and needs its base model's diffusers "
                 "configs: pass config='<local diffusers folder of the base model>' (or reach the hub once).",
@@ -285,27 +295,29 @@ class DiffusersImageGenerator(Generator):
 
     def generate(self, scenes: Sequence[Scene], ctx: RenderContext) -> Iterable[Asset]:
         """Yield one :class:`ImageAsset` per scene, ``batch_size`` scenes per pipeline call."""
+        opts = self.options
+        width = opts.width if opts.width is not None else ctx.plan.width
+        height = opts.height if opts.height is not None else ctx.plan.height
+        _check_size("width", width, where="plan width" if opts.width is None else "width")
+        _check_size("height", height, where="plan height" if opts.height is None else "height")
         pipe = self.load()
-        width = self.width if self.width is not None else ctx.plan.width
-        height = self.height if self.height is not None else ctx.plan.height
-        _check_size("width", width, where="plan width" if self.width is None else "width")
-        _check_size("height", height, where="plan height" if self.height is None else "height")
-        for start in range(0, len(scenes), self.batch_size):
-            yield from self._batch(pipe, list(scenes[start : start + self.batch_size]), ctx, width, height)
+        for start in range(0, len(scenes), opts.batch_size):
+            yield from self._batch(pipe, list(scenes[start : start + opts.batch_size]), ctx, width, height)
 
     def _batch(
         self, pipe: Any, batch: list[Scene], ctx: RenderContext, width: int | None, height: int | None
     ) -> Iterator[ImageAsset]:
         from ..runtime import cpu_generator
 
+        opts = self.options
         params = inspect.signature(pipe.__call__).parameters
         seeds = [ctx.scene_seed(s) for s in batch]
-        prompts = [scene_prompts(s, ctx.plan, self.style, self.negative_prompt) for s in batch]
+        prompts = [scene_prompts(s, ctx.plan, opts.style, opts.negative_prompt) for s in batch]
         kwargs: dict[str, Any] = {"generator": [cpu_generator(seed) for seed in seeds], "output_type": "pil"}
-        if self.steps is not None:
-            kwargs["num_inference_steps"] = self.steps
-        if self.guidance is not None:
-            kwargs["guidance_scale"] = self.guidance
+        if opts.steps is not None:
+            kwargs["num_inference_steps"] = opts.steps
+        if opts.guidance is not None:
+            kwargs["guidance_scale"] = opts.guidance
         if width is not None:
             kwargs["width"] = width
         if height is not None:
@@ -328,7 +340,7 @@ class DiffusersImageGenerator(Generator):
                 return callback_kwargs
 
             kwargs["callback_on_step_end"] = on_step_end
-        kwargs.update(self.extra)
+        kwargs.update(opts.extra or {})
         images = pipe(**kwargs).images
         guidance = kwargs.get("guidance_scale", call_default(pipe, "guidance_scale"))
         for scene, seed, image, (prompt, negative) in zip(batch, seeds, images, prompts):
