@@ -1,4 +1,4 @@
-"""SEED-Story speed and memory (issue 5, point 8).
+"""SEED-Story speed and memory (figures and machine in docs/performance.md).
 
 Tiny preset (CPU, always):
   1. the 66-token image block appended in ONE forward pass vs 66 forced single steps

@@ -1,4 +1,4 @@
-"""Model sizes, torch-free: the ``released`` architecture (§1.1-§1.5) and ``tiny`` (the same
+"""Model sizes, torch-free: the ``released`` architecture (docs/seed-story.md §1.1-§1.5) and ``tiny`` (the same
 modules at toy size, for tests, CI and the offline demo). Component modules import this at
 registration time, so it must not import torch."""
 

@@ -1,4 +1,4 @@
-"""One story step's decoding (§2 "Decoding" and "Regression"), shared by both cache modes.
+"""One story step's decoding (docs/seed-story.md §2 "Decoding" and "Regression"), shared by both cache modes.
 
 Greedy text with the free-mode logits processor; when the model starts the image chain
 (``<img>``, or an ``<img_k>`` whose 0.0 logit won), the rest of the chain up to ``</img>`` is

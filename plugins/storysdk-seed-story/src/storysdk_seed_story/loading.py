@@ -1,4 +1,4 @@
-"""Building the models: tiny (seeded random, in code) or from the released layout of §1.6.
+"""Building the models: tiny (seeded random, in code) or from the released layout of docs/seed-story.md §1.6.
 
 Released layout under one ``pretrained`` folder::
 

@@ -1,4 +1,4 @@
-"""The MLLM of §1.2-§1.3: a transformers Llama plus the input and output resamplers.
+"""The MLLM of docs/seed-story.md §1.2-§1.3: a transformers Llama plus the input and output resamplers.
 
 Image features enter the LLM by overwriting the input embeddings at the 64 positions strictly
 between each ``<img>``/``</img>`` pair (§2 "Image injection"); the post-final-norm hidden

@@ -1,4 +1,4 @@
-"""The de-tokenizer's perceiver resampler (``ResamplerXLV2``, §1.5 and §9).
+"""The de-tokenizer's perceiver resampler (``ResamplerXLV2``, docs/seed-story.md §1.5 and §9).
 
 Regressed ViT features (B, 256, 4096) -> SDXL prompt embeddings (B, 64, 768+1280) and a
 pooled vector (B, 1280). Parameter names follow upstream (``layers.{i}.0`` attention,

@@ -1,4 +1,4 @@
-"""The 448-pixel inference transform of §1.1, in PIL and numpy (no torchvision).
+"""The 448-pixel inference transform of docs/seed-story.md §1.1, in PIL and numpy (no torchvision).
 
 ``Resize((448, 448))`` with the default bilinear filter (PIL's, as torchvision uses for PIL
 images), no aspect-ratio preservation, then ``/255`` and CLIP mean/std.

@@ -1,4 +1,4 @@
-"""The Qwen-VL cross-attention resampler (§1.2) and its 2-D sin-cos position table (§9).
+"""The Qwen-VL cross-attention resampler (docs/seed-story.md §1.2) and its 2-D sin-cos position table (§9).
 
 One class serves three places: the ViT's ``attn_pool`` (kv_dim 1664 -> 4096, LayerNorm eps
 1e-6, §1.1) and the MLLM's input/output resamplers (kv_proj = Identity, eps 1e-5, §1.2).

@@ -1,4 +1,4 @@
-"""The attention-sink cache of §2 (``vis_george_sink.py``, ``cache_mode='img_head_tail'``).
+"""The attention-sink cache of docs/seed-story.md §2 (``vis_george_sink.py``, ``cache_mode='img_head_tail'``).
 
 When an image leaves the window, the KV cache keeps the first 4 tokens of the sequence (the
 sink), 12 tokens around each evicted image's ``<img>`` (``boi-4 .. boi+7``), 12 around its

@@ -1,4 +1,4 @@
-"""The per-run state of the story loop (§2), in its two cache modes.
+"""The per-run state of the story loop (docs/seed-story.md §2), in its two cache modes.
 
 ``PrefillStory`` is the release's behaviour: the prompt string is rebuilt and re-encoded from
 scratch every step, with the window of 8 images cut out of the string. ``SinkStory`` keeps

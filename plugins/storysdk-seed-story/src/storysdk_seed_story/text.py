@@ -1,4 +1,4 @@
-"""The Llama tokenizer with SEED-Story's 66 added tokens (§1.4), and the ids resolved by string.
+"""The Llama tokenizer with SEED-Story's 66 added tokens (docs/seed-story.md §1.4), and the ids resolved by string.
 
 The tiny preset builds a Llama-2-style tokenizer in code (SentencePiece-like unigram pieces
 ``▁word`` over the story corpus, ``<unk>``/``<s>``/``</s>`` at ids 0/1/2, Llama-2's

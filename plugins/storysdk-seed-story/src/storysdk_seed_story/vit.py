@@ -1,4 +1,4 @@
-"""The Qwen-VL ViT-G with its attention pool (§1.1), in our own torch code.
+"""The Qwen-VL ViT-G with its attention pool (docs/seed-story.md §1.1), in our own torch code.
 
 Module and parameter names are Qwen-VL's ``transformer.visual`` names, so ``qwen_vit_G.pt``
 (and the ``transformer.visual.`` tensors of a Qwen-VL-Chat checkpoint) load key for key.

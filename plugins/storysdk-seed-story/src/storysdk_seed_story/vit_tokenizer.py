@@ -1,4 +1,4 @@
-"""Tokenizer ``seed-story-vit``: pictures -> ViT features (§1.1) and the LLM's image inputs (§1.2).
+"""Tokenizer ``seed-story-vit``: pictures -> ViT features (docs/seed-story.md §1.1) and the LLM's image inputs (§1.2).
 
 For each scene it encodes the picture the story already holds for it (``ctx.story.images``),
 else the image file named by ``scene.metadata["image"]``. The tokens carry ``features``
