@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -59,12 +61,26 @@ def _cmd_plugins(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_table(rows: Sequence[Sequence[str]], indent: str = "") -> None:
-    """Rows as left-aligned columns; the last column is not padded (it may be long)."""
-    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]) - 1)]
-    for r in rows:
-        cells = [r[i].ljust(widths[i]) for i in range(len(widths))] + [r[-1]]
-        print((indent + "  ".join(cells)).rstrip())
+def _print_table(rows: Sequence[Sequence[str]], indent: str = "", caps: Sequence[int | None] = ()) -> None:
+    """Rows as left-aligned columns. A column with a cap in ``caps`` wraps its cells at that
+    width (at spaces); the last column is neither padded nor wrapped (it may be long)."""
+    count = len(rows[0])
+    limits = list(caps) + [None] * (count - len(caps))
+    cells = [
+        [
+            textwrap.wrap(cell, limits[i], break_long_words=False) or [""]
+            if limits[i] is not None and i < count - 1 and len(cell) > limits[i]  # type: ignore[operator]
+            else [cell]
+            for i, cell in enumerate(row)
+        ]
+        for row in rows
+    ]
+    widths = [max(len(line) for row in cells for line in row[i]) for i in range(count - 1)]
+    for row in cells:
+        for n in range(max(len(c) for c in row)):
+            parts = [(row[i][n] if n < len(row[i]) else "").ljust(widths[i]) for i in range(count - 1)]
+            last = row[-1][n] if n < len(row[-1]) else ""
+            print((indent + "  ".join(parts + [last])).rstrip())
 
 
 def _shown(value: Any) -> str:
@@ -124,7 +140,7 @@ def _print_options(reg: Any, name: str, *, as_json: bool) -> int:
         for o in infos:
             default = "(required)" if o.required else _shown(o.default)
             rows.append((o.name, o.type, default, ", ".join(o.constraints) or "-", o.description or "-"))
-        _print_table(rows, indent="  ")
+        _print_table(rows, indent="  ", caps=(None, 28, 22, 22))
         for old, new in c.renamed().items():
             print(f"  renamed: {old} -> {new}")
         if not c.declared():
@@ -230,6 +246,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     except StorySDKError as exc:
         print(f"storysdk: error: {exc}", file=sys.stderr)
         return 2
+    except BrokenPipeError:  # the reader went away (storysdk plugins | head): stop quietly
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return 1
     except KeyboardInterrupt:
         print("\nstorysdk: interrupted; run the same command again to resume", file=sys.stderr)
         return 130

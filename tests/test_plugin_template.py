@@ -83,6 +83,25 @@ def test_storysdk_plugins_cli_lists_the_template(monkeypatch: pytest.MonkeyPatch
     assert {(c["kind"], c["name"]) for c in entry["components"]} == TEMPLATE_COMPONENTS
 
 
+def test_storysdk_plugins_options_of_a_plugin_component(
+    monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("STORYSDK_LOAD_PLUGINS", raising=False)
+    monkeypatch.setattr(storysdk.registry, "_default", None)
+    assert main(["plugins", "--options", "template-shapes"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"generator 'template-shapes' (plugin template {_template_version()}): seeded shapes")
+    rows = {line.split()[0]: line.split(None, 4) for line in out.splitlines()[2:]}
+    assert rows["shapes"][:4] == ["shapes", "int", "5", ">="] and "how many shapes to draw per picture" in out
+    assert rows["width"][:3] == ["width", "int", "|"] and "None: the plan's width, else 64" in out
+    assert main(["plugins", "--options", "template-shapes", "--json"]) == 0
+    (comp,) = json.loads(capsys.readouterr().out)["components"]
+    assert comp["plugin"] == "template" and comp["options"][0] == {
+        "name": "shapes", "type": "int", "default": 5, "required": False, "constraints": [">= 1"],
+        "description": "how many shapes to draw per picture",
+    }
+
+
 def test_mixed_pipeline_with_builtins_fakes_and_the_template(tmp_path: Path) -> None:
     reg = storysdk.Registry(environ={"STORYSDK_LOAD_PLUGINS": "template"})
     reg.register_plugin(FakesPlugin(), name="storysdk.testing")
@@ -96,7 +115,7 @@ def test_mixed_pipeline_with_builtins_fakes_and_the_template(tmp_path: Path) -> 
         seed=5,
     )
     pipe = storysdk.Pipeline(
-        planner=("script", {"num_ids": 1}),
+        planner="script",
         generators=["template-shapes", ("fake-audio", {"sample_rate": 8000})],
         composers=[("template-contact-sheet", {"thumb": 32}), "storybook", "soundtrack"],
         registry=reg,

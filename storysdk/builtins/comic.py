@@ -311,7 +311,6 @@ class ComicComposer(Composer):
             CLASSIC,
             description="typesetting style, in any letter case: 'Classic Comic Style', 'Four Pannel' "
             "(upstream's spelling) or 'Four Panel', 'No typesetting (default)' or 'No typesetting', or 'Pages'",
-            json_schema_extra={"constraint": "one of " + ", ".join(repr(s) for s in STYLES)},
         )
         layout_seed: int | None = Field(
             None, description="seed of the Classic layout's shuffled rows; None: the story's seed, plan.seed"

@@ -1,7 +1,8 @@
 """Fake components: deterministic, instant, no models (like httpx's ``MockTransport``).
 
-They follow every rule real components follow (per-scene seeds, one asset per scene, yield
-as soon as ready), so pipeline and plugin tests can mix them with real components.
+They follow every rule real components follow (declared options, per-scene seeds, one asset
+per scene, yield as soon as ready), so pipeline and plugin tests can mix them with real
+components.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ from PIL import Image
 
 from ..interfaces import Composer, Generator, Planner, RenderContext, StepContext, Tokenizer
 from ..model import AudioAsset, ImageAsset, Modality, Scene, Story, StoryPlan, StoryRequest, Tokens
+from ..options import Field, Options
 from ..output import atomic_write
 
 __all__ = [
@@ -34,8 +36,8 @@ class FakePlanner(Planner):
     name = "fake-planner"
     description = "one scene per script line; for tests"
 
-    def __init__(self, duration: float = 1.0) -> None:
-        self.duration = duration
+    class Options(Options):
+        duration: float = Field(1.0, gt=0, allow_inf_nan=False, description="seconds each scene lasts")
 
     def plan(self, request: StoryRequest) -> StoryPlan:
         if request.script:
@@ -43,7 +45,7 @@ class FakePlanner(Planner):
         else:
             lines = [f"{request.prompt} {i}".strip() for i in range(request.num_scenes or 3)]
         scenes = [
-            Scene(index=i, prompt=ln, caption=ln, duration=self.duration) for i, ln in enumerate(lines)
+            Scene(index=i, prompt=ln, caption=ln, duration=self.options.duration) for i, ln in enumerate(lines)
         ]
         return StoryPlan(
             scenes=scenes,
@@ -65,11 +67,11 @@ class FakeInterleavedPlanner(Planner):
     interleaved = True
     description = "interleaved planner whose scenes depend on earlier pictures; for tests"
 
-    def __init__(self, duration: float = 1.0) -> None:
-        self.duration = duration
+    class Options(Options):
+        duration: float = Field(1.0, gt=0, allow_inf_nan=False, description="seconds each scene lasts")
 
     def plan(self, request: StoryRequest) -> StoryPlan:
-        first = Scene(index=0, prompt=request.prompt or "opening", caption="opening", duration=self.duration)
+        first = Scene(index=0, prompt=request.prompt or "opening", caption="opening", duration=self.options.duration)
         return StoryPlan(
             scenes=[first], width=request.width, height=request.height, seed=request.seed, planner=self.name
         )
@@ -82,7 +84,7 @@ class FakeInterleavedPlanner(Planner):
         )
         ctx.state["steps"] = ctx.state.get("steps", 0) + 1
         i = ctx.next_index
-        return Scene(index=i, prompt=f"after {mean}", caption=f"scene {i}", duration=self.duration)
+        return Scene(index=i, prompt=f"after {mean}", caption=f"scene {i}", duration=self.options.duration)
 
 
 def _rng(ctx: RenderContext, scene: Scene) -> np.random.Generator:
@@ -93,16 +95,17 @@ class FakeImageGenerator(Generator):
     """A seeded noise picture per scene, tinted by a hash of the prompt."""
 
     name = "fake-image"
+    description = "seeded noise pictures; for tests"
     modality: ClassVar[Modality] = "image"
     batching = True
 
-    def __init__(self, width: int | None = None, height: int | None = None) -> None:
-        self.width = width
-        self.height = height
+    class Options(Options):
+        width: int | None = Field(None, ge=1, description="picture width in pixels; None: the plan's, else 64")
+        height: int | None = Field(None, ge=1, description="picture height in pixels; None: the plan's, else 64")
 
     def generate(self, scenes: Sequence[Scene], ctx: RenderContext) -> Iterator[ImageAsset]:
-        w = self.width or ctx.plan.width or 64
-        h = self.height or ctx.plan.height or 64
+        w = self.options.width or ctx.plan.width or 64
+        h = self.options.height or ctx.plan.height or 64
         for scene in scenes:
             rng = _rng(ctx, scene)
             tint = np.frombuffer(scene.prompt.encode("utf-8").ljust(3, b"\0")[:3], dtype=np.uint8)
@@ -114,27 +117,32 @@ class FakeAudioGenerator(Generator):
     """A sine per scene whose pitch follows the scene seed; length = the scene's duration."""
 
     name = "fake-audio"
+    description = "seeded sine clips; for tests"
     modality: ClassVar[Modality] = "audio"
 
-    def __init__(self, sample_rate: int = 8000, duration: float = 1.0, channels: int = 1) -> None:
-        self.sample_rate = sample_rate
-        self.duration = duration
-        self.channels = channels
+    class Options(Options):
+        sample_rate: int = Field(8000, ge=1, description="sample rate of the clips in Hz")
+        duration: float = Field(
+            1.0, gt=0, allow_inf_nan=False, description="seconds of a clip for a scene without a duration"
+        )
+        channels: int = Field(1, ge=1, description="channels of each clip (the same sine in each)")
 
     def generate(self, scenes: Sequence[Scene], ctx: RenderContext) -> Iterator[AudioAsset]:
+        opts = self.options
         for scene in scenes:
-            seconds = scene.duration or self.duration
-            n = int(round(seconds * self.sample_rate))
+            seconds = scene.duration or opts.duration
+            n = int(round(seconds * opts.sample_rate))
             freq = 200.0 + float(_rng(ctx, scene).integers(0, 600))
-            t = np.arange(n) / self.sample_rate
+            t = np.arange(n) / opts.sample_rate
             wave = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
-            yield AudioAsset(scene.index, np.tile(wave, (self.channels, 1)), self.sample_rate, made_by=self.name)
+            yield AudioAsset(scene.index, np.tile(wave, (opts.channels, 1)), opts.sample_rate, made_by=self.name)
 
 
 class FakeTokenizer(Tokenizer):
     """Tokens of kind ``fake`` holding the prompt's UTF-8 bytes as a numpy array."""
 
     name = "fake-tokenizer"
+    description = "the prompt's UTF-8 bytes as tokens; for tests"
     produces = "fake"
 
     def tokenize(self, scenes: Sequence[Scene], ctx: RenderContext) -> list[Tokens]:
@@ -148,6 +156,7 @@ class FakeComposer(Composer):
     """Writes ``story.json``: each scene's caption and which assets it has."""
 
     name = "fake-composer"
+    description = "story.json: each scene's caption and assets; for tests"
 
     def compose(self, story: Story, out_dir: Path) -> list[Path]:
         data = [

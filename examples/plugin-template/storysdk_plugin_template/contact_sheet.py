@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import ClassVar
 
 from PIL import Image, ImageDraw, ImageFont, ImageOps
+from pydantic import field_validator
 
 import storysdk
 from storysdk.model import Modality
@@ -32,12 +33,8 @@ def label_font(size: int) -> ImageFont.FreeTypeFont | ImageFont.ImageFont:
 class ContactSheetComposer(storysdk.Composer):
     """Writes ``contact-sheet.png`` (or ``filename``): thumbnails of all pictures, in scene order.
 
-    Options:
-        columns: thumbnails per row (at least 1).
-        thumb: side of the square each picture is fitted into.
-        padding: gap between and around cells.
-        label_size: font size of the scene numbers; the label strip is ``label_size + 4`` high.
-        filename: name of the file written in the output folder.
+    The options are declared in :class:`Options`; ``label_size + 4`` is the height of the
+    label strip under each thumbnail.
     """
 
     name: ClassVar[str] = "template-contact-sheet"
@@ -45,54 +42,49 @@ class ContactSheetComposer(storysdk.Composer):
     # The pipeline skips this composer (with a progress message) when a story has no pictures.
     requires: ClassVar[tuple[Modality, ...]] = ("image",)
 
-    def __init__(
-        self,
-        columns: int = 4,
-        thumb: int = 128,
-        padding: int = 8,
-        label_size: int = 14,
-        filename: str = "contact-sheet.png",
-    ) -> None:
-        for label, value, low in (("columns", columns, 1), ("thumb", thumb, 8), ("padding", padding, 0),
-                                  ("label_size", label_size, 6)):
-            if not isinstance(value, int) or value < low:
-                raise storysdk.ConfigError(
-                    f"template-contact-sheet: {label} must be a whole number >= {low}, got {value!r}"
-                )
-        if not filename.lower().endswith(".png") or Path(filename).name != filename:
-            raise storysdk.ConfigError(
-                f"template-contact-sheet: filename must be a plain file name ending in .png, got {filename!r}"
-            )
-        self.columns = columns
-        self.thumb = thumb
-        self.padding = padding
-        self.label_size = label_size
-        self.filename = filename
+    class Options(storysdk.Options):
+        columns: int = storysdk.Field(4, ge=1, description="thumbnails per row")
+        thumb: int = storysdk.Field(128, ge=8, description="side in pixels of the square each picture is fitted into")
+        padding: int = storysdk.Field(8, ge=0, description="gap between and around cells, pixels")
+        label_size: int = storysdk.Field(14, ge=6, description="font size of the scene numbers, pixels")
+        filename: str = storysdk.Field("contact-sheet.png", description="file written in the output folder, a .png")
+
+        # A rule the bounds cannot say: a validator; its message becomes the ConfigError's.
+        @field_validator("filename")
+        @classmethod
+        def _plain_png(cls, value: str) -> str:
+            if not value.lower().endswith(".png") or Path(value).name != value:
+                raise ValueError(f"filename must be a plain file name ending in .png, got {value!r}")
+            return value
+
+    options: Options
 
     @property
     def label_height(self) -> int:
-        return self.label_size + 4
+        return self.options.label_size + 4
 
     def compose(self, story: storysdk.Story, out_dir: Path) -> list[Path]:
         """Write the sheet and return ``[path]``; ``[]`` when the story has no pictures."""
         pictures = story.ordered_images()  # (scene, asset) pairs in scene order
         if not pictures:
             return []
-        cols = min(self.columns, len(pictures))
+        opts = self.options
+        thumb, padding = opts.thumb, opts.padding
+        cols = min(opts.columns, len(pictures))
         rows = math.ceil(len(pictures) / cols)
-        cell_w, cell_h = self.thumb, self.thumb + self.label_height
-        size = (cols * cell_w + (cols + 1) * self.padding, rows * cell_h + (rows + 1) * self.padding)
+        cell_w, cell_h = thumb, thumb + self.label_height
+        size = (cols * cell_w + (cols + 1) * padding, rows * cell_h + (rows + 1) * padding)
         sheet = Image.new("RGB", size, "white")
         draw = ImageDraw.Draw(sheet)
-        font = label_font(self.label_size)
+        font = label_font(opts.label_size)
         for i, (scene, asset) in enumerate(pictures):
-            x = self.padding + (i % cols) * (cell_w + self.padding)
-            y = self.padding + (i // cols) * (cell_h + self.padding)
-            small = ImageOps.contain(asset.image.convert("RGB"), (self.thumb, self.thumb))
-            sheet.paste(small, (x + (self.thumb - small.width) // 2, y + (self.thumb - small.height) // 2))
-            centre = (x + cell_w // 2, y + self.thumb + self.label_height // 2)
+            x = padding + (i % cols) * (cell_w + padding)
+            y = padding + (i // cols) * (cell_h + padding)
+            small = ImageOps.contain(asset.image.convert("RGB"), (thumb, thumb))
+            sheet.paste(small, (x + (thumb - small.width) // 2, y + (thumb - small.height) // 2))
+            centre = (x + cell_w // 2, y + thumb + self.label_height // 2)
             draw.text(centre, f"#{scene.index}", fill="black", font=font, anchor="mm")
-        path = Path(out_dir) / self.filename
+        path = Path(out_dir) / opts.filename
         # Write to a temporary file and rename: an interrupted run never leaves half a PNG.
         with atomic_write(path) as fh:
             sheet.save(fh, format="PNG")

@@ -9,7 +9,10 @@ It needs no model, yet it follows every rule a real generator follows:
   alone, in a batch, or after a resume;
 - the picture size comes from the plan (``width``/``height`` of the story) unless the
   generator's own options override it;
-- options are plain keyword arguments of ``__init__``; the registry checks their names.
+- its options are declared in one place, the nested ``Options`` class (a pydantic model):
+  name, type, default, bounds and a one-line description each. storysdk checks every value
+  before the generator exists (``ShapesGenerator(shapes=0)`` raises a ``ConfigError`` naming
+  the option and its bound) and ``storysdk plugins --options template-shapes`` prints them.
 """
 
 from __future__ import annotations
@@ -43,9 +46,7 @@ class ShapesGenerator(storysdk.Generator):
     from the scene seed, so it is the same in every scene: a toy version of the character
     consistency that StoryDiffusion achieves with real models.
 
-    Options:
-        shapes: how many shapes to draw per picture (at least 1).
-        width, height: picture size in pixels; default: the plan's size, else 64.
+    The options are declared in :class:`Options` and read from ``self.options``.
     """
 
     # The registered name: what story files and Pipeline(...) use.
@@ -55,26 +56,26 @@ class ShapesGenerator(storysdk.Generator):
     modality: ClassVar[Modality] = "image"
     batching: ClassVar[bool] = True  # the pipeline may pass all pending scenes in one call
 
-    def __init__(self, shapes: int = 5, width: int | None = None, height: int | None = None) -> None:
-        if not isinstance(shapes, int) or shapes < 1:
-            raise storysdk.ConfigError(f"template-shapes: shapes must be a whole number >= 1, got {shapes!r}")
-        for label, value in (("width", width), ("height", height)):
-            if value is not None and (not isinstance(value, int) or value < 8):
-                raise storysdk.ConfigError(
-                    f"template-shapes: {label} must be a whole number of pixels >= 8, got {value!r}"
-                )
-        self.shapes = shapes
-        self.width = width
-        self.height = height
+    class Options(storysdk.Options):
+        # Every option: a type, a default, bounds storysdk checks, and a one-line description.
+        shapes: int = storysdk.Field(5, ge=1, description="how many shapes to draw per picture")
+        width: int | None = storysdk.Field(
+            None, ge=8, description="picture width in pixels; None: the plan's width, else 64"
+        )
+        height: int | None = storysdk.Field(
+            None, ge=8, description="picture height in pixels; None: the plan's height, else 64"
+        )
+
+    options: Options  # the validated values, set by storysdk.Generator.__init__
 
     def generate(self, scenes: Sequence[storysdk.Scene], ctx: storysdk.RenderContext) -> Iterator[storysdk.ImageAsset]:
         """Yield one picture per scene, each seeded with ``ctx.scene_seed(scene)``."""
-        width = self.width or ctx.plan.width or DEFAULT_SIZE
-        height = self.height or ctx.plan.height or DEFAULT_SIZE
+        width = self.options.width or ctx.plan.width or DEFAULT_SIZE
+        height = self.options.height or ctx.plan.height or DEFAULT_SIZE
         for done, scene in enumerate(scenes, start=1):
             image = self._draw(scene, ctx, width, height)
             ctx.report(done, len(scenes), scene.index, "shapes drawn")  # optional step progress
-            yield storysdk.ImageAsset(scene.index, image, made_by=self.name, metadata={"shapes": self.shapes})
+            yield storysdk.ImageAsset(scene.index, image, made_by=self.name, metadata={"shapes": self.options.shapes})
 
     def character_colour(self, ctx: storysdk.RenderContext, name: str) -> Colour:
         """The colour of character ``name``: a function of the story seed and the name only."""
@@ -84,7 +85,7 @@ class ShapesGenerator(storysdk.Generator):
         rng = random.Random(ctx.scene_seed(scene))
         image = Image.new("RGB", (width, height), _colour(rng))
         draw = ImageDraw.Draw(image)
-        for _ in range(self.shapes):
+        for _ in range(self.options.shapes):
             x0, x1 = sorted(rng.randrange(width) for _ in range(2))
             y0, y1 = sorted(rng.randrange(height) for _ in range(2))
             kind = rng.choice(("ellipse", "rectangle", "triangle"))

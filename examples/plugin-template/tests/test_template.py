@@ -112,14 +112,31 @@ def test_characters_keep_their_colour_across_scenes() -> None:
 
 
 def test_bad_options_are_config_errors(registry: storysdk.Registry) -> None:
-    with pytest.raises(storysdk.ConfigError, match="shapes"):
+    # the declared bound and description make the message: option, value, rule, meaning
+    with pytest.raises(storysdk.ConfigError, match=r"option shapes=0: input should be greater than or equal to 1 "
+                       r"\(how many shapes to draw per picture\)"):
         ShapesGenerator(shapes=0)
-    with pytest.raises(storysdk.ConfigError, match="width"):
+    with pytest.raises(storysdk.ConfigError, match="option width=3: input should be greater than or equal to 8"):
         ShapesGenerator(width=3)
+    with pytest.raises(storysdk.ConfigError, match="option shapes='5': input should be a valid integer"):
+        ShapesGenerator(shapes="5")  # strict: a story file's "5" is not a number
     with pytest.raises(storysdk.ConfigError, match="no option 'colour'"):
         registry.create("generator", "template-shapes", colour="red")
-    with pytest.raises(storysdk.ConfigError, match="filename"):
+    with pytest.raises(storysdk.ConfigError, match="has no option 'shape'. Did you mean 'shapes'"):
+        registry.create("generator", "template-shapes", shape=3)
+    with pytest.raises(storysdk.ConfigError, match="filename must be a plain file name ending in .png"):
         ContactSheetComposer(filename="../sheet.png")
+    with pytest.raises(storysdk.ConfigError, match="option columns=0"):
+        ContactSheetComposer(columns=0)
+
+
+def test_options_are_declared_with_descriptions(registry: storysdk.Registry) -> None:
+    info = registry.get("composer", "template-contact-sheet")
+    rows = {o.name: o for o in info.option_info()}
+    assert list(rows) == ["columns", "thumb", "padding", "label_size", "filename"]
+    assert (rows["thumb"].type, rows["thumb"].default, rows["thumb"].constraints) == ("int", 128, (">= 8",))
+    assert all(o.description for o in rows.values())
+    assert ContactSheetComposer(columns=2).options.columns == 2
 
 
 # -- the composer ----------------------------------------------------------------------------
