@@ -1,195 +1,166 @@
-"""Tests of storysdk.styles: every StoryDiffusion style template, the negatives, the name sets.
+"""storysdk.styles: the Style type, the identity, and lookup by name among the styles plugins register.
 
-The expected strings are written out from ``plugins/storysdk-storydiffusion/docs/storydiffusion-styles.md`` (the template with
-``{prompt}`` replaced, and ``style_negative + " " + user_negative``), not taken from the code.
+The styles here come from small test plugins (``register_styles``); StoryDiffusion's own
+templates are tested in its plugin's tests.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
 import attrs
 import pytest
 
-from storysdk.errors import ConfigError
+from storysdk import Registry, hookimpl
+from storysdk.errors import ConfigError, PluginError
 from storysdk.styles import (
-    CURRENT_STYLE_NAMES,
-    DEFAULT_SD_MODEL,
-    DEFAULT_STYLE,
-    HOSTED_DEFAULT_STYLE,
-    HOSTED_STYLE_NAMES,
-    LEGACY_STYLE_NAMES,
-    SD_MODELS,
-    STYLES,
+    IDENTITY,
+    NO_STYLE,
     Style,
     apply_style,
-    get_sd_model,
     get_style,
+    match_name,
+    menu,
+    menu_names,
+    style_catalog,
     style_names,
 )
 
-PROMPT = "a girl reading a book"
-NEGATIVE = "blurry hands"
-
-# Each style applied to PROMPT with the user negative NEGATIVE (plugins/storysdk-storydiffusion/docs/storydiffusion-styles.md).
-EXPECTED = {
-    "(No style)": (
-        "a girl reading a book",
-        " blurry hands",
-    ),
-    "Japanese Anime": (
-        "anime artwork illustrating a girl reading a book. created by japanese anime studio. highly emotional. best quality, high resolution, (Anime Style, Manga Style:1.3), Low detail, sketch, concept art, line art, webtoon, manhua, hand drawn, defined lines, simple shades, minimalistic, High contrast, Linear compositions, Scalable artwork, Digital art, High Contrast Shadows",
-        "lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry blurry hands",
-    ),
-    "Digital/Oil Painting": (
-        "a girl reading a book . (Extremely Detailed Oil Painting:1.2), glow effects, godrays, Hand drawn, render, 8k, octane render, cinema 4d, blender, dark, atmospheric 4k ultra detailed, cinematic sensual, Sharp focus, humorous illustration, big depth of field",
-        "anime, cartoon, graphic, text, painting, crayon, graphite, abstract, glitch, deformed, mutated, ugly, disfigured, lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry blurry hands",
-    ),
-    "Pixar/Disney Character": (
-        "Create a Disney Pixar 3D style illustration on a girl reading a book . The scene is vibrant, motivational, filled with vivid colors and a sense of wonder.",
-        "lowres, bad anatomy, bad hands, text, bad eyes, bad arms, bad legs, error, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, blurry, grayscale, noisy, sloppy, messy, grainy, highly detailed, ultra textured, photo blurry hands",
-    ),
-    "Photographic": (
-        "cinematic photo a girl reading a book . Hyperrealistic, Hyperdetailed, detailed skin, matte skin, soft lighting, realistic, best quality, ultra realistic, 8k, golden ratio, Intricate, High Detail, film photography, soft focus",
-        "drawing, painting, crayon, sketch, graphite, impressionist, noisy, blurry, soft, deformed, ugly, lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry blurry hands",
-    ),
-    "Comic book": (
-        "comic a girl reading a book . graphic illustration, comic art, graphic novel art, vibrant, highly detailed",
-        "photograph, deformed, glitch, noisy, realistic, stock photo, lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry blurry hands",
-    ),
-    "Line art": (
-        "line art drawing a girl reading a book . professional, sleek, modern, minimalist, graphic, line art, vector graphics",
-        "anime, photorealistic, 35mm film, deformed, glitch, blurry, noisy, off-center, deformed, cross-eyed, closed eyes, bad anatomy, ugly, disfigured, mutated, realism, realistic, impressionism, expressionism, oil, acrylic, lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry blurry hands",
-    ),
-    "Black and White Film Noir": (
-        "a girl reading a book . (b&w, Monochromatic, Film Photography:1.3), film noir, analog style, soft lighting, subsurface scattering, realistic, heavy shadow, masterpiece, best quality, ultra realistic, 8k",
-        "anime, photorealistic, 35mm film, deformed, glitch, blurry, noisy, off-center, deformed, cross-eyed, closed eyes, bad anatomy, ugly, disfigured, mutated, realism, realistic, impressionism, expressionism, oil, acrylic, lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry blurry hands",
-    ),
-    "Isometric Rooms": (
-        "Tiny cute isometric a girl reading a book . in a cutaway box, soft smooth lighting, soft colors, 100mm lens, 3d blender render",
-        "anime, photorealistic, 35mm film, deformed, glitch, blurry, noisy, off-center, deformed, cross-eyed, closed eyes, bad anatomy, ugly, disfigured, mutated, realism, realistic, impressionism, expressionism, oil, acrylic, lowres, bad anatomy, bad hands, text, error, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, username, blurry blurry hands",
-    ),
-    "Cinematic": (
-        "cinematic still a girl reading a book . emotional, harmonious, vignette, highly detailed, high budget, bokeh, cinemascope, moody, epic, gorgeous, film grain, grainy",
-        "anime, cartoon, graphic, text, painting, crayon, graphite, abstract, glitch, deformed, mutated, ugly, disfigured blurry hands",
-    ),
-    "Disney Charactor": (
-        "A Pixar animation character of a girl reading a book . pixar-style, studio anime, Disney, high-quality",
-        "lowres, bad anatomy, bad hands, text, bad eyes, bad arms, bad legs, error, missing fingers, extra digit, fewer digits, cropped, worst quality, low quality, normal quality, jpeg artifacts, signature, watermark, blurry, grayscale, noisy, sloppy, messy, grainy, highly detailed, ultra textured, photo blurry hands",
-    ),
-}
+SKETCH = Style("Pencil Sketch", "pencil sketch of {prompt}, graphite", "colour, paint")
+INK = Style("Ink Wash", "{prompt} . ink wash painting", "photo")
+NEON = Style("Neon", "neon {prompt} at night", "")
 
 
-def test_style_names_current_then_legacy() -> None:
-    current = [
-        "(No style)",
-        "Japanese Anime",
-        "Digital/Oil Painting",
-        "Pixar/Disney Character",
-        "Photographic",
-        "Comic book",
-        "Line art",
-        "Black and White Film Noir",
-        "Isometric Rooms",
-    ]
-    assert style_names(legacy=False) == current
-    assert style_names() == current + ["Cinematic", "Disney Charactor"]
-    assert list(CURRENT_STYLE_NAMES) == current
-    assert list(LEGACY_STYLE_NAMES) == ["Cinematic", "Disney Charactor"]
-    assert sorted(STYLES) == sorted(EXPECTED)
+class ArtPlugin:
+    """Three styles; the app menu lists two of them, the kiosk menu the others in its own order."""
+
+    @hookimpl
+    def register_styles(self, register: Any) -> None:
+        register(SKETCH, menus=("art-app",))
+        register(INK, menus=("art-app",))
+        register(NEON)
+        for style in (NEON, IDENTITY, SKETCH):  # registered again to list them in another menu
+            register(style, menus=("kiosk",))
 
 
-def test_hosted_menu_and_defaults() -> None:
-    assert DEFAULT_STYLE == "Japanese Anime"
-    assert HOSTED_DEFAULT_STYLE == "Disney Charactor"
-    assert HOSTED_STYLE_NAMES == (
-        "(No style)",
-        "Japanese Anime",
-        "Cinematic",
-        "Disney Charactor",
-        "Photographic",
-        "Comic book",
-        "Line art",
-    )
-    for name in HOSTED_STYLE_NAMES:  # every hosted name resolves
-        assert get_style(name).name == name
+def registry(*plugins: object) -> Registry:
+    reg = Registry(entrypoints=False)
+    for i, p in enumerate(plugins):
+        reg.register_plugin(p, name=f"styles-{i}")
+    return reg
 
 
-@pytest.mark.parametrize("name", sorted(EXPECTED))
-def test_every_template(name: str) -> None:
-    positive, negative = EXPECTED[name]
-    assert apply_style(name, PROMPT, NEGATIVE) == (positive, negative)
-    style = get_style(name)
-    assert style.apply(PROMPT, NEGATIVE) == (positive, negative)
-    assert style.positive.count("{prompt}") == 1
-    # an empty user negative still gets the joining space, as upstream (n + " " + negative)
-    assert apply_style(name, PROMPT)[1] == negative[: -len(NEGATIVE)]
+def test_registered_styles_in_order_and_menus_in_their_order() -> None:
+    reg = registry(ArtPlugin())
+    assert style_names(reg) == [NO_STYLE, "Pencil Sketch", "Ink Wash", "Neon"]
+    assert menu_names(reg) == ["art-app", "kiosk"]
+    assert menu("art-app", reg) == ("Pencil Sketch", "Ink Wash")
+    assert menu("KIOSK", reg) == ("Neon", NO_STYLE, "Pencil Sketch")
+    catalog = style_catalog(reg)
+    assert catalog.owners["Ink Wash"] == "styles-0" and catalog.owners[NO_STYLE] == "storysdk"
+    assert not catalog.conflicts and not catalog.failed
+    with pytest.raises(ConfigError, match=r"unknown style menu 'kiosks' \(did you mean 'kiosk'\?\)"):
+        menu("kiosks", reg)
 
 
-def test_no_style_and_none() -> None:
-    assert get_style(None).name == "(No style)"
-    assert apply_style(None, "a cat", "ugly") == ("a cat", " ugly")
-    assert apply_style("(No style)", "a cat") == ("a cat", " ")
+def test_apply_fills_the_template_and_joins_the_negatives() -> None:
+    reg = registry(ArtPlugin())
+    assert apply_style("Pencil Sketch", "a cat", "blurry", registry=reg) == (
+        "pencil sketch of a cat, graphite", "colour, paint blurry")
+    # an empty user negative still gets the joining space: style_negative + " " + negative
+    assert apply_style("Neon", "a cat", registry=reg) == ("neon a cat at night", " ")
+    assert get_style("ink wash", reg).apply("a {red} cat") == ("a {red} cat . ink wash painting", "photo ")
 
 
-def test_braces_in_prompt_are_kept() -> None:
-    # upstream uses str.replace, so braces in a prompt are not format fields
-    assert apply_style("Comic book", "a {red} cat")[0] == (
-        "comic a {red} cat . graphic illustration, comic art, graphic novel art, vibrant, highly detailed"
-    )
+def test_the_identity_needs_no_plugin() -> None:
+    bare = Registry(entrypoints=False)
+    assert get_style(None, bare) is IDENTITY and get_style(NO_STYLE, bare) is IDENTITY
+    assert get_style("(no STYLE)", bare) is IDENTITY
+    assert apply_style(None, "a cat", "ugly", registry=bare) == ("a cat", " ugly")
+    assert apply_style(None, "a cat", "ugly") == ("a cat", " ugly")  # the default registry: no lookup needed
+    assert style_names(bare) == [NO_STYLE]
 
 
-def test_case_insensitive_lookup() -> None:
-    assert get_style("japanese anime").name == "Japanese Anime"
-    assert get_style("DISNEY CHARACTOR").name == "Disney Charactor"
-    assert get_style("  comic BOOK ").name == "Comic book"
-    assert apply_style("line ART", "x")[0].startswith("line art drawing x . professional")
+def test_lookup_ignores_case_and_outer_spaces() -> None:
+    reg = registry(ArtPlugin())
+    assert get_style("pencil SKETCH", reg) is SKETCH
+    assert get_style("  Neon ", reg) is NEON
 
 
 def test_unknown_style_lists_names_and_close_matches() -> None:
+    reg = registry(ArtPlugin())
     with pytest.raises(ConfigError) as info:
-        get_style("Comic bok")
+        get_style("Pencil Skech", reg)
     msg = str(info.value)
-    assert "'Comic bok'" in msg
-    assert "did you mean 'Comic book'" in msg
-    for name in EXPECTED:
+    assert msg.startswith("unknown style 'Pencil Skech' (did you mean 'Pencil Sketch'?); use one of: ")
+    for name in style_names(reg):
         assert repr(name) in msg
-    with pytest.raises(ConfigError) as info:
-        apply_style("Disney Character", "x")
-    assert "'Disney Charactor'" in str(info.value).split(";")[0]
-    assert "'Pixar/Disney Character'" in str(info.value).split(";")[0]
     with pytest.raises(ConfigError, match="unknown style 'zzz'; use one of"):
-        get_style("zzz")
+        get_style("zzz", reg)
     with pytest.raises(ConfigError, match="must be a string or None"):
-        get_style(3)  # type: ignore[arg-type]
+        get_style(3, reg)  # type: ignore[arg-type]
 
 
-def test_styles_are_immutable() -> None:
-    style = get_style("Photographic")
-    with pytest.raises(attrs.exceptions.FrozenInstanceError):
-        style.positive = "{prompt}"  # type: ignore[misc]
-    with pytest.raises(TypeError):
-        STYLES["Photographic"] = style  # type: ignore[index]
-    assert Style("x", "{prompt}!", "n") == Style("x", "{prompt}!", "n")
+def test_match_name_for_other_tables() -> None:
+    names = ["Unstable", "SDXL"]
+    assert match_name("base model", "sdxl", names) == "SDXL"
+    with pytest.raises(ConfigError, match=r"unknown base model 'Unstabel' \(did you mean 'Unstable'\?\)"):
+        match_name("base model", "Unstabel", names)
 
 
-def test_template_without_placeholder_is_refused() -> None:
+def test_two_plugins_with_one_name_and_different_templates() -> None:
+    class Other:
+        @hookimpl
+        def register_styles(self, register: Any) -> None:
+            register(Style("Neon", "{prompt}, neon lights", "dark"))
+            register(SKETCH)  # the same style as ArtPlugin's: fine
+
+    reg = registry(ArtPlugin(), Other())
+    assert get_style("Pencil Sketch", reg) is SKETCH
+    assert style_catalog(reg).conflicts == {"Neon": ("styles-0", "styles-1")}
+    with pytest.raises(PluginError, match=r"style 'Neon' is registered by plugins 'styles-0' and 'styles-1'"):
+        get_style("neon", reg)
+
+
+def test_broken_style_plugins_are_reported_and_the_others_still_work() -> None:
+    class NotAStyle:
+        @hookimpl
+        def register_styles(self, register: Any) -> None:
+            register(INK)
+            register("Sketchy", "{prompt}")
+
+    class Raises:
+        @hookimpl
+        def register_styles(self, register: Any) -> None:
+            raise RuntimeError("template file missing")
+
+    class FakeIdentity:
+        @hookimpl
+        def register_styles(self, register: Any) -> None:
+            register(Style(NO_STYLE, "always {prompt}", ""))
+
+    reg = registry(ArtPlugin(), NotAStyle(), Raises(), FakeIdentity())
+    catalog = style_catalog(reg)
+    assert set(catalog.failed) == {"styles-1", "styles-2", "styles-3"}
+    assert "register(Style(name, positive, negative))" in catalog.failed["styles-1"]
+    assert "RuntimeError: template file missing" in catalog.failed["styles-2"]
+    assert "core's identity style" in catalog.failed["styles-3"]
+    assert get_style("Ink Wash", reg) is INK and get_style(NO_STYLE, reg) is IDENTITY
+    assert catalog.owners["Ink Wash"] == "styles-0"  # NotAStyle's valid registration is dropped with it
+    with pytest.raises(ConfigError, match=r"Style plugins that failed to load: styles-1: .*styles-2: "):
+        get_style("Sketchy", reg)
+
+
+def test_styles_are_checked_and_immutable() -> None:
     with pytest.raises(ConfigError, match=r"must contain '\{prompt\}'"):
         Style("broken", "no placeholder", "")
-
-
-def test_sd_models_table() -> None:
-    assert dict(SD_MODELS) == {
-        "Unstable": ("stablediffusionapi/sdxl-unstable-diffusers-y", None),
-        "RealVision": ("SG161222/RealVisXL_V4.0", None),
-        "SDXL": ("stabilityai/stable-diffusion-xl-base-1.0", None),
-        "Juggernaut": (
-            "RunDiffusion/Juggernaut-XL-v9",
-            "Juggernaut-XL_v9_RunDiffusionPhoto_v2.safetensors",
-        ),
-    }
-    assert DEFAULT_SD_MODEL == "Unstable"
-    assert get_sd_model("realvision").checkpoint == "SG161222/RealVisXL_V4.0"
-    assert get_sd_model("Juggernaut").single_file == "Juggernaut-XL_v9_RunDiffusionPhoto_v2.safetensors"
-    with pytest.raises(ConfigError, match="did you mean 'Unstable'"):
-        get_sd_model("Unstabel")
+    with pytest.raises(ConfigError, match="non-empty name"):
+        Style(" ", "{prompt}", "")
+    with pytest.raises(ConfigError, match="negative prompt must be text"):
+        Style("x", "{prompt}", None)  # type: ignore[arg-type]
+    with pytest.raises(attrs.exceptions.FrozenInstanceError):
+        SKETCH.positive = "{prompt}"  # type: ignore[misc]
+    catalog = style_catalog(registry(ArtPlugin()))
     with pytest.raises(TypeError):
-        SD_MODELS["x"] = SD_MODELS["SDXL"]  # type: ignore[index]
+        catalog.styles["Neon"] = SKETCH  # type: ignore[index]
+    assert Style("x", "{prompt}!", "n") == Style("x", "{prompt}!", "n")

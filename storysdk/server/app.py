@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import inspect
+import re
 import time
 import warnings
 from collections.abc import AsyncIterator, Callable
@@ -166,10 +167,13 @@ def plugin_routes(registry: Registry) -> tuple[list[PluginRoute], dict[str, str]
     return routes, errors
 
 
+_CONVERTER = re.compile(r"\{(\w+):\w+\}")
+
+
 def _endpoint_list(routes: list[Route]) -> list[str]:
     by_path: dict[str, list[str]] = {}
     for r in routes:
-        methods = by_path.setdefault(r.path, [])
+        methods = by_path.setdefault(_CONVERTER.sub(r"{\1}", r.path), [])
         methods.extend(m for m in sorted(r.methods or ()) if m != "HEAD" and m not in methods)
     return [f"{'/'.join(methods)} {path}" for path, methods in by_path.items()]
 
