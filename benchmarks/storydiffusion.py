@@ -52,7 +52,11 @@ def make_plan(size: int) -> Any:
         height=size,
         seed=42,
     )
-    return ScriptPlanner(num_ids=3, allow_nc_id_frames=True).plan(request)
+    return ScriptPlanner().plan(request)
+
+
+#: The hosted API's id frames: the first 3 frames, the [NC] one on line 3 included (predict.py).
+ID_OPTIONS = {"num_ids": 3, "allow_nc_id_frames": True}
 
 
 class Meter:
@@ -86,7 +90,7 @@ def run_generator(pipe: Any, plan: Any, device: Any, steps: int, **options: Any)
     from storysdk import RenderContext
     from storysdk_storydiffusion.generator import StoryDiffusionGenerator
 
-    gen = StoryDiffusionGenerator(pipeline=pipe, steps=steps, device=str(device), freeu=False, **options)
+    gen = StoryDiffusionGenerator(pipeline=pipe, steps=steps, device=str(device), freeu=False, **ID_OPTIONS, **options)
     with Meter(device) as m:
         n = sum(1 for _ in gen.generate(plan.scenes, RenderContext(plan=plan, seed=plan.seed)))
     assert n == len(plan.scenes)
@@ -98,13 +102,15 @@ def run_plain(pipe: Any, plan: Any, device: Any, steps: int) -> Meter:
     import torch
 
     from storysdk.styles import apply_style
+    from storysdk_storydiffusion.generator import StoryDiffusionGenerator
     from storysdk_storydiffusion.loading import make_scheduler
     from storysdk_storydiffusion.render import initial_noise
 
     pipe.scheduler = make_scheduler(pipe, "ddim")
     pipe.disable_freeu()
-    ids = [s for s in plan.scenes if s.metadata.get("id_frame")]
-    reads = [s for s in plan.scenes if not s.metadata.get("id_frame")]
+    chosen = {s.index for group in StoryDiffusionGenerator(**ID_OPTIONS).id_frames(plan).values() for s in group}
+    ids = [s for s in plan.scenes if s.index in chosen]
+    reads = [s for s in plan.scenes if s.index not in chosen]
     size = plan.width
     with Meter(device) as m:
         for batch in (ids, reads):

@@ -114,8 +114,9 @@ def _named(plan: StoryPlan, n: int, nc_rows_check: bool) -> dict[str, list[Scene
         name = character.name
         alone = [s for s in scenes if tuple(s.characters) == (name,)]
         if len(alone) < n:
-            numbers = ", ".join(str(_line(s) if _line(s) is not None else s.index) for s in alone)
-            where = f" (line{'s' if len(alone) > 1 else ''} {numbers})" if alone else ""
+            lines_of = [_line(s) for s in alone]
+            word, numbers = ("line", lines_of) if None not in lines_of else ("scene", [s.index for s in alone])
+            where = f" ({word}{'s' if len(alone) > 1 else ''} {', '.join(map(str, numbers))})" if alone else ""
             lower = (
                 f", or lower num_ids to {len(alone)}"
                 if alone
