@@ -190,15 +190,20 @@ class ComponentContract:
                 return comp
         raise AssertionError(f"the contract's pipeline has no {self.kind} {self.name!r}")
 
-    def test_same_seed_gives_identical_files(self, tmp_path: Path) -> None:
-        first = self._run(tmp_path / "a")
-        second = self._run(tmp_path / "b")
-        assert self.produced(first, tmp_path / "a") == self.produced(second, tmp_path / "b")
+    @pytest.fixture(scope="class")
+    def reference(self, tmp_path_factory: pytest.TempPathFactory) -> tuple[Story, Path, dict[str, bytes]]:
+        """One uninterrupted run of the contract's request, shared by the checks of a class."""
+        out = tmp_path_factory.mktemp(f"{self.kind}-{self.name}") / "reference"
+        story = self._run(out)
+        return story, out, self.produced(story, out)
 
-    def test_resume_gives_identical_files(self, tmp_path: Path) -> None:
-        whole = self._run(tmp_path / "whole")
+    def test_same_seed_gives_identical_files(self, reference: Any, tmp_path: Path) -> None:
+        again = self._run(tmp_path / "again")
+        assert self.produced(again, tmp_path / "again") == reference[2]
+
+    def test_resume_gives_identical_files(self, reference: Any, tmp_path: Path) -> None:
         resumed = self._run(tmp_path / "resumed", stop_after_first=True)
-        assert self.produced(whole, tmp_path / "whole") == self.produced(resumed, tmp_path / "resumed")
+        assert self.produced(resumed, tmp_path / "resumed") == reference[2]
 
 
 class GeneratorContract(ComponentContract):
@@ -213,8 +218,8 @@ class GeneratorContract(ComponentContract):
             planner=self.planner, tokenizers=list(self.tokenizers), generators=[self.spec(**extra)], registry=registry
         )
 
-    def test_one_asset_per_scene(self, tmp_path: Path) -> None:
-        story = self._run(tmp_path / "out")
+    def test_one_asset_per_scene(self, reference: Any) -> None:
+        story = reference[0]
         gen = self._find(self.pipeline(self.registry()))
         scenes = [s.index for s in story.plan.scenes]
         assert len(scenes) >= 2, "give the contract a request with at least two scenes"
@@ -222,15 +227,13 @@ class GeneratorContract(ComponentContract):
         assert sorted(assets) == sorted(scenes)
         assert all(a.scene_index == i for i, a in assets.items())
 
-    def test_other_seed_gives_other_assets(self, tmp_path: Path) -> None:
-        a = self._run(tmp_path / "a")
-        b = self._run(tmp_path / "b", seed=self.request.seed + 1)
+    def test_other_seed_gives_other_assets(self, reference: Any, tmp_path: Path) -> None:
+        self._run(tmp_path / "b", seed=self.request.seed + 1)
         gen = self._find(self.pipeline(self.registry()))
         folder = "images" if gen.modality == "image" else "audio"  # type: ignore[attr-defined]
-        files_a = {k: v for k, v in folder_bytes(tmp_path / "a").items() if k.startswith(folder)}
+        files_a = {k: v for k, v in folder_bytes(reference[1]).items() if k.startswith(folder)}
         files_b = {k: v for k, v in folder_bytes(tmp_path / "b").items() if k.startswith(folder)}
         assert files_a and files_a != files_b
-        del a, b
 
 
 class PlannerContract(ComponentContract):
@@ -250,8 +253,8 @@ class PlannerContract(ComponentContract):
         indices = [s.index for s in one.scenes]
         assert indices == sorted(set(indices)) and indices
 
-    def test_every_scene_is_rendered(self, tmp_path: Path) -> None:
-        story = self._run(tmp_path / "out")
+    def test_every_scene_is_rendered(self, reference: Any) -> None:
+        story = reference[0]
         assert len(story.plan.scenes) >= 2, "give the contract a request with at least two scenes"
         assert sorted(story.images) == sorted(s.index for s in story.plan.scenes)
 
@@ -268,8 +271,8 @@ class TokenizerContract(ComponentContract):
             planner=self.planner, tokenizers=[self.spec(**extra)], generators=list(self.generators), registry=registry
         )
 
-    def test_one_tokens_per_scene_of_the_declared_kind(self, tmp_path: Path) -> None:
-        story = self._run(tmp_path / "out")
+    def test_one_tokens_per_scene_of_the_declared_kind(self, reference: Any) -> None:
+        story = reference[0]
         tok = self._find(self.pipeline(self.registry()))
         produces = tok.produces  # type: ignore[attr-defined]
         assert produces, f"tokenizer {self.name!r} declares no 'produces' token kind"
@@ -290,9 +293,8 @@ class ComposerContract(ComponentContract):
             planner=self.planner, generators=list(self.generators), composers=[self.spec(**extra)], registry=registry
         )
 
-    def test_writes_its_files_inside_the_folder_and_lists_them(self, tmp_path: Path) -> None:
-        out = tmp_path / "out"
-        story = self._run(out)
+    def test_writes_its_files_inside_the_folder_and_lists_them(self, reference: Any) -> None:
+        story, out, _ = reference
         files = story.files.get(self.name)
         assert files, f"composer {self.name!r} wrote no file"
         for f in files:
