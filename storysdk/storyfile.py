@@ -17,7 +17,6 @@
 
     [planner]
     name = "script"
-    num_ids = 1
 
     [[generators]]
     name = "diffusers-image"
@@ -25,9 +24,17 @@
 
     [[composers]]
     name = "comic"
+    layout_seed = 3
 
 Relative image paths in ``[story]`` (``start_image``, characters' ``reference_image``) are
 resolved against the story file's folder.
+
+Component options are checked against each component's declared options when the pipeline
+is built (``storysdk plugins --options NAME`` lists them): an unknown name gets a "did you
+mean", a former name (``seed``) the name that replaced it, a bad value the rule it breaks.
+A ``[defaults]`` key that no component of the file takes is an error too (a typo there would
+otherwise change nothing); the command line's ``--preset``/``--device``/``--dtype`` are
+runtime options instead, given to the components that take them and skipped elsewhere.
 """
 
 from __future__ import annotations
@@ -70,9 +77,12 @@ class StoryFile:
     ) -> Any:
         """Build the :class:`~storysdk.pipeline.Pipeline` this file describes.
 
-        ``defaults`` are runtime options (for example the CLI's ``--preset``): they go to every
-        component that takes them and override the file's ``[defaults]`` there; ``cache`` is a
-        :class:`~storysdk.cache.ComponentCache` to take built components from.
+        The file's ``[defaults]`` are the pipeline's strict ``defaults`` (a key no component
+        takes is a :class:`ConfigError` with a suggestion). ``defaults`` here are runtime
+        options (the CLI's ``--preset``, a server's or a batch's settings): they go to every
+        component that takes them, are skipped by the others, and override the file's
+        ``[defaults]`` of the same name; ``cache`` is a :class:`~storysdk.cache.ComponentCache`
+        to take built components from.
         """
         from .pipeline import Pipeline
 

@@ -186,7 +186,10 @@ def test_interleaved_planner_state_is_per_run() -> None:
     reg = make_registry()
     p = Pipeline(planner="fake-interleaved", generators=["fake-image"], registry=reg)
     p.run(StoryRequest(prompt="x", num_scenes=3))
-    assert not hasattr(p.planner, "state") and vars(p.planner) == {"duration": 1.0}
+    before = dict(vars(p.planner))
+    p.run(StoryRequest(prompt="x", num_scenes=3))
+    assert not hasattr(p.planner, "state") and list(vars(p.planner)) == ["options"]
+    assert vars(p.planner) == before  # a run leaves nothing behind on the planner
 
 
 class PlannerWithTokens(FakePlanner):
@@ -322,12 +325,50 @@ def test_defaults_go_only_to_components_that_take_them() -> None:
     pipe = Pipeline(
         "fake-planner",
         generators=["fake-image", ("fake-audio", {"sample_rate": 4000})],
-        defaults={"width": 8, "sample_rate": 16000, "preset": "tiny"},
+        defaults={"width": 8, "sample_rate": 16000},
         registry=make_registry(),
     )
-    assert pipe.generators[0].width == 8
-    assert pipe.generators[1].sample_rate == 4000
+    assert pipe.generators[0].options.width == 8  # type: ignore[attr-defined]
+    assert pipe.generators[1].options.sample_rate == 4000  # type: ignore[attr-defined]  # explicit options win
+    assert pipe.describe()["generator"][0] == {"name": "fake-image", "options": {"width": 8}}
     assert pipe.describe()["generator"][1] == {"name": "fake-audio", "options": {"sample_rate": 4000}}
+    assert pipe.describe()["planner"] == [{"name": "fake-planner", "options": {}}]  # takes neither
+
+
+def test_a_default_no_component_takes_is_an_error_with_a_suggestion() -> None:
+    with pytest.raises(ConfigError) as err:
+        Pipeline("fake-planner", generators=["fake-image", "fake-audio"], defaults={"sample_rat": 16000},
+                 registry=make_registry())
+    text = str(err.value)
+    assert text.startswith("defaults: no component of this pipeline takes the option 'sample_rat'. Did you mean 'sample_rate'?")
+    assert "Options they take: channels, duration, height, sample_rate, width" in text
+    with pytest.raises(ConfigError, match="takes the option 'preset'"):  # no model-backed component here
+        Pipeline("fake-planner", generators=["fake-image"], defaults={"preset": "tiny"}, registry=make_registry())
+
+
+def test_runtime_options_go_where_they_are_taken_and_are_skipped_elsewhere() -> None:
+    reg = make_registry()
+    pipe = Pipeline(
+        "fake-planner",
+        generators=["fake-image", ("fake-audio", {"sample_rate": 4000})],
+        runtime={"preset": "tiny", "device": "cpu", "width": 16, "sample_rate": 22050},
+        registry=reg,
+    )
+    assert pipe.generators[0].options.width == 16  # type: ignore[attr-defined]
+    assert pipe.generators[1].options.sample_rate == 4000  # type: ignore[attr-defined]
+    assert pipe.describe()["generator"][0] == {"name": "fake-image", "options": {"width": 16}}
+    # defaults win over runtime options; the model-backed components take the runtime preset
+    both = Pipeline(
+        "fake-planner",
+        tokenizers=["clip-text"],
+        generators=["diffusers-image"],
+        defaults={"width": 24},
+        runtime={"width": 16, "preset": "tiny", "sample_rate": 22050},
+        registry=reg,
+    )
+    gen, tok = both.generators[0], both.tokenizers[0]
+    assert gen.options.width == 24 and gen.options.preset == "tiny"  # type: ignore[attr-defined]
+    assert tok.options.preset == "tiny" and "width" not in both.describe()["tokenizer"][0]["options"]  # type: ignore[attr-defined]
 
 
 def test_bad_specs_are_config_errors() -> None:
