@@ -271,3 +271,33 @@ def test_resume_in_the_middle_of_a_read_chunk_is_byte_identical(tiny_pipe: Any, 
     assert 0 < len(done) < 8
     pipeline().run(request, out_dir=tmp_path / "resumed")
     assert folder_bytes(tmp_path / "whole") == folder_bytes(tmp_path / "resumed")
+
+
+def test_full_size_sdxl_is_built_seeded_without_touching_the_global_rng() -> None:
+    """``random_sdxl_pipeline`` (the benchmark's SDXL) forks the RNG; built on the meta device it costs no memory."""
+    import torch
+
+    from storysdk_storydiffusion.full_size import random_sdxl_pipeline
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    pipe = random_sdxl_pipeline(torch.device("meta"), torch.float32)
+    assert torch.equal(torch.rand(3), expected)
+    assert sum(p.numel() for p in pipe.unet.parameters()) == 2_567_463_684  # SDXL base 1.0's UNet
+
+
+def test_weights_seed_seeds_the_tiny_weights() -> None:
+    import torch
+
+    a = StoryDiffusionGenerator(preset="tiny", device="cpu").load()
+    b = StoryDiffusionGenerator(preset="tiny", device="cpu", weights_seed=1).load()
+    w = "conv_in.weight"
+    assert a.unet.dtype == torch.float32  # resolve(): float32 on the CPU
+    assert not torch.equal(a.unet.state_dict()[w], b.unet.state_dict()[w])
+    from storysdk.tiny import tiny_sdxl_pipeline
+
+    assert torch.equal(tiny_sdxl_pipeline(1).unet.state_dict()[w], b.unet.state_dict()[w])
+    gen = StoryDiffusionGenerator(preset="tiny", device="cpu")
+    assert gen.model_name() == "tiny-sdxl"
+    assert StoryDiffusionGenerator().model_name() == "Unstable"

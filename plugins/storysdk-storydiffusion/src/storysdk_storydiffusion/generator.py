@@ -337,7 +337,7 @@ class StoryDiffusionGenerator(Generator):
     def generate(self, scenes: Sequence[Scene], ctx: RenderContext) -> Iterable[Asset]:
         """Yield an :class:`ImageAsset` for each of ``scenes`` as soon as its batch is rendered."""
         plan = ctx.plan
-        width, height, ids = self._layout(plan, scenes)
+        width, height, ids = self._layout(plan, [*plan.scenes, *scenes])  # the chunks hold other scenes too
         owned = {s.index for group in ids.values() for s in group}
         requested = {s.index for s in scenes}
         # chunks over the whole plan: a resumed run batches every frame as an uninterrupted one
