@@ -1,15 +1,16 @@
 """``storysdk serve``: the real server on a loopback port, spoken to with real HTTP clients.
 
-The StoryDiffusion tests send the hosted API's own example request (plugins/storysdk-storydiffusion/docs/storydiffusion-api.md and
-its documentation's Python client: ``requests.post(url, data=data, files=files,
-headers={'x-api-key': ...})``) to a server running the tiny preset.
+The core's endpoints (story jobs, ``/v1/jobs``, status) and the endpoints plugins add
+through ``register_routes``, here a small test plugin. No StoryDiffusion plugin is loaded:
+``/v1/storydiffusion`` is that plugin's (its tests are in plugins/storysdk-storydiffusion/tests).
 """
 
 from __future__ import annotations
 
-import io
+import re
 import threading
 import time
+import warnings
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -18,52 +19,36 @@ import httpx
 import pytest
 import requests
 from PIL import Image
+from starlette.responses import JSONResponse, Response
 
-from storysdk import Generator, ImageAsset, Pipeline, RenderContext, Scene, hookimpl, load_story_file
-from storysdk.server import RunningServer, ServerConfig
+from storysdk import (
+    ConfigError,
+    Generator,
+    ImageAsset,
+    Pipeline,
+    ProgressEvent,
+    RenderContext,
+    Scene,
+    hookimpl,
+    load_story_file,
+)
+from storysdk.server import (
+    Job,
+    RunningServer,
+    ServerConfig,
+    WorkerContext,
+    job_accepted,
+    job_result,
+    job_root,
+    read_fields,
+    server_registry,
+    submit_job,
+    wants_async,
+)
 from storysdk.testing import make_registry
 
 KEY = "test-key-123"
-
-#: the hosted API documentation's example request, field for field (plugins/storysdk-storydiffusion/docs/storydiffusion-api.md);
-#: only the frame size and step count are the smallest the fields allow, for a CPU test.
-NEGATIVE = (
-    "bad anatomy, bad hands, missing fingers, extra fingers, three hands, three legs, bad arms, missing legs, "
-    "missing arms, poorly drawn face, bad face, fused face, cloned face, three crus, fused feet, fused thigh, "
-    "extra crus, ugly fingers, horn, cartoon, cg, 3d, unreal, animate, amputation, disconnected limbs"
-)
-COMIC = (
-    "at home, read new paper #at home, The newspaper says there is a treasure house in the forest.\n"
-    "on the road, near the forest\n"
-    "[NC] The car on the road, near the forest #He drives to the forest in search of treasure.\n"
-    "[NC]A tiger appeared in the forest, at night \n"
-    "very frightened, open mouth, in the forest, at night\n"
-    "running very fast, in the forest, at night\n"
-    "[NC] A house in the forest, at night #Suddenly, he discovers the treasure house!\n"
-    "in the house filled with treasure, laughing, at night #He is overjoyed inside the house."
-)
-
-
-def example_data() -> dict[str, Any]:
-    data: dict[str, Any] = {}
-    data["seed"] = 42
-    data["num_ids"] = 3
-    data["sd_model"] = "Unstable"
-    data["num_steps"] = 20  # documented example: 25
-    data["image_width"] = 256  # documented example: 768
-    data["image_height"] = 256  # documented example: 768
-    data["sa32_setting"] = 0.5
-    data["sa64_setting"] = 0.5
-    data["output_format"] = "webp"
-    data["guidance_scale"] = 5
-    data["output_quality"] = 80
-    data["negative_prompt"] = NEGATIVE
-    data["character_description"] = "a man, wearing black suit"
-    data["comic_description"] = COMIC
-    data["style_strength_ratio"] = 20
-    data["style_name"] = "Disney Charactor"
-    data["comic_style"] = "Classic Comic Style"
-    return data
+ROOT = Path(__file__).resolve().parents[1]
 
 
 # -- a generator that waits for the test, to fill the queue -------------------------------------
@@ -124,10 +109,44 @@ name = "fake-composer"
 """
 
 
+# -- a route plugin: POST /v1/echo answers the fields it got, through a job ------------------------
+async def echo(request: Any) -> Response:
+    fields = await read_fields(request, files=("upload",))
+    if "fail" in fields:
+        raise ConfigError(f"field 'fail' is {fields['fail']!r}; leave it out")
+    assert server_registry(request) is request.app.state.registry
+    gate = fields.get("gate")
+
+    def work(job: Job, ctx: WorkerContext) -> dict[str, Any]:
+        if gate:
+            job.report(ProgressEvent("echo", "echo", 0, 1, message="waiting"))
+            if not GATES[str(gate)].wait(30):
+                raise TimeoutError("the test never opened the gate")
+            job.report(ProgressEvent("echo", "echo", 1, 1))  # raises once the job is cancelled
+        assert job.folder is not None
+        job.folder.mkdir(parents=True)
+        (job.folder / "fields.txt").write_text(repr(sorted(fields)))
+        shown = {k: v if isinstance(v, str) else f"{len(v)} bytes" for k, v in fields.items() if v is not None}
+        return {"fields": shown, "worker": ctx.index, "cached": len(ctx.cache)}
+
+    job = Job("echo", work, key=fields.get("key"), info={"note": "echo"})
+    job.folder = job_root(request, "echo") / job.id
+    job = submit_job(request, job)
+    if wants_async(request):
+        return job_accepted(request, job)
+    return JSONResponse({"job": job.id, **await job_result(job)})
+
+
+class EchoPlugin:
+    @hookimpl
+    def register_routes(self, register: Any) -> None:
+        register("/v1/echo", echo, methods=("POST",))
+
+
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[RunningServer]:
     cfg = ServerConfig(port=0, out_dir=tmp_path / "serve", max_queue=1, max_body_bytes=64 * 1024)
-    with RunningServer(cfg, registry=make_registry(GatePlugin())) as srv:
+    with RunningServer(cfg, registry=make_registry(GatePlugin(), EchoPlugin())) as srv:
         yield srv
 
 
@@ -141,97 +160,146 @@ def wait_for(url: str, statuses: tuple[str, ...] = ("done", "failed", "cancelled
     raise AssertionError(f"job {url} did not reach {statuses}")
 
 
-# -- the hosted StoryDiffusion endpoint -----------------------------------------------------------
-def test_hosted_example_request_gets_the_comic_image_and_json_gets_the_same(tmp_path: Path) -> None:
-    cfg = ServerConfig(port=0, api_key=KEY, out_dir=tmp_path, defaults={"preset": "tiny"})
-    with RunningServer(cfg) as srv:
-        # the documentation's client, pointed at the local server
-        api_key = KEY
-        url = srv.url + "/v1/storydiffusion"
-        data = example_data()
-        files: dict[str, Any] = {}
-        headers = {"x-api-key": api_key}
-        response = requests.post(url, data=data, files=files, headers=headers)
-        assert response.status_code == 200, response.text
-        assert response.headers["content-type"] == "image/webp"
-        page = Image.open(io.BytesIO(response.content))
-        assert page.format == "WEBP"
-        panel = 256 + 2 * 10  # plugins/storysdk-storydiffusion/docs/storydiffusion.md §4: 10 px border; 8 frames -> 2 rows of [1, 1, 2]
-        assert page.size == (2 * panel + panel // 2, 2 * panel)
+# -- endpoints from plugins ------------------------------------------------------------------------
+def test_a_plugin_route_is_served_with_the_server_api(server: RunningServer) -> None:
+    url = server.url + "/v1/echo"
+    r = requests.post(url, data={"colour": "red"}, files={"upload": ("a.bin", b"12345")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["fields"] == {"colour": "red", "upload": "5 bytes"} and body["worker"] == 0
+    assert requests.post(url, json={"n": 3, "ok": True}).json()["fields"] == {"n": "3", "ok": "true"}
+    # the job is one of the server's: GET /v1/jobs shows it, with its folder's files and result
+    job = requests.get(server.url + "/v1/jobs/" + body["job"]).json()
+    assert (job["kind"], job["status"], job["note"], job["files"]) == ("echo", "done", "echo", ["fields.txt"])
+    assert job["result"]["fields"] == body["fields"]
+    assert requests.get(job["files_url"] + "fields.txt").text == "['colour', 'upload']"
+    assert [j["kind"] for j in requests.get(server.url + "/v1/jobs", params={"kind": "echo"}).json()["jobs"]] == [
+        "echo", "echo"]
+    assert requests.get(server.url + "/v1/stories/" + body["job"]).status_code == 404  # not a story job
+    status = requests.get(server.url + "/v1/status").json()
+    assert "POST /v1/echo" in status["endpoints"] and status["route_errors"] == {}
 
-        # the JSON form of the documentation, numbers as JSON numbers: the same request, the same bytes
-        as_json = requests.post(url, headers={"x-api-key": api_key, "Content-Type": "application/json"}, json=data)
-        assert as_json.status_code == 200 and as_json.content == response.content
 
-        # the model stayed loaded: one load for both requests
-        status = requests.get(srv.url + "/v1/status", headers=headers).json()
-        assert status["loaded_models"] == {"0": ["tiny"]}
-        worker = srv.app.state.queue._contexts[0]
-        assert worker.hosted.loads == 1
+def test_plugin_route_errors_map_to_http_answers(server: RunningServer) -> None:
+    url = server.url + "/v1/echo"
+    r = requests.get(url)
+    assert r.status_code == 405 and r.headers["allow"] == "POST"
+    assert r.json()["error"].startswith("GET is not allowed on /v1/echo")
+    r = requests.post(url, data={"fail": "yes"})
+    assert r.status_code == 422 and r.json()["field"] == "fail" and "leave it out" in r.json()["error"]
+    r = requests.post(url, data={"x": "1"}, files={"photo": ("me.png", b"\x89PNG....", "image/png")})
+    assert r.status_code == 422 and r.json()["field"] == "photo" and "file upload" in r.json()["error"]
+    r = requests.post(url, data=b"{not json", headers={"content-type": "application/json"})
+    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
+    assert requests.post(url, json=[1, 2]).status_code == 400
+    r = requests.post(url, json={"seed": {"a": 1}})
+    assert r.status_code == 422 and r.json()["field"] == "seed"
+    assert requests.post(url, data=b"seed=1", headers={"content-type": "text/csv"}).status_code == 415
 
-        # examples/hosted_client.py (the documentation's client as a script) gets the same image
-        import subprocess
-        import sys
 
-        out = tmp_path / "comic.webp"
-        script = Path(__file__).resolve().parents[1] / "examples" / "hosted_client.py"
-        proc = subprocess.run([sys.executable, str(script), "--url", url, "--api-key", api_key, "--small",
-                               "--out", str(out)], capture_output=True, text=True, timeout=300)
-        assert proc.returncode == 0, proc.stderr
-        assert out.read_bytes() == response.content and "image/webp" in proc.stdout
+def test_without_the_storydiffusion_plugin_its_endpoint_is_404_and_stories_work(server: RunningServer) -> None:
+    r = requests.post(server.url + "/v1/storydiffusion", data={"seed": 1})
+    assert r.status_code == 404
+    message = r.json()["error"]
+    assert message.startswith("no endpoint /v1/storydiffusion; this server has POST/GET /v1/stories, ")
+    # the endpoints that exist, from the core and the registered routes
+    for endpoint in ("GET/DELETE /v1/jobs/{job_id}", "GET /v1/jobs/{job_id}/files/{path}", "GET /v1/status",
+                     "POST /v1/echo"):
+        assert endpoint in message
+    assert "storydiffusion" not in message.split(";", 1)[1]
+    job = requests.post(server.url + "/v1/stories", json={"story": FAKE_STORY}).json()
+    assert wait_for(job["url"])["status"] == "done"
 
-        png = requests.post(url, data={**data, "output_format": "png", "num_ids": 8}, headers=headers)
-        assert png.status_code == 200 and png.headers["content-type"] == "image/png"
-        assert Image.open(io.BytesIO(png.content)).format == "PNG"
+
+def test_identical_keyed_requests_share_one_job_and_async_jobs_cancel(server: RunningServer) -> None:
+    GATES["k"] = threading.Event()
+    url = server.url + "/v1/echo"
+    first = requests.post(url, data={"gate": "k", "key": "same"}, headers={"Prefer": "respond-async"})
+    assert first.status_code == 202 and first.headers["location"] == first.json()["url"]
+    job = first.json()
+    assert job["url"].endswith("/v1/jobs/" + job["id"]) and job["kind"] == "echo"
+    running = wait_for(job["url"], ("running",))
+    assert running["progress"]["message"] == "waiting"
+    again = requests.post(url, data={"gate": "k", "key": "same"}, headers={"Prefer": "respond-async"})
+    assert again.json()["id"] == job["id"]  # the same work, not queued twice
+    other = requests.post(url, data={"gate": "k", "key": "other"}, headers={"Prefer": "respond-async"}).json()
+    assert other["id"] != job["id"] and other["queue_position"] == 0
+    r = requests.delete(job["url"])
+    assert r.status_code == 202 and r.json()["cancel_requested"] is True
+    after = requests.post(url, data={"gate": "k", "key": "same"}, headers={"Prefer": "respond-async"})
+    assert after.status_code == 429  # a job being cancelled is not joined; the queue (1 place) is full
+    GATES["k"].set()
+    cancelled = wait_for(job["url"])
+    assert cancelled["status"] == "cancelled" and cancelled["error"]["type"] == "JobCancelled"
+    assert requests.delete(job["url"]).status_code == 409
+    assert wait_for(other["url"])["status"] == "done"
+
+
+def test_malformed_or_taken_routes_are_refused_and_the_others_served(tmp_path: Path) -> None:
+    def sync_endpoint(request: Any) -> Response:
+        return Response("x")
+
+    class Outside:
+        @hookimpl
+        def register_routes(self, register: Any) -> None:
+            register("/admin", echo)
+
+    class Sync:
+        @hookimpl
+        def register_routes(self, register: Any) -> None:
+            register("/v1/sync", sync_endpoint)
+
+    class Taken:
+        @hookimpl
+        def register_routes(self, register: Any) -> None:
+            register("/v1/fine", echo)  # refused with the rest of its plugin's routes
+            register("/v1/stories", echo, methods=("POST",))
+
+    class Twice:
+        @hookimpl
+        def register_routes(self, register: Any) -> None:
+            register("/v1/echo", echo, methods=["post"])
+
+    class Raises:
+        @hookimpl
+        def register_routes(self, register: Any) -> None:
+            raise ImportError("no module named 'starlette_extra'")
+
+    reg = make_registry(EchoPlugin(), Outside(), Sync(), Taken(), Twice(), Raises())
+    with pytest.warns(UserWarning) as caught:
+        srv = RunningServer(ServerConfig(port=0, out_dir=tmp_path), registry=reg)
+    errors = srv.app.state.route_errors
+    assert len(caught) == len(errors) == 5
+    messages = " | ".join(errors.values())
+    assert "path '/admin' is not under /v1/" in messages
+    assert "is not an async function" in messages
+    assert "registered POST /v1/stories, which 'storysdk' already serves" in messages
+    assert "POST /v1/echo, which" in messages and "already serves" in messages
+    assert "register_routes: ImportError: no module named 'starlette_extra'" in messages
+    with srv:
+        assert requests.post(srv.url + "/v1/echo", data={"a": "b"}).json()["fields"] == {"a": "b"}
+        assert requests.post(srv.url + "/v1/fine", data={}).status_code == 404
+        assert requests.get(srv.url + "/v1/status").json()["route_errors"] == errors
 
 
 def test_api_key_is_required_when_configured(tmp_path: Path) -> None:
-    with RunningServer(ServerConfig(port=0, api_key=KEY, out_dir=tmp_path), registry=make_registry()) as srv:
+    reg = make_registry(EchoPlugin(), GatePlugin())
+    with RunningServer(ServerConfig(port=0, api_key=KEY, out_dir=tmp_path), registry=reg) as srv:
         for headers in ({}, {"x-api-key": "wrong"}, {"x-api-key": KEY + "x"}):
-            r = requests.post(srv.url + "/v1/storydiffusion", data={"seed": 1}, headers=headers)
+            r = requests.post(srv.url + "/v1/echo", data={"seed": 1}, headers=headers)
             assert r.status_code == 401 and "x-api-key" in r.json()["error"]
             r = requests.post(srv.url + "/v1/stories", data=FAKE_STORY, headers=headers)
             assert r.status_code == 401
+            assert requests.get(srv.url + "/v1/jobs", headers=headers).status_code == 401
         assert requests.get(srv.url + "/v1/status").status_code == 401
         ok = requests.get(srv.url + "/v1/status", headers={"x-api-key": KEY})
         assert ok.status_code == 200 and ok.json()["workers"] == 1
-
-
-def test_wrong_method_unknown_url_and_bad_fields(server: RunningServer) -> None:
-    url = server.url + "/v1/storydiffusion"
-    r = requests.get(url)
-    assert r.status_code == 405 and r.headers["allow"] == "POST"
-    assert r.json()["error"].startswith("GET is not allowed on /v1/storydiffusion")
-    r = requests.post(server.url + "/v1/storydiffusion/extra", data={})
-    assert r.status_code == 404 and "/v1/storydiffusion" in r.json()["error"]
-
-    cases = [
-        ({"num_steps": "10"}, "num_steps", "must be in the range 20 - 50"),
-        ({"image_width": "300"}, "image_width", "multiples of 32"),
-        ({"output_format": "gif"}, "output_format", "webp, jpeg or png"),
-        ({"num_ids": "9"}, "num_ids", "must not exceed the number of frame lines"),
-        ({"colour": "red"}, None, "unknown field"),
-    ]
-    for data, field, text in cases:
-        r = requests.post(url, data=data)
-        body = r.json()
-        assert r.status_code == 422 and text in body["error"] and body.get("field") == field, body
-    # a reference photo as a file: refused by name (not supported yet), not a server error
-    r = requests.post(url, data={"seed": 1}, files={"ref_image": ("me.png", b"\x89PNG....", "image/png")})
-    assert r.status_code == 422 and r.json()["field"] == "ref_image"
-    r = requests.post(url, data=b"{not json", headers={"content-type": "application/json"})
-    assert r.status_code == 400 and "not valid JSON" in r.json()["error"]
-    r = requests.post(url, json=[1, 2])
-    assert r.status_code == 400
-    r = requests.post(url, json={"seed": {"a": 1}})
-    assert r.status_code == 422 and r.json()["field"] == "seed"
-    r = requests.post(url, data=b"seed=1", headers={"content-type": "text/csv"})
-    assert r.status_code == 415
+        assert requests.post(srv.url + "/v1/echo", data={"a": "1"}, headers={"x-api-key": KEY}).status_code == 200
 
 
 def test_oversized_bodies_get_413(server: RunningServer) -> None:
     big = "x" * (65 * 1024)
-    r = requests.post(server.url + "/v1/storydiffusion", data={"comic_description": big})
+    r = requests.post(server.url + "/v1/echo", data={"text": big})
     assert r.status_code == 413 and "limit of 65536 bytes" in r.json()["error"]
 
     def chunks() -> Iterator[bytes]:  # no Content-Length: the limit is applied while it streams
@@ -240,8 +308,28 @@ def test_oversized_bodies_get_413(server: RunningServer) -> None:
 
     r2 = httpx.post(server.url + "/v1/stories", content=chunks(), headers={"content-type": "application/toml"})
     assert r2.status_code == 413 and r2.json()["status"] == 413
+    r3 = httpx.post(server.url + "/v1/echo", content=chunks(), headers={"content-type": "application/json"})
+    assert r3.status_code == 413
     # the server still works
     assert requests.get(server.url + "/v1/status").status_code == 200
+
+
+def test_the_plugin_endpoint_example_of_docs_serving_md_runs(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    text = (ROOT / "docs" / "serving.md").read_text(encoding="utf-8")
+    section = text.split("## Endpoints from plugins", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```python\n(.*?)^```", section, flags=re.S | re.M)
+    assert len(blocks) == 1
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("STORYSDK_LOAD_PLUGINS", "")  # the example's Registry(): built-ins only, offline
+    namespace: dict[str, Any] = {"__name__": "doc_serving"}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        exec(compile(blocks[0], "docs/serving.md:endpoints-from-plugins", "exec"), namespace)  # noqa: S102
+    assert namespace["answer"].json()["frames"] == 2
+    assert namespace["job"]["status"] == "done"
+    assert sorted(f for f in namespace["job"]["files"] if f.endswith(".png")) == [
+        "images/scene-0000.png", "images/scene-0001.png"]
+    assert (tmp_path / "out" / "serve" / "frames").is_dir()
 
 
 # -- story jobs -----------------------------------------------------------------------------------
@@ -281,6 +369,13 @@ def test_story_job_runs_and_its_files_equal_a_local_run(server: RunningServer, t
     # the components (and so any loaded models) were built once and reused by the later jobs
     worker = server.app.state.queue._contexts[0]
     assert len(worker.cache) == 4 and worker.cache.hits == 8
+    status = requests.get(server.url + "/v1/status").json()
+    assert sorted(status["cached_components"]["0"]) == [
+        "composer fake-composer", "generator fake-audio", "generator fake-image", "planner fake-planner"]
+    # /v1/jobs shows story jobs too
+    assert requests.get(server.url + "/v1/jobs/" + job["id"]).json()["result"] == done["outputs"]
+    assert requests.get(server.url + "/v1/jobs/" + job["id"] + "/files/plan.json").content == (
+        tmp_path / "local" / "plan.json").read_bytes()
 
 
 def test_bad_story_files_are_refused_with_422(server: RunningServer) -> None:
@@ -310,8 +405,8 @@ def test_full_queue_answers_429_and_jobs_run_one_at_a_time(server: RunningServer
     third = requests.post(url, json={"story": gate_story("q")})
     assert third.status_code == 429 and third.headers["retry-after"] == "5"
     assert "queue is full (1 waiting)" in third.json()["error"]
-    hosted = requests.post(server.url + "/v1/storydiffusion", data={"seed": 1})
-    assert hosted.status_code == 429  # the same queue: the GPU is busy
+    plugin = requests.post(server.url + "/v1/echo", data={"seed": 1})
+    assert plugin.status_code == 429  # the same queue: the GPU is busy
     status = requests.get(server.url + "/v1/status").json()
     assert (status["running"], status["queued"]) == (1, 1)
     GATES["q"].set()
@@ -389,14 +484,3 @@ def test_storysdk_serve_command_serves_until_interrupted(tmp_path: Path) -> None
             proc.kill()
             raise
     assert code == 0
-
-
-def test_missing_storydiffusion_plugin_is_named(monkeypatch: pytest.MonkeyPatch) -> None:
-    import sys
-
-    from storysdk import ConfigError
-    from storysdk.server._deps import storydiffusion_hosted
-
-    monkeypatch.setitem(sys.modules, "storysdk_storydiffusion", None)  # as if not installed
-    with pytest.raises(ConfigError, match="pip install -e plugins/storysdk-storydiffusion"):
-        storydiffusion_hosted()
