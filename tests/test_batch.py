@@ -38,8 +38,8 @@ def story_text(lines: Sequence[str], *, seed: int = 3, image: str = "", audio: b
 
 
 GOOD = story_text(["a cat", "a dog", "a bird"])
-# fails while rendering: the fake image generator cannot make a picture -3 pixels wide
-RENDER_FAILS = story_text(["a cat", "a dog"], image="width = -3\n")
+# fails while rendering: the fake image generator raises on its second scene
+RENDER_FAILS = story_text(["a cat", "a dog"], image="fail_scenes = [1]\n")
 # fails while parsing: not TOML
 PARSE_FAILS = "[story\nscript = 'a cat'\n"
 # fails while building the pipeline: no such component
@@ -146,7 +146,7 @@ def test_single_process_batch_records_failures_and_finishes_the_rest(batch_dir: 
                       "not-toml": "failed", "unknown": "failed"}
     assert (result.exit_code, result.summary()) == (1, "3 done, 3 failed, 0 skipped")
     errors = {r.id: (r.error_type, r.error) for r in result.failed}
-    assert errors["broken"][0] == "ValueError" and "negative" in errors["broken"][1]
+    assert errors["broken"][0] == "RuntimeError" and "told to fail on scene 1" in errors["broken"][1]
     assert errors["not-toml"][0] == "ConfigError" and "not valid TOML" in errors["not-toml"][1]
     assert errors["unknown"][0] == "UnknownComponentError" and "no-such-composer" in errors["unknown"][1]
     assert "fake-image" in result.records[2].traceback  # the pipeline's note on where it failed
@@ -293,7 +293,7 @@ def test_cli_batch_exit_codes(batch_dir: Path, monkeypatch: pytest.MonkeyPatch,
     assert main(["batch", str(mixed), "--out", str(batch_dir / "b"), "--quiet"]) == 1
     captured = capsys.readouterr()
     assert "batch: 3 done, 3 failed, 0 skipped" in captured.out
-    assert "failed: broken: ValueError:" in captured.err
+    assert "failed: broken: RuntimeError: fake-image was told to fail on scene 1" in captured.err
     bad = batch_dir / "bad.jsonl"
     bad.write_text('{"id": "x"}\n')
     assert main(["batch", str(bad), "--out", str(batch_dir / "c")]) == 2
@@ -334,7 +334,7 @@ def test_accelerate_launch_two_cpu_processes(tmp_path: Path) -> None:
     assert [m["status"] for m in merged] == ["done", "done", "failed", "done", "done"]
     assert {m["rank"] for m in merged} == {0, 1}
     assert [m["rank"] for m in merged] == [0, 1, 0, 1, 0]  # every 2nd pending story
-    assert merged[2]["error_type"] == "ValueError" and not merged[2]["skipped"]
+    assert merged[2]["error_type"] == "RuntimeError" and not merged[2]["skipped"]
     for m in merged:
         assert json.loads((out / m["id"] / "batch.json").read_text())["rank"] == m["rank"]
     ref = reference_run(stories[1]["toml"], tmp_path / "ref", seed=None)  # type: ignore[arg-type]

@@ -199,6 +199,11 @@ def test_bad_options(options, match):
 
 def test_plan_size_not_multiple_of_8():
     plan = _plan(width=70)
+    gen = DiffusersImageGenerator(preset="tiny", steps=2)
+    with pytest.raises(ConfigError, match="plan width must be a positive multiple of 8 pixels, got 70; use for example 64"):
+        gen.check_plan(plan)  # the pipeline asks before any model is loaded
+    assert gen._pipe is None
+    DiffusersImageGenerator(preset="tiny", width=64).check_plan(plan)  # its own width replaces the plan's
     with pytest.raises(ConfigError, match="plan width must be a positive multiple of 8"):
         list(DiffusersImageGenerator(preset="tiny", steps=2).generate(plan.scenes[:1], RenderContext(plan=plan)))
 

@@ -291,6 +291,12 @@ class DiffusersImageGenerator(Generator):
                 "configs: pass config='<local diffusers folder of the base model>' (or reach the hub once).",
             ) from exc
 
+    def check_plan(self, plan: StoryPlan) -> None:
+        """Refuse a plan whose picture size is not a multiple of 8 (unless this generator's own size replaces it)."""
+        for label, own, planned in (("width", self.options.width, plan.width), ("height", self.options.height, plan.height)):
+            if own is None:
+                _check_size(label, planned, where=f"plan {label}")
+
     # -- generation ----------------------------------------------------------------------
 
     def generate(self, scenes: Sequence[Scene], ctx: RenderContext) -> Iterable[Asset]:

@@ -92,7 +92,11 @@ def _rng(ctx: RenderContext, scene: Scene) -> np.random.Generator:
 
 
 class FakeImageGenerator(Generator):
-    """A seeded noise picture per scene, tinted by a hash of the prompt."""
+    """A seeded noise picture per scene, tinted by a hash of the prompt.
+
+    ``fail_scenes`` makes it raise a ``RuntimeError`` when it reaches one of those scenes (after
+    yielding the scenes before it), to test how failures are reported and resumed.
+    """
 
     name = "fake-image"
     description = "seeded noise pictures; for tests"
@@ -102,11 +106,16 @@ class FakeImageGenerator(Generator):
     class Options(Options):
         width: int | None = Field(None, ge=1, description="picture width in pixels; None: the plan's, else 64")
         height: int | None = Field(None, ge=1, description="picture height in pixels; None: the plan's, else 64")
+        fail_scenes: list[int] = Field(
+            default_factory=list, description="scene indices whose rendering raises RuntimeError (failure tests)"
+        )
 
     def generate(self, scenes: Sequence[Scene], ctx: RenderContext) -> Iterator[ImageAsset]:
         w = self.options.width or ctx.plan.width or 64
         h = self.options.height or ctx.plan.height or 64
         for scene in scenes:
+            if scene.index in self.options.fail_scenes:
+                raise RuntimeError(f"fake-image was told to fail on scene {scene.index} (fail_scenes)")
             rng = _rng(ctx, scene)
             tint = np.frombuffer(scene.prompt.encode("utf-8").ljust(3, b"\0")[:3], dtype=np.uint8)
             pix = (rng.integers(0, 128, size=(h, w, 3)) + tint // 2).astype(np.uint8)
