@@ -5,10 +5,12 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 import storysdk.registry
+from storysdk import Composer, Field, Options, Planner, hookimpl
 from storysdk.cli import ProgressBar, main
 from storysdk.interfaces import ProgressEvent
 from storysdk.testing import make_registry
@@ -123,3 +125,101 @@ def test_progress_bar_on_a_terminal() -> None:
     assert "[##--------] 1/4 generate g scene 0" in text
     assert "[#####-----] 2/4 step     g" in text
     assert text.endswith("[##########] 4/4 generate g scene 3\n")
+
+
+def test_plugins_options_prints_each_declared_option(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins", "--options", "comic"]) == 0
+    out = capsys.readouterr().out
+    lines = out.splitlines()
+    assert lines[0].startswith("composer 'comic' (plugin storysdk.builtins") and "comic pages" in lines[0]
+    assert lines[1].split() == ["OPTION", "TYPE", "DEFAULT", "CONSTRAINTS", "DESCRIPTION"]
+    rows = {line.split()[0]: line for line in lines[2:] if line.startswith("  ") and not line.startswith("   ")}
+    assert list(rows)[:4] == ["style", "layout_seed", "format", "quality"]
+    assert set(rows) >= {"captions", "font_size", "font_path", "page_size", "margin", "gutter", "row_height"}
+    assert rows["quality"].split()[:5] == ["quality", "int", "95", ">=", "1,"]
+    assert "JPEG/WebP quality from 1 to 100; PNG ignores it" in rows["quality"]
+    assert "seed of the Classic layout's shuffled rows; None: the story's seed" in rows["layout_seed"]
+    assert rows["page_size"].split()[1:4] == ["tuple[int,", "int]", "[1654,"]
+    assert '"Classic Comic Style"' in rows["style"]
+    assert "  renamed: seed -> layout_seed" in lines
+
+
+def test_plugins_options_json(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins", "--options", "diffusers-image", "--json"]) == 0
+    (comp,) = json.loads(capsys.readouterr().out)["components"]
+    assert (comp["kind"], comp["name"], comp["plugin"], comp["declared"]) == (
+        "generator", "diffusers-image", "storysdk.builtins", True)
+    options = {o["name"]: o for o in comp["options"]}
+    assert options["batch_size"] == {"name": "batch_size", "type": "int", "default": 4, "required": False,
+                                     "constraints": [">= 1"], "description": "scenes per denoising batch (as memory allows)"}
+    assert options["width"]["constraints"] == ["> 0", "multiple of 8"]
+    assert options["preset"]["type"] == "one of 'tiny', 'full', 'auto' | None"
+    assert comp["renamed"] == {"seed": "weights_seed"}
+
+
+class _Twins:
+    """A planner and a composer of the same name, and a component without declared options."""
+
+    @hookimpl
+    def register_planners(self, register: Any) -> None:
+        class TwinPlanner(Planner):
+            name = "twin"
+
+            class Options(Options):
+                scenes: int = Field(2, ge=1, description="how many scenes")
+
+            def plan(self, request: Any) -> Any:
+                raise NotImplementedError
+
+        register(TwinPlanner)
+
+    @hookimpl
+    def register_composers(self, register: Any) -> None:
+        class TwinComposer(Composer):
+            name = "twin"
+
+            def __init__(self, size: int = 3) -> None:  # an old-style component: no Options class
+                self.size = size
+
+            def compose(self, story: Any, out_dir: Any) -> Any:
+                return []
+
+        register(TwinComposer)
+
+
+def test_plugins_options_covers_every_kind_of_that_name(monkeypatch: pytest.MonkeyPatch,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    monkeypatch.setattr(storysdk.registry, "_default", make_registry(_Twins()))
+    assert main(["plugins", "--options", "twin"]) == 0
+    out = capsys.readouterr().out
+    planner, composer = out.split("\n\n")
+    assert planner.startswith("planner 'twin'") and "scenes  int   2        >= 1         how many scenes" in planner
+    assert composer.startswith("composer 'twin'") and "size    any   3" in composer
+    assert "declares no Options class" in composer
+
+
+def test_plugins_options_unknown_name_suggests_and_exits_2(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["plugins", "--options", "comik"]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err == (
+        "storysdk: error: no component named 'comik'. Did you mean 'comic'? "
+        "See 'storysdk plugins' for the registered names.\n"
+    )
+
+
+def test_runtime_flags_go_only_where_taken_and_defaults_are_strict(
+    story: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    # --preset/--device/--dtype: no fake takes them, so they change nothing (same bytes as without)
+    assert main(["run", str(story), "--out", str(tmp_path / "a"), "--quiet"]) == 0
+    assert main(["run", str(story), "--out", str(tmp_path / "b"), "--quiet", "--preset", "tiny", "--device", "cpu"]) == 0
+    assert (tmp_path / "a" / "images" / "scene-0002.png").read_bytes() == (
+        tmp_path / "b" / "images" / "scene-0002.png").read_bytes()
+    capsys.readouterr()
+    typo = tmp_path / "typo.toml"
+    typo.write_text(STORY.replace("[planner]", "[defaults]\nsample_rat = 4000\n\n[planner]"))
+    assert main(["plan", str(typo), "--out", "-"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("storysdk: error: defaults: no component of this pipeline takes the option 'sample_rat'. "
+                          "Did you mean 'sample_rate'?") and err.count("\n") == 1
