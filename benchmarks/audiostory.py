@@ -89,7 +89,6 @@ def bench_planner(sizes, device, dtype, events):
 
 
 def bench_dit(sizes, device, dtype, durations, steps):
-    torch.manual_seed(0)
     from storysdk.tiny import t5_tokenizer
 
     ttok = t5_tokenizer(1000, 512)
@@ -102,7 +101,7 @@ def bench_dit(sizes, device, dtype, durations, steps):
         "tangoflux-cond", "bench", {"cond": torch.randn(64, width, generator=g)})}) for i, d in enumerate(durations)]
     plan = StoryPlan(scenes=scenes)
     out = {}
-    for label, batch in (("batched", None), ("sequential", 1)):
+    for label, batch in (("batched", None), ("sequential", 1)):  # dit_batch: None = all at once, 1 = the default
         gen = AudioStoryGenerator(preset="tiny", steps=steps, dit_batch=batch)
         gen._rt = rt
         list(gen.generate(scenes[:1], RenderContext(plan=plan)))  # warm-up (also caches the uncond branch)

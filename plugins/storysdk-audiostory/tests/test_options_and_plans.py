@@ -180,3 +180,24 @@ def test_pipeline_refuses_the_plan_before_loading(tmp_path):
     with pytest.raises(ConfigError, match="scene 0 has no 'tangoflux-cond' tokens"):
         pipe.run(StoryRequest(script="rain on a roof\na dog barks", seed=1), out_dir=tmp_path / "out")
     assert pipe.generators[0]._rt is None
+
+
+def test_check_plan_refuses_missing_weights_before_loading():
+    plan = _plan([2.0], _queries())
+    for comp, who in [(AudioStoryBridge(device="cpu"), "tokenizer 'audiostory-bridge'"),
+                      (AudioStoryGenerator(device="cpu"), "generator 'audiostory'"),
+                      (TangoFluxGenerator(device="cpu"), "generator 'tangoflux'")]:
+        with pytest.raises(ConfigError, match=f"{who}: the real weights need a local checkpoint folder"):
+            comp.check_plan(plan)
+        assert comp._rt is None
+
+
+def test_check_plan_resolves_auto_quietly():
+    import warnings
+
+    gen = TangoFluxGenerator(preset="auto", checkpoint="/nowhere/TangoFlux")  # no local weights: tiny, 30 s
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the 'auto' warning comes once, when the model is loaded
+        gen.check_plan(_plan([30.0]))
+        with pytest.raises(ConfigError, match="longer than the 30.00 s"):
+            gen.check_plan(_plan([30.5]))

@@ -87,7 +87,14 @@ class AudioStoryBridge(Tokenizer):
         return self._rt
 
     def check_plan(self, plan: StoryPlan) -> None:
-        """Every scene carries the ``audiostory-queries`` of the ``audiostory`` planner, all of one shape."""
+        """Every scene carries the ``audiostory-queries`` of the ``audiostory`` planner, all of one
+        shape; the weights would load (a checkpoint for the real ones; no model is loaded here)."""
+        if self._rt is None:
+            from .loading import preset_of
+
+            o = self.options
+            preset_of(f"tokenizer {self.name!r}", preset=o.preset, checkpoint=o.checkpoint, device=o.device,
+                      dtype=o.dtype)
         shapes = set()
         for scene in plan.scenes:
             tok = scene.tokens.get(QUERIES_KIND)

@@ -148,20 +148,19 @@ class _DiTGenerator(Generator):
         return self._rt
 
     def _clip_window(self) -> float | None:
-        """Seconds one DiT clip holds, known without loading a model (``None``: not known yet)."""
+        """Seconds one DiT clip holds, known without loading a model (``None``: not known yet).
+
+        Resolves the preset as loading will, so the real weights without ``checkpoint`` or a
+        missing device are refused here, before rendering starts.
+        """
         if self._rt is not None:
             return self._rt.clip_seconds
-        import warnings
-
-        from storysdk.runtime import resolve_preset
-
-        from .loading import tiny_clip_seconds
+        from .loading import preset_of, tiny_clip_seconds
         from .release import release_clip_seconds
 
         o = self.options
-        with warnings.catch_warnings():  # preset='auto' warns when the model is loaded, not here
-            warnings.simplefilter("ignore")
-            preset = resolve_preset(o.preset, o.checkpoint)
+        preset = preset_of(f"generator {self.name!r}", preset=o.preset, checkpoint=o.checkpoint, device=o.device,
+                           dtype=o.dtype)
         return tiny_clip_seconds() if preset == "tiny" else release_clip_seconds(o.checkpoint, o.vae)
 
     def _padding(self, scene: Scene, last: int) -> tuple[float, float]:
@@ -169,7 +168,8 @@ class _DiTGenerator(Generator):
         return duration, (self.options.crossfade if scene.index != last else 0.0)
 
     def check_plan(self, plan: StoryPlan) -> None:
-        """Every scene (with its crossfade padding) fits one DiT clip and has conditioning."""
+        """Every scene (with its crossfade padding) fits one DiT clip and has conditioning; the
+        weights this generator would load are there to be loaded (no model is loaded here)."""
         if not plan.scenes:
             return
         for scene in plan.scenes:

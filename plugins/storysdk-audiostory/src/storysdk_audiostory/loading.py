@@ -18,13 +18,24 @@ if TYPE_CHECKING:
 
     from .runtime import AudioRuntime, BridgeRuntime, PlannerRuntime
 
-__all__ = ["load_audio_runtime", "load_bridge_runtime", "load_planner_runtime", "tiny_clip_seconds"]
+__all__ = ["load_audio_runtime", "load_bridge_runtime", "load_planner_runtime", "preset_of", "tiny_clip_seconds"]
 
 
 def _resolve(who: str, preset: str | None, checkpoint: str | None, device: str | None, dtype: str | None) -> Resolved:
     from storysdk.runtime import resolve
 
     return resolve(who, preset=preset, model=checkpoint, device=device, dtype=dtype, needs_model=True)
+
+
+def preset_of(who: str, *, preset: str | None, checkpoint: str | None, device: str | None, dtype: str | None) -> str:
+    """``"tiny"`` or ``"full"``, as loading will decide, with its errors (the real weights without
+    ``checkpoint``, a device that is not there) but no model loaded and no ``preset='auto'``
+    warning (loading gives that one)."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)
+        return _resolve(who, preset, checkpoint, device, dtype).preset
 
 
 def tiny_clip_seconds() -> float:
