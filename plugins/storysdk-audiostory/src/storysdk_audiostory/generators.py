@@ -29,9 +29,9 @@ a scene rendered alone give the same bytes. ``dit_batch=N`` (or ``None``: all on
 free GPU memory on CUDA) sends ``N`` clips through together (CFG batch ``2 x N``, the speed-up
 of docs/audiostory.md §8); matrix kernels then round differently with the batch size, so clips
 differ from one-at-a-time renders by about 1e-6 (§9) and an interrupted run resumes with other
-bits for the clips it had not saved. Clips whose text lengths differ (``tangoflux``) are batched by length, since the DiT
-attends to every context token. VAE decoding runs ``vae_batch`` clips at a time (it is the
-memory-hungry part).
+bits for the clips it had not saved. Clips whose text lengths differ (``tangoflux``) are batched
+by length, since the DiT attends to every context token. VAE decoding runs ``vae_batch`` clips
+at a time (it is the memory-hungry part).
 """
 
 from __future__ import annotations
