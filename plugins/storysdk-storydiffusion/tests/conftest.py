@@ -14,10 +14,13 @@ sys.path.insert(0, str(Path(__file__).parent))
 from storysdk.tiny import tiny_sdxl_pipeline  # noqa: E402
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture(autouse=True, scope="session")
 def one_thread() -> Any:
-    """One torch thread per test: on a shared 2-core machine, two threads contending with other
-    processes made the tiny UNet ~50x slower in our measurements; restored afterwards."""
+    """One torch thread for the whole session: on a shared 2-core machine, two threads contending
+    with other processes made the tiny UNet ~50x slower in our measurements. Session-wide, so that
+    class-scoped fixtures (the contract suite's reference run) render with the same thread count
+    as the tests comparing against them: CPU matmuls split their sums by thread, so images made
+    with another thread count may differ in the last bit. Restored afterwards."""
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     yield
