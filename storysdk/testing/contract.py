@@ -191,11 +191,13 @@ class ComponentContract:
         raise AssertionError(f"the contract's pipeline has no {self.kind} {self.name!r}")
 
     @pytest.fixture(scope="class")
-    def reference(self, tmp_path_factory: pytest.TempPathFactory) -> tuple[Story, Path, dict[str, bytes]]:
+    @classmethod
+    def reference(cls, tmp_path_factory: pytest.TempPathFactory) -> tuple[Story, Path, dict[str, bytes]]:
         """One uninterrupted run of the contract's request, shared by the checks of a class."""
-        out = tmp_path_factory.mktemp(f"{self.kind}-{self.name}") / "reference"
-        story = self._run(out)
-        return story, out, self.produced(story, out)
+        suite = cls()
+        out = tmp_path_factory.mktemp(f"{cls.kind}-{cls.name}") / "reference"
+        story = suite._run(out)
+        return story, out, suite.produced(story, out)
 
     def test_same_seed_gives_identical_files(self, reference: Any, tmp_path: Path) -> None:
         again = self._run(tmp_path / "again")
