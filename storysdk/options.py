@@ -58,12 +58,15 @@ class Options(BaseModel):
     """Base of every component's option declarations (a frozen, strict pydantic model).
 
     ``renamed`` maps former option names to their current ones; using a former name is an
-    error that names the new one (``{"seed": "weights_seed"}``).
+    error that names the new one (``{"seed": "weights_seed"}``). ``moved`` maps former option
+    names that no longer belong to this component to where they went (free text, said in the
+    error).
     """
 
     model_config = ConfigDict(extra="forbid", strict=True, frozen=True, arbitrary_types_allowed=True)
 
     renamed: ClassVar[Mapping[str, str]] = {}
+    moved: ClassVar[Mapping[str, str]] = {}
 
 
 class DeviceOptions(Options):
@@ -112,6 +115,8 @@ def validate_options(cls: type[Options], values: Mapping[str, Any], *, kind: str
     for key in values:
         if key in fields:
             continue
+        if key in cls.moved:
+            raise ConfigError(f"{who}: option {key!r} is no longer this component's: {cls.moved[key]}")
         new = cls.renamed.get(key)
         if new is not None:
             raise ConfigError(

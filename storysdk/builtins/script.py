@@ -275,8 +275,11 @@ def _suggest(tag: str, names: Sequence[str]) -> str:
     return f" (did you mean {' or '.join(f'[{n}]' for n in close)}?)" if close else ""
 
 
-#: Options the planner had before id frames moved to the StoryDiffusion plugin.
-_MOVED_OPTIONS = ("num_ids", "allow_nc_id_frames", "nc_rows_check")
+_ID_FRAMES_MOVED = (
+    "id frames are chosen by the image generator that renders them (other generators have none); "
+    "give {name} to that generator instead, in its [[generators]] table of a story file or its "
+    "options in Python (see 'storysdk plugins --options GENERATOR')"
+)
 
 
 class ScriptPlanner(Planner):
@@ -320,18 +323,11 @@ class ScriptPlanner(Planner):
                 raise ValueError(problem)
             return value
 
-    options: Options
+        moved: ClassVar[dict[str, str]] = {
+            name: _ID_FRAMES_MOVED.format(name=name) for name in ("num_ids", "allow_nc_id_frames", "nc_rows_check")
+        }
 
-    def __init__(self, **options: Any) -> None:
-        moved = [k for k in _MOVED_OPTIONS if k in options]
-        if moved:
-            raise ConfigError(
-                f"planner 'script': option {moved[0]!r} moved to the 'storydiffusion' generator (id frames "
-                "are StoryDiffusion's, other generators have none); give it to that generator instead, "
-                f"e.g. generators=[('storydiffusion', {{'{moved[0]}': ...}})] or {moved[0]} = ... in its "
-                "[[generators]] table of a story file"
-            )
-        super().__init__(**options)
+    options: Options
 
     # -- public API -----------------------------------------------------------------
 
