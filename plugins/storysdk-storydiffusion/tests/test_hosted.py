@@ -1,54 +1,148 @@
-"""The hosted request format (docs/storydiffusion-api.md) on the tiny preset."""
+"""The hosted request format (docs/storydiffusion-api.md) on the tiny preset, rendered through storysdk.Pipeline."""
 
 from __future__ import annotations
 
 import io
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import pytest
 from PIL import Image
 
-from storysdk.errors import ConfigError
+from storysdk import ComponentCache, ProgressEvent, RenderContext, Story, StoryRequest, get_registry
+from storysdk.errors import ConfigError, JobCancelled
+from storysdk_storydiffusion import loading
 from storysdk_storydiffusion.hosted import (
+    DEFAULT_FIELDS,
     compose_page,
     parse_fields,
     render,
     render_story,
+    request_key,
+    run_request,
 )
 
 BORDER = 10  # docs/storydiffusion.md §4
+#: the default request at the smallest size and step count the fields allow (tiny preset on CPU)
+SMALL = {"image_width": "256", "image_height": "256", "num_steps": "20"}
+#: a two-frame request: one id frame, one read frame
+TWO = {**SMALL, "num_ids": "1", "seed": "5", "comic_description": "reading at home #Home\nwalking to the forest"}
 
 
-def test_default_example_renders_a_classic_page_of_8_captioned_panels(tiny_pipe: Any) -> None:
-    # the default request, at the smallest size and step count the fields allow (tiny preset on CPU)
-    fields = {"image_width": "256", "image_height": "256", "num_steps": "20"}
-    story = render_story(fields, preset="tiny", pipeline=tiny_pipe)
-    plan = story.plan
-    assert len(plan.scenes) == 8 and sorted(story.images) == list(range(8))
-    assert [i for i, a in story.images.items() if a.metadata["id_frame"]] == [0, 1, 2]  # num_ids = 3
-    assert all(a.image.size == (256, 256) for a in story.images.values())
-    assert all(a.metadata["steps"] == 20 and a.metadata["seed"] == 42 for a in story.images.values())
-    assert all(a.metadata["style"] == "Disney Charactor" for a in story.images.values())
-    assert plan.scenes[0].caption == "at home, The newspaper says there is a treasure house in the forest."
-    assert plan.scenes[1].caption == "on the road, near the forest"
-    assert plan.scenes[0].prompt.startswith("a man, wearing black suit,")  # unnamed mode (predict.py)
-    assert plan.scenes[2].characters == ()  # [NC]
+def independent_page(fields: dict[str, str], tmp: Path) -> bytes:
+    """The hosted answer built by hand from the components (as the hosted demo does it), not by the pipeline."""
+    reg = get_registry()
+    negative = DEFAULT_FIELDS["negative_prompt"]
+    request = StoryRequest(script=DEFAULT_FIELDS["comic_description"], characters=DEFAULT_FIELDS["character_description"],
+                           style="Disney Charactor", negative_prompt=negative, seed=42, width=256, height=256)
+    plan = reg.create("planner", "script", skip_blank_lines=False).plan(request)  # type: ignore[attr-defined]
+    gen: Any = reg.create("generator", "storydiffusion", preset="tiny", model="Unstable", sa32=0.5, sa64=0.5,
+                          steps=20, guidance=5.0, num_ids=3, allow_nc_id_frames=True)
+    gen.check_plan(plan)
+    story = Story(plan=plan)
+    for asset in gen.generate(plan.scenes, RenderContext(plan=plan, seed=42, component=gen.name)):
+        story.add(asset)
+    comic: Any = reg.create("composer", "comic", style="Classic Comic Style", layout_seed=42, format="png")
+    pages = comic.compose(story, tmp)
+    with Image.open(pages[0]) as im:
+        page = im.convert("RGB")
+    buf = io.BytesIO()
+    page.save(buf, format="WEBP", quality=80, optimize=True)  # predict.py: quality and optimize
+    return buf.getvalue()
 
-    req = parse_fields(fields)
-    data, mime = compose_page(story, req)
+
+@pytest.fixture(scope="module")
+def default_page() -> bytes:
+    """``render`` of the default request (tiny preset), once for the module."""
+    data, mime = render(SMALL, preset="tiny")
     assert mime == "image/webp"
-    page = Image.open(io.BytesIO(data))
+    return data
+
+
+def test_the_answer_is_the_page_an_independent_construction_gives(default_page: bytes, tmp_path: Path) -> None:
+    assert default_page == independent_page(SMALL, tmp_path)
+    page = Image.open(io.BytesIO(default_page))
     assert page.format == "WEBP"
     # Classic layout of 8 panels: 2 rows of [1, 1, 2] (a "2" is two panels stacked and halved), §4
     panel = 256 + 2 * BORDER
     assert page.size == (2 * panel + panel // 2, 2 * panel)
 
-    png = parse_fields({**fields, "output_format": "png"})
-    with_captions, _ = compose_page(story, png)
+
+def test_a_stopped_run_resumes_with_only_the_missing_frames(default_page: bytes, tmp_path: Path) -> None:
+    req = parse_fields(SMALL)
+    saved: list[int] = []
+
+    def stop_after_the_id_frames(event: ProgressEvent) -> None:
+        if event.stage == "generate" and event.scene_index is not None:
+            saved.append(event.scene_index)
+        if len(saved) == 3 and event.stage == "step":
+            raise JobCancelled("stopped by the test")  # as a cancelled job stops
+
+    with pytest.raises(JobCancelled):
+        run_request(req, tmp_path, runtime={"preset": "tiny"}, progress=stop_after_the_id_frames)
+    assert saved == [0, 1, 2]  # the id frames (num_ids = 3), saved as they were made
+    assert sorted(p.name for p in (tmp_path / "images").glob("*.png")) == [f"scene-000{i}.png" for i in range(3)]
+    before = {i: (tmp_path / "images" / f"scene-000{i}.png").stat().st_mtime_ns for i in range(3)}
+
+    events: list[ProgressEvent] = []
+    result = run_request(req, tmp_path, runtime={"preset": "tiny"}, progress=events.append)
+    generated = [e for e in events if e.stage == "generate" and e.scene_index is not None]
+    assert [e.scene_index for e in generated] == [3, 4, 5, 6, 7] and generated[-1].total == 5
+    assert {i: (tmp_path / "images" / f"scene-000{i}.png").stat().st_mtime_ns for i in range(3)} == before
+    assert result.data == default_page and result.mime == "image/webp"
+    assert result.path == tmp_path / "response.webp" and result.path.read_bytes() == default_page
+
+
+def test_with_a_cache_the_base_model_loads_once_for_requests_with_other_settings(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    loads: list[Any] = []
+    real = loading.load_pipeline
+
+    def counting(*args: Any, **kwargs: Any) -> Any:
+        loads.append(args[0] if args else kwargs.get("model"))
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(loading, "load_pipeline", counting)
+    cache = ComponentCache()
+    first = run_request(parse_fields(TWO), tmp_path / "a", runtime={"preset": "tiny"}, cache=cache)
+    other = {**TWO, "sa32_setting": "0.3", "guidance_scale": "6", "sd_model": "unstable"}
+    second = run_request(parse_fields(other), tmp_path / "b", runtime={"preset": "tiny"}, cache=cache)
+    assert loads == ["Unstable"]  # one pipeline for both (the name matched without case)
+    assert first.data != second.data
+    with tempfile.TemporaryDirectory() as tmp:  # the shared pipeline renders what a fresh one renders
+        assert run_request(parse_fields(other), tmp, runtime={"preset": "tiny"}).data == second.data
+    assert len(loads) == 2
+
+
+def test_render_story_gives_the_frames_and_compose_page_the_page(tiny_pipe: Any) -> None:
+    story = render_story(TWO, preset="tiny", pipeline=tiny_pipe)
+    plan = story.plan
+    assert len(plan.scenes) == 2 and sorted(story.images) == [0, 1]
+    assert [i for i, a in story.images.items() if a.metadata["id_frame"]] == [0]  # num_ids = 1
+    assert all(a.image.size == (256, 256) for a in story.images.values())
+    assert all(a.metadata["steps"] == 20 and a.metadata["seed"] == 5 for a in story.images.values())
+    assert all(a.metadata["style"] == "Disney Charactor" for a in story.images.values())
+    assert plan.scenes[0].caption == "Home" and plan.scenes[1].caption == "walking to the forest"
+    assert plan.scenes[0].prompt.startswith("a man, wearing black suit,")  # unnamed mode (predict.py)
+
+    png = parse_fields({**TWO, "output_format": "png"})
+    with_captions, mime = compose_page(story, png)
+    assert mime == "image/png" and Image.open(io.BytesIO(with_captions)).format == "PNG"
     for scene in plan.scenes:
         scene.caption = ""
     bare, _ = compose_page(story, png)
     assert bare != with_captions  # the captions are drawn on the page
+
+
+def test_request_keys_name_every_field() -> None:
+    a = parse_fields(TWO)
+    assert request_key(a) == request_key(parse_fields(dict(TWO)))
+    assert request_key(a) != request_key(parse_fields({**TWO, "sa64_setting": "0.4"}))
+    assert request_key(a) != request_key(parse_fields({**TWO, "output_quality": "81"}))
+    assert request_key(a) != request_key(a, {"preset": "tiny"})
+    assert len(request_key(a)) == 24
 
 
 def test_defaults_and_the_ten_line_cap() -> None:
@@ -97,18 +191,3 @@ def test_bad_fields_are_refused(field: str, value: str, match: str) -> None:
 def test_ref_image_argument_is_not_supported_yet() -> None:
     with pytest.raises(ConfigError, match="not supported yet"):
         render({}, ref_image=b"\x89PNG", preset="tiny")
-
-
-def test_hosted_renderer_keys_and_options() -> None:
-    from storysdk_storydiffusion.hosted import HostedRenderer
-
-    tiny = HostedRenderer(preset="tiny")
-    assert tiny._key("Unstable") == tiny._key("Juggernaut") == "tiny"  # one tiny pipeline for every name
-    full = HostedRenderer()
-    assert full._key("Unstable") == "stablediffusionapi/sdxl-unstable-diffusers-y"
-    assert full._key("Juggernaut") == "RunDiffusion/Juggernaut-XL-v9/Juggernaut-XL_v9_RunDiffusionPhoto_v2.safetensors"
-    assert full.loaded == [] and full.loads == 0
-    with pytest.raises(ConfigError, match="max_models"):
-        HostedRenderer(max_models=0)
-    with pytest.raises(ConfigError, match="pipeline"):
-        HostedRenderer(pipeline=object())
