@@ -51,7 +51,7 @@ def main(out_dir: str = "out/python-api") -> storysdk.Story:
         seed=7,
     )
     pipe = storysdk.Pipeline(
-        planner=("script", {"num_ids": 1}),
+        planner="script",  # StoryDiffusion's frame-line syntax: [Name] tags, [NC], #caption
         generators=[
             ("diffusers-image", {"steps": 2}),
             ("diffusers-audio", {"steps": 2}),

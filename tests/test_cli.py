@@ -223,3 +223,13 @@ def test_runtime_flags_go_only_where_taken_and_defaults_are_strict(
     err = capsys.readouterr().err
     assert err.startswith("storysdk: error: defaults: no component of this pipeline takes the option 'sample_rat'. "
                           "Did you mean 'sample_rate'?") and err.count("\n") == 1
+
+
+def test_the_options_example_in_the_cli_docs_is_the_real_output(capsys: pytest.CaptureFixture[str]) -> None:
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "cli.md").read_text(encoding="utf-8")
+    for command in ("storysdk plugins --options frames", "storysdk plugins --options comik"):
+        block = doc.split(f"$ {command}\n", 1)[1].split("```", 1)[0]
+        rc = main(command.split()[1:])
+        captured = capsys.readouterr()
+        assert captured.out + captured.err == block
+        assert rc == (0 if command.endswith("frames") else 2)

@@ -304,12 +304,12 @@ script = """
 
 [planner]
 name = "script"
-num_ids = 1
 
 [[generators]]
 name = "storydiffusion"
 steps = 1
 sa32 = 0.4
+num_ids = 1
 
 [[generators]]
 name = "tangoflux"
@@ -326,13 +326,13 @@ def test_recipe_d_swap_and_drop_components(tmp_path, capsys):
     story = recipe.main([str(story_file), str(tmp_path / "out"), "--preset", "tiny", "--device", "cpu",
                          "--swap", "storydiffusion=diffusers-image", "--set", "guidance=3.0", "--drop", "tangoflux"])
     assert story_file.read_text(encoding="utf-8") == STORY_D  # the file is not changed
-    assert "diffusers-image does not take sa32 (options of storydiffusion): left out" in capsys.readouterr().err
+    assert "diffusers-image does not take num_ids, sa32 (options of storydiffusion): left out" in capsys.readouterr().err
     assert not story.audio and sorted(story.images) == [0, 1]
     assert {a.made_by for a in story.images.values()} == {"diffusers-image"}
     assert all(story.images[k].image.size == (64, 64) for k in range(2))
     # the specs it built from: steps carried over, guidance set, sa32 left out, tangoflux gone
     sf = storysdk.load_story_file(story_file)
-    assert recipe.swap(sf, "storydiffusion", "diffusers-image", {"guidance": 3.0}) == ["sa32"]
+    assert recipe.swap(sf, "storydiffusion", "diffusers-image", {"guidance": 3.0}) == ["num_ids", "sa32"]
     recipe.drop(sf, "tangoflux")
     assert sf.generators == [{"name": "diffusers-image", "steps": 1, "guidance": 3.0}]
     for k in range(2):

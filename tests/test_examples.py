@@ -14,6 +14,7 @@ import soundfile as sf
 from PIL import Image
 
 import storysdk
+from storysdk.storyfile import TOP_LEVEL, parse_story_file, tomllib
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = ROOT / "examples"
@@ -154,6 +155,31 @@ def test_doc_python_blocks_run(doc: Path, tmp_path: Path, monkeypatch: pytest.Mo
     namespace: dict[str, object] = {"__name__": f"doc_{doc.stem}"}
     for i, block in enumerate(blocks):
         exec(compile(block, f"{doc}:python-block-{i + 1}", "exec"), namespace)  # noqa: S102
+
+
+def story_toml_blocks(path: Path) -> list[str]:
+    """The ```toml blocks of ``path`` that are story files or parts of one (not a pyproject.toml)."""
+    blocks = re.findall(r"^```toml\n(.*?)^```", path.read_text(encoding="utf-8"), flags=re.S | re.M)
+    return [b for b in blocks if set(tomllib.loads(b)) <= set(TOP_LEVEL)]
+
+
+TOML_DOCS = [
+    d for d in sorted(DOCS.glob("*.md")) + [ROOT / "README.md", EXAMPLES / "plugin-template" / "README.md"]
+    if story_toml_blocks(d)
+]
+
+
+def test_the_story_file_guide_has_toml_blocks() -> None:
+    assert DOCS / "story-files.md" in TOML_DOCS and DOCS / "video.md" in TOML_DOCS
+
+
+@pytest.mark.parametrize("doc", TOML_DOCS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_doc_toml_blocks_are_story_files_with_valid_options(doc: Path) -> None:
+    """Every story-file ```toml block parses, and builds with options its components declare."""
+    for block in story_toml_blocks(doc):
+        story_file = parse_story_file(block)
+        pipe = story_file.pipeline(defaults={"preset": "tiny", "device": "cpu"})  # builds and checks every option
+        assert [c.name for c in pipe.composers] == [c["name"] for c in story_file.composers]
 
 
 LINK = re.compile(r"\]\(([^)#\s]+)(?:#[^)]*)?\)")

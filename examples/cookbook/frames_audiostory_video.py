@@ -59,11 +59,11 @@ def given(**options: object) -> dict[str, object]:
 def draw_frames(request: storysdk.StoryRequest, out_dir: Path, args: argparse.Namespace) -> storysdk.Story:
     """Stage 1: StoryDiffusion's character-consistent frames."""
     pipe = storysdk.Pipeline(
-        planner=("script", {"num_ids": args.num_ids}),
+        planner="script",
         generators=[(
             "storydiffusion",
             {"steps": args.steps, "width": args.size, "height": args.size, "seed_mode": args.seed_mode,
-             **given(model=args.sd_model)},
+             "num_ids": args.num_ids, **given(model=args.sd_model)},
         )],
         composers=["frames"],
         defaults={"preset": args.preset, "device": args.device},
