@@ -1,14 +1,17 @@
 """The hosted StoryDiffusion API's example client, pointed at a local ``storysdk serve``.
 
-Start the server (tiny preset: random toy weights, so the panels are noise; ``--preset auto``
-uses real SDXL weights when they are on disk), then run this script::
+``POST /v1/storydiffusion`` is the StoryDiffusion plugin's endpoint: install the plugin
+(``pip install -e plugins/storysdk-storydiffusion``) and storysdk's ``serve`` extra. Start the
+server (tiny preset: random toy weights, so the panels are noise; ``--preset auto`` uses real
+SDXL weights when they are on disk), then run this script::
 
     storysdk serve --preset tiny --api-key YOUR_API_KEY
     python examples/hosted_client.py --url http://127.0.0.1:8000/v1/storydiffusion --out comic.webp
 
 The request is the hosted documentation's example, field for field (plugins/storysdk-storydiffusion/docs/storydiffusion-api.md).
 At its 768x768 and 25 steps, the tiny preset takes a few minutes on a CPU;
-``--small`` asks for 256x256 and 20 steps instead.
+``--small`` asks for 256x256 and 20 steps instead. Sending the same request again answers
+from (or resumes in) the job folder the server keeps for it.
 """
 
 from __future__ import annotations

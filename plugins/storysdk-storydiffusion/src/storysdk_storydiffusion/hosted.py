@@ -43,13 +43,16 @@ from storysdk.styles import get_style, match_name
 from .styles import SD_MODELS, get_sd_model
 
 __all__ = [
+    "DEFAULT_COMIC",
     "DEFAULT_FIELDS",
+    "DEFAULT_NEGATIVE",
     "FIELDS",
     "HostedRequest",
     "HostedResult",
     "build_pipeline",
     "compose_page",
     "encode_page",
+    "generator_options",
     "parse_fields",
     "render",
     "render_story",
