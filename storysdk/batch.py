@@ -246,8 +246,9 @@ def run_batch(
     """Render every story of ``stories`` (a JSON Lines file, or entries) into ``out_dir/<id>/``.
 
     Call it in every process that ``accelerate launch`` starts (or in a plain process: it
-    then does all the work). ``defaults`` are options for every component (``preset``,
-    ``dtype``, ``device``; without ``device`` each process uses its accelerate device).
+    then does all the work). ``defaults`` are runtime options (``preset``, ``dtype``,
+    ``device``; without ``device`` each process uses its accelerate device): each story's
+    pipeline gives them to the components that take them and skips the others.
     ``retry_failed=False`` leaves stories that failed before (and did not change) alone.
     ``cache`` is the :class:`~storysdk.cache.ComponentCache` the stories share (default: a
     new one holding up to 16 components). ``log`` receives one line per story.

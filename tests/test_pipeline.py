@@ -341,7 +341,7 @@ def test_a_default_no_component_takes_is_an_error_with_a_suggestion() -> None:
                  registry=make_registry())
     text = str(err.value)
     assert text.startswith("defaults: no component of this pipeline takes the option 'sample_rat'. Did you mean 'sample_rate'?")
-    assert "Options they take: channels, duration, height, sample_rate, width" in text
+    assert "Options they take: channels, duration, fail_scenes, height, sample_rate, width" in text
     with pytest.raises(ConfigError, match="takes the option 'preset'"):  # no model-backed component here
         Pipeline("fake-planner", generators=["fake-image"], defaults={"preset": "tiny"}, registry=make_registry())
 
