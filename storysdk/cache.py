@@ -5,7 +5,7 @@ A :class:`Pipeline` builds its components from names and options; given a
 options from the cache instead. Model-backed components load their weights on first use and
 keep them, so a server or a batch that renders many stories loads each model once.
 
-Components keep per-run state in per-run objects (DESIGN.md), so one instance can render
+Components keep per-run state in per-run objects (docs/data-flow.md), so one instance can render
 story after story; it is not meant to render two stories at the same time. Give every worker
 thread its own cache.
 """
