@@ -9,9 +9,8 @@ python-multipart). The core's endpoints (docs/serving.md):
   job, whichever endpoint queued it;
 - ``GET /v1/status``: workers, queue, kept components, endpoints.
 
-Plugins add endpoints through the ``register_routes`` hook (the StoryDiffusion plugin adds
-the hosted ``POST /v1/storydiffusion``); they reach the server through the functions of
-:mod:`storysdk.server.api`, importable from here: :func:`read_fields`, :func:`submit_job`,
+Plugins add endpoints through the ``register_routes`` hook; they reach the server through
+the functions of :mod:`storysdk.server.api`, importable from here: :func:`read_fields`, :func:`submit_job`,
 :func:`job_result`, :func:`job_accepted`, :func:`describe_job`, :func:`job_root`,
 :func:`wants_async`, :func:`server_registry`, :func:`server_config`, :func:`error_response`,
 and the :class:`Job` and :class:`WorkerContext` types. Importing this package does not import

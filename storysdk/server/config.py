@@ -26,7 +26,7 @@ class ServerConfig:
 
     - ``host``/``port``: 127.0.0.1 by default, so nothing outside this machine reaches it;
     - ``api_key``: when set, every ``/v1`` request needs it in the ``x-api-key`` header (401
-      otherwise), as the hosted StoryDiffusion API does;
+      otherwise), as hosted image APIs do;
     - ``workers``: jobs that run at once (one per GPU; each keeps its own models loaded);
       ``devices``: the device of each worker (worker ``i`` uses ``devices[i % len]``);
     - ``max_queue``: requests that may wait for a worker; one more is answered 429;

@@ -1,6 +1,6 @@
 """``/v1/jobs``: every job the server runs, whatever endpoint queued it (story jobs included).
 
-- ``GET /v1/jobs`` (``?kind=storydiffusion`` to filter): the jobs the server remembers;
+- ``GET /v1/jobs`` (``?kind=story`` keeps one kind): the jobs the server remembers;
 - ``GET /v1/jobs/{id}``: one job's status, latest progress, place in the queue, files so far
   and, once done, its result;
 - ``GET /v1/jobs/{id}/files/{path}``: one file of the job's folder;

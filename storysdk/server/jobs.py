@@ -95,7 +95,7 @@ Work = Callable[["Job", WorkerContext], Any]
 class Job:
     """One unit of work: its status, latest progress, error or result, and a future to await.
 
-    ``kind`` names the endpoint that made it (``"story"``, ``"storydiffusion"``, ...);
+    ``kind`` names the endpoint that made it (``"story"``, or a plugin endpoint's own kind);
     ``folder`` is where its files go (``GET /v1/jobs/{id}/files/{path}`` serves them);
     ``info`` is extra JSON data shown with the job; ``key``, when given, identifies the work:
     a job submitted while another job of the same kind and key is queued or running is not
