@@ -285,3 +285,56 @@ def test_options_are_declared_with_their_defaults():
     assert (opts.model, opts.steps, opts.guidance, opts.width, opts.height, opts.batch_size) == (
         None, None, None, None, None, 4)
     assert (opts.device, opts.dtype, opts.offload, opts.weights_seed) == (None, None, None, 0)
+
+
+class _Stop(Exception):
+    pass
+
+
+def _stop_after_first(ev):
+    if ev.stage == "generate" and ev.scene_index is not None:
+        raise _Stop
+
+
+@pytest.mark.parametrize("tokens", [False, True], ids=["prompts", "clip-text tokens"])
+def test_a_resumed_batch_gives_the_same_bytes(tmp_path, tokens):
+    """Interrupted after the first picture of a batch, a resume renders the rest in that same batch."""
+    from storysdk import Pipeline, StoryRequest
+    from storysdk.testing import make_registry
+
+    def pipe():
+        return Pipeline(
+            planner="fake-planner",
+            tokenizers=[("clip-text", {"preset": "tiny"})] if tokens else [],
+            generators=[("diffusers-image", {"preset": "tiny", "steps": 1})],
+            registry=make_registry(),
+        )
+
+    request = StoryRequest(script="a fox\na bridge\na storm", width=64, height=64, seed=9)
+    whole = pipe().run(request, out_dir=tmp_path / "whole")
+    assert [whole.images[i].metadata["batch"] for i in range(3)] == [[0, 1, 2]] * 3
+    assert {whole.images[i].metadata["used_tokens"] for i in range(3)} == {tokens}
+    with pytest.raises(_Stop):
+        pipe().run(request, out_dir=tmp_path / "cut", progress=_stop_after_first)
+    assert sorted(p.name for p in (tmp_path / "cut" / "images").glob("*.png")) == ["scene-0000.png"]
+    pipe().run(request, out_dir=tmp_path / "cut")
+    for name in ("scene-0001.png", "scene-0002.png", "scene-0001.json", "scene-0002.json"):
+        assert (tmp_path / "cut" / "images" / name).read_bytes() == (tmp_path / "whole" / "images" / name).read_bytes()
+
+
+def test_batches_follow_the_batches_finished_assets_name():
+    plan = _plan()
+    gen = DiffusersImageGenerator(preset="tiny", batch_size=2)
+    from storysdk import Story
+
+    story = Story(plan=plan)
+    ctx = RenderContext(plan=plan, seed=1, story=story)
+    assert [[s.index for s in b] for b in gen._batches(plan.scenes, ctx)] == [[0, 1], [2, 3]]
+    from PIL import Image
+
+    picture = Image.new("RGB", (8, 8))
+    story.add(ImageAsset(2, picture, made_by="diffusers-image", metadata={"batch": [2, 3]}))
+    # scene 3 goes with finished scene 2, as before; scenes 0 and 1 were never started
+    assert [[s.index for s in b] for b in gen._batches([plan.scenes[i] for i in (0, 1, 3)], ctx)] == [[2, 3], [0, 1]]
+    story.add(ImageAsset(0, picture, made_by="someone-else", metadata={"batch": [0, 1]}))
+    assert [[s.index for s in b] for b in gen._batches([plan.scenes[1]], ctx)] == [[1]]

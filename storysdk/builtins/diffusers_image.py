@@ -300,19 +300,61 @@ class DiffusersImageGenerator(Generator):
     # -- generation ----------------------------------------------------------------------
 
     def generate(self, scenes: Sequence[Scene], ctx: RenderContext) -> Iterable[Asset]:
-        """Yield one :class:`ImageAsset` per scene, ``batch_size`` scenes per pipeline call."""
+        """Yield one :class:`ImageAsset` per scene, ``batch_size`` scenes per pipeline call.
+
+        A resumed run batches every scene as the interrupted run did: each asset records the
+        scenes it was denoised with (``metadata["batch"]``), and a pending scene whose batch
+        partly finished is rendered again in that whole batch (the finished scenes' pictures
+        are not yielded again). The UNet's floating-point sums depend on the batch's shape, so
+        this keeps resumed pictures byte-identical to an uninterrupted run's.
+        """
         opts = self.options
         width = opts.width if opts.width is not None else ctx.plan.width
         height = opts.height if opts.height is not None else ctx.plan.height
         _check_size("width", width, where="plan width" if opts.width is None else "width")
         _check_size("height", height, where="plan height" if opts.height is None else "height")
         pipe = self.load()
-        for start in range(0, len(scenes), opts.batch_size):
-            yield from self._batch(pipe, list(scenes[start : start + opts.batch_size]), ctx, width, height)
+        wanted = {s.index for s in scenes}
+        for batch in self._batches(scenes, ctx):
+            yield from self._batch(pipe, batch, wanted, ctx, width, height)
+
+    def _batches(self, scenes: Sequence[Scene], ctx: RenderContext) -> list[list[Scene]]:
+        """The scenes in batches of ``batch_size``; batches of an interrupted run are kept whole."""
+        known = {s.index: s for s in ctx.plan.scenes}
+        known.update((s.index, s) for s in scenes)
+        earlier: dict[int, list[int]] = {}  # scene -> the batch a finished asset says it was in
+        if ctx.story is not None:
+            for asset in ctx.story.images.values():
+                group = asset.metadata.get("batch")
+                if asset.made_by == self.name and isinstance(group, list) and all(i in known for i in group):
+                    for i in group:
+                        earlier.setdefault(i, group)
+        batches: list[list[Scene]] = []
+        free: list[Scene] = []
+        placed: set[int] = set()
+        for scene in scenes:
+            if scene.index in placed:
+                continue
+            group = earlier.get(scene.index)
+            if group is None:
+                free.append(scene)
+                placed.add(scene.index)
+            else:
+                batches.append([known[i] for i in group])
+                placed.update(group)
+        size = self.options.batch_size
+        return batches + [free[i : i + size] for i in range(0, len(free), size)]
 
     def _batch(
-        self, pipe: Any, batch: list[Scene], ctx: RenderContext, width: int | None, height: int | None
+        self,
+        pipe: Any,
+        batch: list[Scene],
+        wanted: set[int],
+        ctx: RenderContext,
+        width: int | None,
+        height: int | None,
     ) -> Iterator[ImageAsset]:
+        """Denoise ``batch`` in one call; yield the pictures of the ``wanted`` scenes."""
         from ..runtime import cpu_generator
 
         opts = self.options
@@ -328,7 +370,7 @@ class DiffusersImageGenerator(Generator):
             kwargs["width"] = width
         if height is not None:
             kwargs["height"] = height
-        tokens = self._tokens_for(batch, prompts, params)
+        tokens = self._tokens_for(batch, prompts, params, wanted)
         if tokens is not None:
             kwargs.update(tokens)
         else:
@@ -349,7 +391,10 @@ class DiffusersImageGenerator(Generator):
         kwargs.update(opts.extra or {})
         images = pipe(**kwargs).images
         guidance = kwargs.get("guidance_scale", call_default(pipe, "guidance_scale"))
+        members = [s.index for s in batch]
         for scene, seed, image, (prompt, negative) in zip(batch, seeds, images, prompts):
+            if scene.index not in wanted:  # finished before: only keeps the batch's shape
+                continue
             yield ImageAsset(
                 scene.index,
                 image,
@@ -365,19 +410,27 @@ class DiffusersImageGenerator(Generator):
                     "negative_prompt": negative,
                     "scheduler": type(pipe.scheduler).__name__,
                     "used_tokens": tokens is not None,
+                    "batch": members,
                 },
             )
 
     def _tokens_for(
-        self, batch: list[Scene], prompts: list[tuple[str, str | None]], params: Any
+        self, batch: list[Scene], prompts: list[tuple[str, str | None]], params: Any, wanted: set[int]
     ) -> dict[str, Any] | None:
-        """The embeddings of ``sdxl-text`` tokens for the whole batch, or ``None`` to encode text."""
+        """The embeddings of ``sdxl-text`` tokens for the batch, or ``None`` to encode text.
+
+        Tokens are used when every wanted scene of the batch has them. A scene that is in the
+        batch only to keep its shape (finished before a resume) and has none gets zeros: its
+        picture is thrown away, and each scene's result depends on its own rows only.
+        """
         import torch
 
-        if "pooled_prompt_embeds" not in params or not all(SDXL_TOKEN_KIND in s.tokens for s in batch):
+        asked = [s for s in batch if s.index in wanted]
+        if "pooled_prompt_embeds" not in params or not all(SDXL_TOKEN_KIND in s.tokens for s in asked):
             return None
-        found = [s.tokens[SDXL_TOKEN_KIND] for s in batch]
-        for scene, tok, (prompt, negative) in zip(batch, found, prompts):
+        for scene, tok, (prompt, negative) in (
+            (s, s.tokens[SDXL_TOKEN_KIND], p) for s, p in zip(batch, prompts) if s.index in wanted
+        ):
             made_for = (tok.metadata.get("prompt"), tok.metadata.get("negative_prompt"))
             if "prompt" in tok.metadata and made_for != (prompt, negative):
                 warnings.warn(
@@ -395,9 +448,16 @@ class DiffusersImageGenerator(Generator):
                 )
         pipe = self._pipe
         dtype = pipe.unet.dtype if getattr(pipe, "unet", None) is not None else None
+        like = asked[0].tokens[SDXL_TOKEN_KIND].tensors
         out = {}
         for key in SDXL_TOKEN_NAMES:
-            out[key] = torch.cat([torch.as_tensor(t.tensors[key]) for t in found]).to(self._device, dtype)
+            rows = [
+                torch.as_tensor(s.tokens[SDXL_TOKEN_KIND].tensors[key])
+                if SDXL_TOKEN_KIND in s.tokens
+                else torch.zeros_like(torch.as_tensor(like[key]))
+                for s in batch
+            ]
+            out[key] = torch.cat(rows).to(self._device, dtype)
         width = getattr(getattr(pipe, "unet", None), "config", None)
         cross = getattr(width, "cross_attention_dim", None)
         if cross is not None and out["prompt_embeds"].shape[-1] != cross:
