@@ -235,6 +235,25 @@ def test_identical_keyed_requests_share_one_job_and_async_jobs_cancel(server: Ru
     assert wait_for(other["url"])["status"] == "done"
 
 
+def test_two_jobs_of_one_key_never_run_at_once(tmp_path: Path) -> None:
+    GATES["two"] = threading.Event()
+    cfg = ServerConfig(port=0, out_dir=tmp_path, workers=2)
+    with RunningServer(cfg, registry=make_registry(EchoPlugin())) as srv:
+        url, prefer = srv.url + "/v1/echo", {"Prefer": "respond-async"}
+        first = requests.post(url, data={"gate": "two", "key": "k"}, headers=prefer).json()
+        wait_for(first["url"], ("running",))
+        requests.delete(first["url"])  # being cancelled: a new request with its key is not joined to it ...
+        second = requests.post(url, data={"gate": "two", "key": "k"}, headers=prefer).json()
+        assert second["id"] != first["id"]
+        time.sleep(0.3)  # ... and waits, though the second worker is idle
+        assert requests.get(second["url"]).json()["status"] == "queued"
+        free = requests.post(url, data={"key": "other"}).json()  # another key runs on the idle worker
+        assert free["worker"] == 1
+        GATES["two"].set()
+        a, b = wait_for(first["url"]), wait_for(second["url"])
+        assert (a["status"], b["status"]) == ("cancelled", "done") and a["finished"] <= b["started"]
+
+
 def test_malformed_or_taken_routes_are_refused_and_the_others_served(tmp_path: Path) -> None:
     def sync_endpoint(request: Any) -> Response:
         return Response("x")
@@ -265,7 +284,15 @@ def test_malformed_or_taken_routes_are_refused_and_the_others_served(tmp_path: P
         def register_routes(self, register: Any) -> None:
             raise ImportError("no module named 'starlette_extra'")
 
-    reg = make_registry(EchoPlugin(), Outside(), Sync(), Taken(), Twice(), Raises())
+    async def where(request: Any) -> Response:
+        return JSONResponse({"url": str(request.url_for("where", item=request.path_params["item"]))})
+
+    class Named:
+        @hookimpl
+        def register_routes(self, register: Any) -> None:
+            register(path="/v1/where/{item}", endpoint=where, methods="get", name="where")
+
+    reg = make_registry(EchoPlugin(), Outside(), Sync(), Taken(), Twice(), Raises(), Named())
     with pytest.warns(UserWarning) as caught:
         srv = RunningServer(ServerConfig(port=0, out_dir=tmp_path), registry=reg)
     errors = srv.app.state.route_errors
@@ -279,6 +306,7 @@ def test_malformed_or_taken_routes_are_refused_and_the_others_served(tmp_path: P
     with srv:
         assert requests.post(srv.url + "/v1/echo", data={"a": "b"}).json()["fields"] == {"a": "b"}
         assert requests.post(srv.url + "/v1/fine", data={}).status_code == 404
+        assert requests.get(srv.url + "/v1/where/x1").json() == {"url": srv.url + "/v1/where/x1"}
         assert requests.get(srv.url + "/v1/status").json()["route_errors"] == errors
 
 

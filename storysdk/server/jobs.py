@@ -99,7 +99,8 @@ class Job:
     ``folder`` is where its files go (``GET /v1/jobs/{id}/files/{path}`` serves them);
     ``info`` is extra JSON data shown with the job; ``key``, when given, identifies the work:
     a job submitted while another job of the same kind and key is queued or running is not
-    queued again, :meth:`JobQueue.submit` returns the one already there. ``work(job, ctx)``
+    queued again, :meth:`JobQueue.submit` returns the one already there (unless that one is
+    being cancelled: then the new one is queued, and starts once the other has stopped). ``work(job, ctx)``
     runs on a worker thread; it reports progress through :meth:`report` (which raises
     :class:`~storysdk.errors.JobCancelled` once the job is cancelled) and returns the result
     (a dict is shown as the job's ``result``).
@@ -268,7 +269,7 @@ class JobQueue:
             self._pending.append(job)
             self._jobs[job.id] = job
             self._forget_old()
-            self._cond.notify()
+            self._cond.notify_all()
         return job
 
     def _same_work(self, job: Job) -> Job | None:
@@ -316,6 +317,16 @@ class JobQueue:
                 "cached_components": {i: c.cache.held() for i, c in self._contexts.items()},
             }
 
+    def _next_job(self) -> Job | None:
+        """The first waiting job that may start: two jobs of one kind and key never run at once
+        (they share an output folder); one waits until the other has stopped."""
+        busy = {(j.kind, j.key) for j in self._running.values() if j.key is not None}
+        for job in self._pending:
+            if job.key is None or (job.kind, job.key) not in busy:
+                self._pending.remove(job)
+                return job
+        return None
+
     def _forget_old(self) -> None:
         excess = len(self._jobs) - self.max_kept
         for job_id in [j.id for j in self._jobs.values() if j.status in FINISHED][: max(excess, 0)]:
@@ -328,11 +339,11 @@ class JobQueue:
             self._contexts[index] = ctx
         while True:
             with self._cond:
-                while not self._pending and not self._stopping:
+                job = None
+                while not self._stopping and (job := self._next_job()) is None:
                     self._cond.wait()
-                if self._stopping:
+                if self._stopping or job is None:
                     return
-                job = self._pending.popleft()
                 job.status, job.started, job.worker = "running", time.time(), index
                 self._running[index] = job
             try:
@@ -348,3 +359,4 @@ class JobQueue:
             finally:
                 with self._cond:
                     self._running.pop(index, None)
+                    self._cond.notify_all()  # a job waiting for this one's key may start now
