@@ -15,6 +15,7 @@ from storysdk.errors import ConfigError, JobCancelled
 from storysdk_storydiffusion import loading
 from storysdk_storydiffusion.hosted import (
     DEFAULT_FIELDS,
+    check_request,
     compose_page,
     parse_fields,
     render,
@@ -134,6 +135,19 @@ def test_render_story_gives_the_frames_and_compose_page_the_page(tiny_pipe: Any)
         scene.caption = ""
     bare, _ = compose_page(story, png)
     assert bare != with_captions  # the captions are drawn on the page
+
+
+def test_a_request_the_planner_refuses_is_refused_before_any_model_loads(monkeypatch: pytest.MonkeyPatch) -> None:
+    def no_loading(*args: Any, **kwargs: Any) -> Any:
+        raise AssertionError("a model was loaded")
+
+    monkeypatch.setattr(loading, "load_pipeline", no_loading)
+    bad = parse_fields({**TWO, "comic_description": "at home\n[NC]"})  # an [NC] frame with no prompt
+    with pytest.raises(ConfigError, match=r"^field 'comic_description': script line 2: the frame has an empty prompt"):
+        check_request(bad, runtime={"preset": "tiny"})
+    with tempfile.TemporaryDirectory() as tmp, pytest.raises(ConfigError, match="script line 2"):
+        run_request(bad, tmp, runtime={"preset": "tiny"}, cache=ComponentCache())
+    check_request(parse_fields(TWO), runtime={"preset": "tiny"})  # a good one passes, still without a model
 
 
 def test_request_keys_name_every_field() -> None:

@@ -177,6 +177,8 @@ def test_wrong_method_unknown_url_and_bad_fields(server: RunningServer) -> None:
         ({"style_name": "Vaporwave"}, "style_name", "unknown style 'Vaporwave'"),
         ({"comic_style": "Manga"}, "comic_style", "unknown comic style 'Manga'"),
         ({"colour": "red"}, None, "unknown field"),
+        # refused by the planner before the request is queued: the line is named
+        ({"comic_description": "[Bob] at home\nin the forest", "num_ids": "1"}, "comic_description", "script line 1: unknown tag [Bob]"),
     ]
     for data, field, text in cases:
         r = requests.post(url, data=data)

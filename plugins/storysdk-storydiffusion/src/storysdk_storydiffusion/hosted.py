@@ -34,7 +34,7 @@ from typing import Any
 import attrs
 
 from storysdk import ComponentCache, Pipeline, Registry, get_registry
-from storysdk.errors import ConfigError
+from storysdk.errors import ConfigError, ScriptError
 from storysdk.interfaces import ProgressCallback
 from storysdk.model import Story, StoryRequest
 from storysdk.output import atomic_write
@@ -50,6 +50,7 @@ __all__ = [
     "HostedRequest",
     "HostedResult",
     "build_pipeline",
+    "check_request",
     "compose_page",
     "encode_page",
     "generator_options",
@@ -286,6 +287,22 @@ def build_pipeline(
     )
 
 
+def check_request(req: HostedRequest, *, registry: Registry | None = None, runtime: Mapping[str, Any] | None = None) -> None:
+    """Plan ``req`` and ask every component whether it can render the plan (id frames, sizes); loads no model.
+
+    A request the pipeline would refuse raises :class:`~storysdk.errors.ConfigError` now,
+    naming the field: a malformed frame line is one of ``comic_description``'s (the planner's
+    :class:`~storysdk.errors.ScriptError` says which line), a bad character text one of
+    ``character_description``'s.
+    """
+    pipe = build_pipeline(req, registry=registry, runtime=runtime)
+    try:
+        pipe.check_plan(pipe.plan(story_request(req)))
+    except ScriptError as exc:
+        field = "character_description" if exc.field == "characters" else "comic_description"
+        raise ConfigError(f"field {field!r}: {exc}") from None
+
+
 def request_key(req: HostedRequest, *extra: Any) -> str:
     """A name for the request's output folder: a hash of every field (and of ``extra``, e.g. the server's settings)."""
     text = json.dumps([attrs.asdict(req), *extra], sort_keys=True, default=str)
@@ -338,9 +355,9 @@ def run_request(
     reg = registry if registry is not None else get_registry()
     run = dict(runtime or {})
     extra = dict(options or {})
-    if cache is not None and "pipeline" not in extra:
+    if cache is not None and "pipeline" not in extra:  # the per-request generator renders with the shared one
+        check_request(req, registry=reg, runtime=run)  # refused before the model loads
         extra["pipeline"] = _shared_pipeline(req, reg, run, cache)
-        extra.pop("model", None)
     pipe = build_pipeline(req, registry=reg, runtime=run, cache=cache, options=extra)
     folder = Path(out_dir)
     story = pipe.run(story_request(req), out_dir=folder, progress=progress, overwrite=overwrite)

@@ -37,7 +37,7 @@ from storysdk.server import (
     wants_async,
 )
 
-from .hosted import parse_fields, request_key, run_request
+from .hosted import check_request, parse_fields, request_key, run_request
 
 __all__ = ["KIND", "PATH", "storydiffusion_endpoint"]
 
@@ -50,7 +50,9 @@ async def storydiffusion_endpoint(request: Request) -> Response:
     registry = server_registry(request)
     fields = await read_fields(request, files=("ref_image",))
     req = parse_fields(fields, registry)  # ConfigError -> 422 naming the field; a blank seed is drawn here
-    key = request_key(req, server_config(request).defaults)
+    defaults = server_config(request).defaults
+    check_request(req, registry=registry, runtime=defaults)  # a plan the generator would refuse -> 422 now
+    key = request_key(req, defaults)
     folder = job_root(request, KIND) / key
 
     def work(job: Job, ctx: WorkerContext) -> dict[str, Any]:
