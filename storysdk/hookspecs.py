@@ -1,7 +1,8 @@
 """The plugin hooks of storysdk (pluggy project ``storysdk``).
 
-Each hook receives a ``register`` callback; a plugin calls it once per component class it
-provides, for example ``register(MyGenerator)``. Built-in components use the same hooks.
+Each hook receives a ``register`` callback; a plugin calls it once per thing it provides:
+a component class (``register(MyGenerator)``), a style template or an HTTP route. Built-in
+components use the same hooks; everything specific to one backend arrives through them.
 """
 
 from __future__ import annotations
@@ -41,14 +42,17 @@ def register_styles(register: Register) -> None:
     """Register prompt style templates: ``register(Style(name, positive, negative))``.
 
     ``register(style, menus=("hosted",))`` also lists the style in named menus (a hosted
-    API's choice list, for example); :meth:`storysdk.Registry.styles` finds them by name.
+    API's choice list, for example). :func:`storysdk.styles.get_style` finds a style by name
+    and :func:`storysdk.styles.menu` a menu's names, in any registry.
     """
 
 
 @hookspec
 def register_routes(register: Register) -> None:
-    """Register HTTP endpoints of ``storysdk serve``: ``register(path, endpoint, methods=("POST",))``.
+    """Register HTTP endpoints of ``storysdk serve``: ``register(path, endpoint, methods=("POST",), name=None)``.
 
-    ``endpoint`` is an async Starlette endpoint; it reaches the server (its job queue, its
-    workers' component caches) through :mod:`storysdk.server`'s public API.
+    ``path`` starts with ``/v1/``; ``endpoint`` is an async Starlette endpoint; ``methods``
+    defaults to ``("POST",)``. The endpoint reaches the server (its bounded job queue, its
+    workers' component caches, an output folder per job) through :mod:`storysdk.server`'s
+    public API (docs/serving.md, "Endpoints from plugins").
     """
