@@ -130,10 +130,10 @@ def validate_options(cls: type[Options], values: Mapping[str, Any], *, kind: str
     try:
         return cls(**values)
     except ValidationError as exc:
-        raise ConfigError(_message(who, cls, exc)) from None
+        raise ConfigError(_message(who, cls, exc, values)) from None
 
 
-def _message(who: str, cls: type[Options], exc: ValidationError) -> str:
+def _message(who: str, cls: type[Options], exc: ValidationError, values: Mapping[str, Any]) -> str:
     parts = []
     for err in exc.errors(include_url=False):
         loc = err.get("loc") or ()
@@ -141,12 +141,22 @@ def _message(who: str, cls: type[Options], exc: ValidationError) -> str:
         field = cls.model_fields.get(key)
         value = err.get("input")
         msg = err.get("msg", "invalid value")
-        if err.get("type") == "missing":
+        if err.get("type") == "missing" and len(loc) == 1:
             parts.append(f"option {key!r} is required ({field.description if field else ''})")
             continue
-        what = f"option {key}={value!r}" if key else "options"
+        if err.get("type") == "value_error":
+            # a validator's own sentence: pydantic puts "Value error, " in front of it
+            ctx_error = (err.get("ctx") or {}).get("error")
+            msg = str(ctx_error) if ctx_error is not None else msg.removeprefix("Value error, ")
+        elif msg:
+            msg = msg[0].lower() + msg[1:]
+        if len(loc) > 1 and key:
+            where = "[" + "][".join(str(part) for part in loc[1:]) + "]"
+            what = f"option {key}={values.get(key)!r} (at {key}{where})"
+        else:
+            what = f"option {key}={value!r}" if key else "options"
         hint = f" ({field.description})" if field is not None and field.description else ""
-        parts.append(f"{what}: {msg[0].lower() + msg[1:] if msg else msg}{hint}")
+        parts.append(f"{what}: {msg}{hint}")
     return f"{who}: " + "; ".join(parts)
 
 

@@ -32,6 +32,8 @@ from .model import AudioAsset, ImageAsset, Scene, StoryPlan, Tokens
 __all__ = ["OutputFolder", "atomic_path", "atomic_write", "fingerprint"]
 
 RUN_FILE = "run.json"
+#: The one metadata key of a token file: sorted JSON of kind, made_by, metadata and format.
+TOKENS_META_KEY = "storysdk"
 PLAN_FILE = "plan.json"
 
 
@@ -121,18 +123,21 @@ class OutputFolder:
             path = self._token_path(scene, kind)
             if path.is_file():
                 continue
-            meta = {"kind": tok.kind, "made_by": tok.made_by, "metadata": json.dumps(tok.metadata, default=str)}
             tensors = dict(tok.tensors)
-            if tensors and all(isinstance(t, np.ndarray) for t in tensors.values()):
+            numpy = bool(tensors) and all(isinstance(t, np.ndarray) for t in tensors.values())
+            # one metadata entry: safetensors writes several in hash order, which differs from
+            # run to run, so the same tokens would give files that differ byte for byte
+            info = {"kind": tok.kind, "made_by": tok.made_by, "metadata": tok.metadata,
+                    "format": "numpy" if numpy else "torch"}
+            meta = {TOKENS_META_KEY: json.dumps(info, sort_keys=True, default=str)}
+            if numpy:
                 from safetensors.numpy import save_file as save_np
 
-                meta["format"] = "numpy"
                 with atomic_path(path) as tmp:
                     save_np({k: np.ascontiguousarray(v) for k, v in tensors.items()}, str(tmp), metadata=meta)
             else:
                 from safetensors.torch import save_file as save_pt
 
-                meta["format"] = "torch"
                 with atomic_path(path) as tmp:
                     save_pt({k: v.detach().contiguous().cpu() for k, v in tensors.items()}, str(tmp), metadata=meta)
 
@@ -145,6 +150,9 @@ class OutputFolder:
 
             with safe_open(str(path), framework="numpy") as fh:
                 meta = fh.metadata() or {}
+            if TOKENS_META_KEY in meta:
+                info = json.loads(meta[TOKENS_META_KEY])
+                meta = {**info, "metadata": json.dumps(info.get("metadata", {}))}
             if meta.get("format") == "numpy":
                 from safetensors.numpy import load_file as load_np
 

@@ -59,7 +59,7 @@ def test_unknown_name_suggests_close_matches(storysdk_registry: Registry) -> Non
 
 def test_options_are_validated(storysdk_registry: Registry) -> None:
     info = storysdk_registry.get("generator", "fake-image")
-    assert info.options() == {"width": None, "height": None}
+    assert info.options() == {"width": None, "height": None, "fail_scenes": []}
     assert isinstance(info.create(width=8), FakeImageGenerator)
     with pytest.raises(ConfigError, match="has no option 'widht'.*width"):
         info.create(widht=8)

@@ -4,19 +4,17 @@ from __future__ import annotations
 
 import base64
 import io
-import json
-from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 from PIL import Image
 
 import storysdk_seed_story.plugin
-from storysdk import Story, StoryRequest, hookimpl
+from storysdk import StoryRequest, hookimpl
 from storysdk.hookspecs import Register
 from storysdk.interfaces import Planner
 from storysdk.model import Scene, StoryPlan, Tokens
-from storysdk.testing.contract import GeneratorContract, PlannerContract, TokenizerContract, folder_bytes
+from storysdk.testing.contract import GeneratorContract, PlannerContract, TokenizerContract
 from storysdk_seed_story.planner import IMAGE_EMBEDS
 
 TINY = {"preset": "tiny", "device": "cpu"}
@@ -59,25 +57,8 @@ class PicturesPlugin:
         register(_Pictures)
 
 
-def _stable_files(root: Path) -> dict[str, object]:
-    """Every file's bytes, token files as (parsed header, tensor bytes): safetensors writes the
-    ``__metadata__`` entries of storysdk's token files in hash order, different at every save
-    (reported to the core; the tensors and every other byte are compared exactly)."""
-    out: dict[str, object] = {}
-    for name, data in folder_bytes(root).items():
-        if name.startswith("tokens/") and name.endswith(".safetensors"):
-            n = int.from_bytes(data[:8], "little")
-            out[name] = (json.loads(data[8 : 8 + n]), data[8 + n :])
-        else:
-            out[name] = data
-    return out
-
-
 class _SeedStory:
     plugins: ClassVar = (storysdk_seed_story.plugin,)
-
-    def produced(self, story: Story, out: Path) -> dict[str, object]:
-        return _stable_files(out)
 
 
 class TestSeedStoryPlanner(_SeedStory, PlannerContract):
