@@ -241,14 +241,14 @@ def test_two_jobs_of_one_key_never_run_at_once(tmp_path: Path) -> None:
     with RunningServer(cfg, registry=make_registry(EchoPlugin())) as srv:
         url, prefer = srv.url + "/v1/echo", {"Prefer": "respond-async"}
         first = requests.post(url, data={"gate": "two", "key": "k"}, headers=prefer).json()
-        wait_for(first["url"], ("running",))
+        busy = wait_for(first["url"], ("running",))["worker"]  # either idle worker may take it
         requests.delete(first["url"])  # being cancelled: a new request with its key is not joined to it ...
         second = requests.post(url, data={"gate": "two", "key": "k"}, headers=prefer).json()
         assert second["id"] != first["id"]
         time.sleep(0.3)  # ... and waits, though the second worker is idle
         assert requests.get(second["url"]).json()["status"] == "queued"
         free = requests.post(url, data={"key": "other"}).json()  # another key runs on the idle worker
-        assert free["worker"] == 1
+        assert free["worker"] == 1 - busy
         GATES["two"].set()
         a, b = wait_for(first["url"]), wait_for(second["url"])
         assert (a["status"], b["status"]) == ("cancelled", "done") and a["finished"] <= b["started"]

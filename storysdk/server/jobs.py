@@ -182,6 +182,7 @@ class Job:
                 "created": self.created,
                 "started": self.started,
                 "finished": self.finished,
+                "worker": self.worker,
                 "progress": self.progress,
                 "events": self.events,
                 "error": self.error,

@@ -313,5 +313,5 @@ def test_story_file_id_frame_options_on_the_generator(tmp_path: Path, no_model: 
     assert {n: [s.index for s in g] for n, g in pipe.generators[0].id_frames(p).items()} == {C: [0, 1]}
     moved = tmp_path / "moved.toml"
     moved.write_text(path.read_text(encoding="utf-8").replace('name = "script"', 'name = "script"\nnum_ids = 2'))
-    with pytest.raises(ConfigError, match="planner 'script' has no option 'num_ids'"):
+    with pytest.raises(ConfigError, match="planner 'script': option 'num_ids' is no longer this component's"):
         storysdk.load_story_file(moved).pipeline()
