@@ -24,8 +24,9 @@ and what the option means. Why pydantic: it is the ecosystem's schema library (F
 model options), gives typed fields with bounds, choices (``Literal``) and descriptions in one
 declaration, and exports JSON schema for clients of ``storysdk serve``.
 
-Validation is strict: ``True`` is not a whole number and ``"5"`` is not a number; a whole
-number is accepted where a float is declared. Options that hold objects (an already loaded
+Validation is strict: ``True`` is not a whole number, ``"5"`` is not a number, and NaN and
+infinity are no numbers (``guidance = nan`` would silently turn guidance off); a whole number
+is accepted where a float is declared. Options that hold objects (an already loaded
 pipeline) are declared with the object's type or ``Any``.
 """
 
@@ -63,7 +64,9 @@ class Options(BaseModel):
     error).
     """
 
-    model_config = ConfigDict(extra="forbid", strict=True, frozen=True, arbitrary_types_allowed=True)
+    model_config = ConfigDict(
+        extra="forbid", strict=True, frozen=True, arbitrary_types_allowed=True, allow_inf_nan=False
+    )
 
     renamed: ClassVar[Mapping[str, str]] = {}
     moved: ClassVar[Mapping[str, str]] = {}

@@ -48,6 +48,8 @@ def test_defaults_and_values_are_kept_on_the_instance() -> None:
         ({"count": 4}, ["count=4", "must be odd", "use 5"]),
         ({"count": True}, ["count=True", "valid integer"]),
         ({"alpha": "0.5"}, ["alpha='0.5'", "valid number"]),
+        ({"alpha": float("nan")}, ["alpha=nan", "finite number"]),
+        ({"alpha": float("inf")}, ["alpha=inf", "finite number"]),
         ({"shape": "star"}, ["shape='star'", "'round' or 'square'"]),
         ({"size": 12}, ["size=12", "multiple of 8"]),
     ],
