@@ -30,6 +30,7 @@ from .interfaces import (
     Tokenizer,
     derive_seed,
 )
+from .limits import LimitError, Limits
 from .model import (
     AudioAsset,
     Character,
@@ -64,6 +65,8 @@ __all__ = [
     "Generator",
     "ImageAsset",
     "JobCancelled",
+    "LimitError",
+    "Limits",
     "OptionInfo",
     "Options",
     "OutputFolderError",

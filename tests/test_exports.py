@@ -16,12 +16,13 @@ EXPORTED = {
     "storysdk": [
         "AudioAsset", "BusyError", "Character", "CheckpointError", "Component", "ComponentCache",
         "ComponentError", "ComponentInfo", "Composer", "ConfigError", "DeviceOptions", "FailedPlugin",
-        "Field", "Generator", "ImageAsset", "JobCancelled", "OptionInfo", "Options", "OutputFolderError",
+        "Field", "Generator", "ImageAsset", "JobCancelled", "LimitError", "Limits", "OptionInfo", "Options", "OutputFolderError",
         "Pipeline", "Planner", "PluginError", "PluginInfo", "ProgressEvent", "Register", "Registration",
         "Registry", "RenderContext", "Scene", "ScriptError", "StepContext", "Story", "StoryFile",
         "StoryPlan", "StoryRequest", "StorySDKError", "Tokenizer", "Tokens", "UnknownComponentError",
         "__version__", "derive_seed", "get_registry", "hookimpl", "load_story_file",
     ],
+    "storysdk.limits": ["LIMITS", "LimitError", "LimitInfo", "Limits"],
     "storysdk.runtime": [
         "OFFLOAD_MODES", "PRESETS", "Resolved", "apply_offload", "cpu_generator", "dtype_kwargs",
         "load_safetensors", "load_state_dict", "require_torch", "resolve", "resolve_device",
