@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import io
 import json
+import math
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -22,6 +23,7 @@ from PIL import Image
 from .errors import ConfigError
 
 __all__ = [
+    "MAX_SEED",
     "PLAN_FORMAT_VERSION",
     "Asset",
     "AudioAsset",
@@ -40,6 +42,8 @@ __all__ = [
 Modality = Literal["image", "audio"]
 MODALITIES: tuple[Modality, ...] = ("image", "audio")
 PLAN_FORMAT_VERSION = 1
+#: The largest seed (torch's ``Generator.manual_seed`` takes 64-bit unsigned seeds).
+MAX_SEED = 2**64 - 1
 
 #: An image given by the user: a path, or a PIL image already in memory.
 ImageLike = Union[str, Path, Image.Image]
@@ -81,9 +85,123 @@ def _image_to_json(value: ImageLike | None) -> str | None:
     return str(value)
 
 
-def _check_size(name: str, value: int | None) -> None:
-    if value is not None and (not isinstance(value, int) or value <= 0):
-        raise ConfigError(f"{name} must be a positive whole number of pixels, got {value!r}")
+# -- checking values read from files (story files, plan files, JSON bodies) -----------------
+def _shown(value: Any) -> str:
+    """A value as an error message shows it: short, with its kind (``the string '12'``)."""
+    if value is None:
+        return "nothing (null)"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value) if abs(value) < 10**30 else f"a {len(str(abs(value)))}-digit number"
+    if isinstance(value, float):
+        return repr(value)
+    if isinstance(value, str):
+        return f"the string {value[:60]!r}" + ("..." if len(value) > 60 else "")
+    if isinstance(value, Mapping):
+        return "a table " + _short(value)
+    if isinstance(value, (list, tuple)):
+        return "an array " + _short(value)
+    return f"a {type(value).__name__} ({_short(value)})"
+
+
+def _short(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+
+def _text(name: str, value: Any, *, optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not isinstance(value, str):
+        fix = "; write it in quotes" if _is_number(value) or isinstance(value, bool) else ""
+        raise ConfigError(f"{name} must be text (a string){' or unset' if optional else ''}, got {_shown(value)}{fix}")
+
+
+def _whole(name: str, value: Any, *, minimum: int, maximum: int | None = None, what: str = "whole number",
+           optional: bool = False) -> None:
+    if value is None and optional:
+        return
+    if not _is_int(value) or value < minimum or (maximum is not None and value > maximum):
+        limit = f"from {minimum} to {maximum}" if maximum is not None else f">= {minimum}"
+        fix = "; write it without quotes" if _looks_numeric(value) else ""
+        raise ConfigError(f"{name} must be a {what} {limit}, got {_shown(value)}{fix}")
+
+
+def _looks_numeric(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        float(value)
+    except ValueError:
+        return False
+    return True
+
+
+def _seconds(name: str, value: Any) -> None:
+    if value is None:
+        return
+    if not _is_number(value) or not math.isfinite(value) or value <= 0:
+        fix = "; write the number without quotes" if _looks_numeric(value) else ""
+        raise ConfigError(f"{name} must be a positive number of seconds, got {_shown(value)}{fix}")
+
+
+def _table(name: str, value: Any) -> None:
+    if not isinstance(value, Mapping):
+        raise ConfigError(f"{name} must be a table of free data (key = value pairs), got {_shown(value)}")
+    bad = [k for k in value if not isinstance(k, str)]
+    if bad:
+        raise ConfigError(f"{name} keys must be strings, got {_shown(bad[0])}")
+
+
+def _image_like(name: str, value: Any) -> None:
+    if value is not None and not isinstance(value, (str, Path, Image.Image)):
+        raise ConfigError(
+            f"{name} must be the path of an image file (a string), a data:image URI or a PIL image, got {_shown(value)}"
+        )
+
+
+def _known_keys(what: str, data: Mapping[str, Any], known: Iterable[str], *, where: str = "") -> None:
+    from .options import suggest
+
+    names = list(known)
+    unknown = sorted(str(k) for k in set(data) - set(names))
+    if unknown:
+        hint = suggest(unknown[0], names)
+        raise ConfigError(
+            f"{where}unknown {what} field(s) {', '.join(unknown)}.{hint} Known fields: {', '.join(sorted(names))}"
+        )
+
+
+def _check_size(name: str, value: Any) -> None:
+    if value is not None and (not _is_int(value) or value <= 0):
+        fix = "; write it without quotes" if _looks_numeric(value) else ""
+        raise ConfigError(f"{name} must be a positive whole number of pixels, got {_shown(value)}{fix}")
+
+
+def _read_text_file(path: Path, *, what: str) -> str:
+    """The UTF-8 text of a file the user gave (a byte-order mark is dropped), or a
+    :class:`ConfigError` naming the file: unreadable, or not UTF-8 (with the byte's position)."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(f"cannot read {what} {str(path)!r}: {exc.strerror or exc}; check the path and its permissions") from None
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{what} {str(path)!r} is not UTF-8 text (byte 0x{data[exc.start]:02x} at line {line}, "
+            f"byte offset {exc.start}); save it as UTF-8"
+        ) from None
 
 
 @attrs.define(eq=False)
@@ -94,6 +212,11 @@ class Character:
     description: str
     reference_image: ImageLike | None = None
 
+    def __attrs_post_init__(self) -> None:
+        _text("character name", self.name)
+        _text(f"character {self.name!r}: description", self.description)
+        _image_like(f"character {self.name!r}: reference_image", self.reference_image)
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "name": self.name,
@@ -102,12 +225,28 @@ class Character:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Character:
-        return cls(
-            name=str(data["name"]),
-            description=str(data.get("description", "")),
-            reference_image=data.get("reference_image"),
-        )
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "character") -> Character:
+        """A character from a table/object with ``name``, ``description`` and ``reference_image``
+        (``where`` names it in errors, e.g. ``"characters[2]"``)."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(
+                f"{where} must be a table with a name and a description "
+                f"({{name = \"Mia\", description = \"a girl with a red scarf\"}}), got {_shown(data)}"
+            )
+        _known_keys("character", data, ("name", "description", "reference_image"), where=f"{where}: ")
+        if "name" not in data:
+            raise ConfigError(f"{where} has no name; give it a name (the name its [Name] tags use)")
+        name = data["name"]
+        if not isinstance(name, str) or not name.strip():
+            raise ConfigError(f"{where}: name must be a non-empty string (the name its [Name] tags use), got {_shown(name)}")
+        description = data.get("description", "")
+        _text(f"{where}: description", description)
+        reference = data.get("reference_image")
+        if reference is not None and not isinstance(reference, str):
+            raise ConfigError(
+                f"{where}: reference_image must be the path of an image file (a string), got {_shown(reference)}"
+            )
+        return cls(name=name, description=description, reference_image=reference)
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, Character) and self.to_dict() == other.to_dict()
@@ -139,14 +278,34 @@ class StoryRequest:
     metadata: dict[str, Any] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
-        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
-            raise ConfigError(f"seed must be a whole number, got {self.seed!r}")
+        _text("prompt", self.prompt)
+        if self.script is not None and not isinstance(self.script, str):
+            from .errors import ScriptError
+
+            hint = "; join the frame lines with newlines" if isinstance(self.script, (list, tuple)) else ""
+            raise ScriptError(f"must be text (one frame per line), got {_shown(self.script)}{hint}")
+        if isinstance(self.characters, list):
+            for i, c in enumerate(self.characters):
+                if not isinstance(c, Character):
+                    raise ConfigError(
+                        f"characters[{i}] must be a storysdk.Character (in a story file: a [[story.characters]] "
+                        f"table with name and description), got {_shown(c)}"
+                    )
+        elif not isinstance(self.characters, str):
+            raise ConfigError(
+                "characters must be the character text of a script ('[Name] description' lines) or an array "
+                f"of characters with name and description, got {_shown(self.characters)}"
+            )
+        _image_like("start_image", self.start_image)
+        _text("start_caption", self.start_caption, optional=True)
+        _text("style", self.style, optional=True)
+        _text("negative_prompt", self.negative_prompt)
+        _whole("seed", self.seed, minimum=0, maximum=MAX_SEED)
         _check_size("width", self.width)
         _check_size("height", self.height)
-        if self.num_scenes is not None and self.num_scenes <= 0:
-            raise ConfigError(f"num_scenes must be at least 1, got {self.num_scenes}")
-        if self.duration is not None and not self.duration > 0:
-            raise ConfigError(f"duration must be a positive number of seconds, got {self.duration}")
+        _whole("num_scenes", self.num_scenes, minimum=1, optional=True)
+        _seconds("duration", self.duration)
+        _table("metadata", self.metadata)
 
     def to_dict(self) -> dict[str, Any]:
         chars: Any = self.characters
@@ -170,17 +329,17 @@ class StoryRequest:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> StoryRequest:
-        known = {f.name for f in attrs.fields(cls)}
-        unknown = sorted(set(data) - known)
-        if unknown:
-            raise ConfigError(
-                f"unknown story field(s) {', '.join(unknown)}; known fields: {', '.join(sorted(known))}"
-            )
+        """A request from a story file's ``[story]`` table or a JSON object; every field is checked
+        (an unknown one is a :class:`ConfigError` with a suggestion)."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"a story request must be a table of story fields (seed, script, ...), got {_shown(data)}")
+        _known_keys("story", data, (f.name for f in attrs.fields(cls)))
         kwargs = dict(data)
         chars = kwargs.get("characters")
         if isinstance(chars, list):
             kwargs["characters"] = [
-                c if isinstance(c, Character) else Character.from_dict(c) for c in chars
+                c if isinstance(c, Character) else Character.from_dict(c, where=f"characters[{i}]")
+                for i, c in enumerate(chars)
             ]
         return cls(**kwargs)
 
@@ -200,6 +359,11 @@ class Tokens:
 
     def __getitem__(self, key: str) -> Any:
         return self.tensors[key]
+
+
+SCENE_KEYS = ("index", "prompt", "caption", "characters", "duration", "metadata")
+PLAN_KEYS = ("format", "title", "planner", "seed", "style", "negative_prompt", "width", "height",
+             "characters", "scenes", "metadata")
 
 
 def _names(value: Iterable[str]) -> tuple[str, ...]:
@@ -246,14 +410,32 @@ class Scene:
         }
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> Scene:
+    def from_dict(cls, data: Mapping[str, Any], *, where: str = "scene") -> Scene:
+        """A scene from :meth:`to_dict` data, every field checked (``where`` names it in errors)."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{where} must be an object with at least an \"index\", got {_shown(data)}")
+        _known_keys("scene", data, SCENE_KEYS, where=f"{where}: ")
+        if "index" not in data:
+            raise ConfigError(f"{where} has no \"index\"; give every scene its own index (0, 1, 2, ...)")
+        _whole(f"{where}: index", data["index"], minimum=0)
+        for key in ("prompt", "caption"):
+            _text(f"{where}: {key}", data.get(key, ""))
+        names = data.get("characters")
+        if names is None:
+            names = []
+        if not isinstance(names, list) or not all(isinstance(n, str) for n in names):
+            raise ConfigError(f"{where}: characters must be an array of character names (strings), got {_shown(names)}")
+        _seconds(f"{where}: duration", data.get("duration"))
+        metadata = data.get("metadata")
+        metadata = {} if metadata is None else metadata
+        _table(f"{where}: metadata", metadata)
         return cls(
-            index=int(data["index"]),
-            prompt=str(data.get("prompt", "")),
-            caption=str(data.get("caption", "")),
-            characters=tuple(data.get("characters") or ()),
+            index=data["index"],
+            prompt=data.get("prompt", ""),
+            caption=data.get("caption", ""),
+            characters=tuple(names),
             duration=data.get("duration"),
-            metadata=dict(data.get("metadata") or {}),
+            metadata=dict(metadata),
         )
 
     def __eq__(self, other: object) -> bool:
@@ -309,43 +491,77 @@ class StoryPlan:
         return json.dumps(self.to_dict(), indent=indent, ensure_ascii=False, sort_keys=False)
 
     @classmethod
-    def from_dict(cls, data: Mapping[str, Any]) -> StoryPlan:
+    def from_dict(cls, data: Mapping[str, Any], *, source: str = "plan") -> StoryPlan:
+        """A plan from :meth:`to_dict` data. Every key is checked (type, range, unknown names), so
+        an edited plan file fails with a :class:`ConfigError` naming ``source`` and the field."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"{source}: a plan must be an object with a \"scenes\" array, got {_shown(data)}")
         fmt = data.get("format", PLAN_FORMAT_VERSION)
-        if fmt != PLAN_FORMAT_VERSION:
+        if fmt != PLAN_FORMAT_VERSION or isinstance(fmt, bool):
             raise ConfigError(
-                f"plan format {fmt!r} is not supported (this storysdk reads format {PLAN_FORMAT_VERSION}); "
-                "re-plan the story with this version"
+                f"{source}: plan format {_shown(fmt)} is not supported (this storysdk reads format "
+                f"{PLAN_FORMAT_VERSION}); re-plan the story with this version"
             )
         try:
-            scenes = [Scene.from_dict(s) for s in data.get("scenes", [])]
-            chars = [Character.from_dict(c) for c in data.get("characters", [])]
-        except (KeyError, TypeError, ValueError) as exc:
-            raise ConfigError(f"malformed plan: {exc!r}; a plan needs scenes with at least an index") from exc
+            return cls._from_checked(data)
+        except ConfigError as exc:
+            raise ConfigError(f"{source}: malformed plan: {exc}") from None
+
+    @classmethod
+    def _from_checked(cls, data: Mapping[str, Any]) -> StoryPlan:
+        _known_keys("plan", data, PLAN_KEYS)
+        scenes_data = data.get("scenes", [])
+        if not isinstance(scenes_data, list):
+            raise ConfigError(f"scenes must be an array of scene objects, got {_shown(scenes_data)}")
+        chars_data = data.get("characters", [])
+        if not isinstance(chars_data, list):
+            raise ConfigError(f"characters must be an array of character objects, got {_shown(chars_data)}")
+        scenes = [Scene.from_dict(s, where=f"scenes[{i}]") for i, s in enumerate(scenes_data)]
+        chars = [Character.from_dict(c, where=f"characters[{i}]") for i, c in enumerate(chars_data)]
         indices = [s.index for s in scenes]
         if len(set(indices)) != len(indices):
-            raise ConfigError(f"malformed plan: scene indices repeat ({indices}); give each scene its own index")
+            raise ConfigError(f"scene indices repeat ({indices}); give each scene its own index")
+        names = [c.name for c in chars]
+        if len(set(names)) != len(names):
+            raise ConfigError(f"character names repeat ({names}); give each character its own name")
+        for key in ("title", "negative_prompt", "planner"):
+            _text(key, data.get(key, ""))
+        _text("style", data.get("style"), optional=True)
+        _check_size("width", data.get("width"))
+        _check_size("height", data.get("height"))
+        _whole("seed", data.get("seed", 0), minimum=0, maximum=MAX_SEED)
+        metadata = data.get("metadata")
+        metadata = {} if metadata is None else metadata
+        _table("metadata", metadata)
         return cls(
             scenes=scenes,
             characters=chars,
-            title=str(data.get("title", "")),
+            title=data.get("title", ""),
             style=data.get("style"),
-            negative_prompt=str(data.get("negative_prompt", "")),
+            negative_prompt=data.get("negative_prompt", ""),
             width=data.get("width"),
             height=data.get("height"),
-            seed=int(data.get("seed", 0)),
-            planner=str(data.get("planner", "")),
-            metadata=dict(data.get("metadata") or {}),
+            seed=data.get("seed", 0),
+            planner=data.get("planner", ""),
+            metadata=dict(metadata),
         )
 
     @classmethod
-    def from_json(cls, text: str) -> StoryPlan:
+    def from_json(cls, text: str, *, source: str = "plan") -> StoryPlan:
+        """A plan from JSON text (``source`` names it in errors: the file's path)."""
         try:
             data = json.loads(text)
         except json.JSONDecodeError as exc:
-            raise ConfigError(f"plan is not valid JSON ({exc}); fix the file or plan again") from exc
+            hint = " (it is empty)" if not text.strip() else ""
+            raise ConfigError(f"{source} is not valid JSON{hint} ({exc}); fix the file or plan again") from exc
+        except ValueError as exc:  # an integer with more digits than Python converts
+            raise ConfigError(f"{source} holds a number too long to read ({exc.args[0].split(':')[0]}); "
+                              "fix the file or plan again") from exc
+        except RecursionError:
+            raise ConfigError(f"{source} is nested too deeply to be a plan; fix the file or plan again") from None
         if not isinstance(data, dict):
-            raise ConfigError("plan JSON must be an object with a 'scenes' list")
-        return cls.from_dict(data)
+            raise ConfigError(f"{source}: plan JSON must be an object with a \"scenes\" array, got {_shown(data)}")
+        return cls.from_dict(data, source=source)
 
     def save(self, path: str | Path) -> Path:
         path = Path(path)
@@ -354,10 +570,15 @@ class StoryPlan:
 
     @classmethod
     def load(cls, path: str | Path) -> StoryPlan:
+        """Read a plan file; every problem (missing, unreadable, not UTF-8, not a plan) is a
+        :class:`ConfigError` naming the file."""
         path = Path(path)
+        if path.is_dir():
+            raise ConfigError(f"plan file {str(path)!r} is a folder; give the path of a plan JSON file "
+                              "(an output folder's plan.json, or one written by 'storysdk plan')")
         if not path.is_file():
             raise ConfigError(f"plan file {str(path)!r} does not exist; write one with 'storysdk plan'")
-        return cls.from_json(path.read_text(encoding="utf-8"))
+        return cls.from_json(_read_text_file(path, what="plan file"), source=f"plan file {str(path)!r}")
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, StoryPlan) and self.to_dict() == other.to_dict()

@@ -29,6 +29,12 @@
 Relative image paths in ``[story]`` (``start_image``, characters' ``reference_image``) are
 resolved against the story file's folder.
 
+Every mistake in the file itself is one :class:`~storysdk.errors.ConfigError` naming the file
+and the section or field, raised before any component is built: a file that is not UTF-8 (the
+byte and its line), not TOML (the line), empty, a section that is not a table, a ``[story]``
+field of the wrong type or out of range, a character without ``name``, an unknown key in
+``[output]``.
+
 Component options are checked against each component's declared options when the pipeline
 is built (``storysdk plugins --options NAME`` lists them): an unknown name gets a "did you
 mean", a former name (``seed``) the name that replaced it, a bad value the rule it breaks.
@@ -47,7 +53,7 @@ from typing import Any
 import attrs
 
 from .errors import ConfigError
-from .model import StoryRequest
+from .model import StoryRequest, _read_text_file, _shown
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -57,6 +63,8 @@ else:  # pragma: no cover - exercised on 3.10 only
 __all__ = ["StoryFile", "load_story_file", "parse_story_file"]
 
 TOP_LEVEL = ("story", "defaults", "planner", "tokenizers", "generators", "composers", "output")
+#: The keys of ``[output]``.
+OUTPUT_KEYS = ("dir",)
 
 
 @attrs.define
@@ -101,12 +109,15 @@ class StoryFile:
 
 
 def _component(value: Any, where: str) -> dict[str, Any]:
-    if isinstance(value, str):
+    if isinstance(value, str) and value.strip():
         return {"name": value}
     if not isinstance(value, Mapping):
-        raise ConfigError(f"{where} must be a table with a 'name' key (or just a name), got {value!r}")
-    if "name" not in value or not isinstance(value["name"], str):
-        raise ConfigError(f"{where} needs name = \"<registered component>\"; see 'storysdk plugins' for names")
+        raise ConfigError(f"{where} must be a table with a 'name' key (or just a name), got {_shown(value)}")
+    if "name" not in value or not isinstance(value["name"], str) or not value["name"].strip():
+        got = f", got name = {_shown(value['name'])}" if "name" in value else ""
+        raise ConfigError(
+            f"{where} needs name = \"<registered component>\"{got}; see 'storysdk plugins' for names"
+        )
     return dict(value)
 
 
@@ -115,24 +126,72 @@ def _components(data: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
     if isinstance(value, (str, Mapping)):
         value = [value]
     if not isinstance(value, list):
-        raise ConfigError(f"[[{key}]] must be an array of tables, got {type(value).__name__}")
+        raise ConfigError(f"[[{key}]] must be an array of tables, got {_shown(value)}")
     return [_component(v, f"[[{key}]] #{i + 1}") for i, v in enumerate(value)]
 
 
-def parse_story_file(text: str, *, base_dir: Path | None = None, source: str = "story file") -> StoryFile:
-    """Parse the TOML text of a story file (``base_dir`` resolves relative image paths)."""
+def _loads(text: str, source: str) -> dict[str, Any]:
     try:
-        data = tomllib.loads(text)
+        return tomllib.loads(text.removeprefix("\ufeff"))
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{source} is not valid TOML: {exc}; fix the line it names") from exc
+    except ValueError as exc:  # an integer with more digits than Python converts
+        raise ConfigError(
+            f"{source} holds a number too long to read ({exc.args[0].split(':')[0]}); shorten it"
+        ) from exc
+    except RecursionError:
+        raise ConfigError(f"{source} is nested too deeply to be a story file; flatten its arrays and tables") from None
+
+
+def _table(data: Mapping[str, Any], key: str, source: str) -> dict[str, Any]:
+    value = data.get(key, {})
+    if not isinstance(value, Mapping):
+        raise ConfigError(
+            f"{source}: [{key}] must be a table (a [{key}] line followed by key = value lines), got {key} = {_shown(value)}"
+        )
+    return dict(value)
+
+
+def _output(data: Mapping[str, Any], source: str) -> dict[str, Any]:
+    from .options import suggest
+
+    output = _table(data, "output", source)
+    for key in output:
+        if key not in OUTPUT_KEYS:
+            raise ConfigError(
+                f"{source}: unknown key {key!r} in [output].{suggest(key, OUTPUT_KEYS)} Known keys: {', '.join(OUTPUT_KEYS)}"
+            )
+    folder = output.get("dir")
+    if folder is not None and (not isinstance(folder, str) or not folder.strip()):
+        raise ConfigError(
+            f"{source}: [output] dir must be a folder path (a string, e.g. dir = \"out/mia\"), got {_shown(folder)}"
+        )
+    return output
+
+
+def parse_story_file(text: str, *, base_dir: Path | None = None, source: str = "story file") -> StoryFile:
+    """Parse the TOML text of a story file (``base_dir`` resolves relative image paths).
+
+    Every mistake is a :class:`ConfigError` that starts with ``source`` and names the section
+    or field.
+    """
+    from .options import suggest
+
+    if not isinstance(text, str):
+        raise ConfigError(f"{source}: a story file's text must be a string, got {type(text).__name__}; decode it first")
+    data = _loads(text, source)
+    if not data:
+        raise ConfigError(
+            f"{source} is empty; a story file needs at least a [story] table with a script or a prompt "
+            "(see examples/ for story files)"
+        )
     unknown = sorted(set(data) - set(TOP_LEVEL))
     if unknown:
         raise ConfigError(
-            f"{source}: unknown section(s) {', '.join(unknown)}; known sections: {', '.join(TOP_LEVEL)}"
+            f"{source}: unknown section(s) {', '.join(unknown)};{suggest(unknown[0], TOP_LEVEL)} "
+            f"known sections: {', '.join(TOP_LEVEL)}"
         )
-    story = dict(data.get("story", {}))
-    if not isinstance(data.get("story", {}), Mapping):
-        raise ConfigError(f"{source}: [story] must be a table")
+    story = _table(data, "story", source)
     if base_dir is not None:
         if isinstance(story.get("start_image"), str) and not story["start_image"].startswith("data:"):
             story["start_image"] = str((base_dir / story["start_image"]).resolve())
@@ -143,29 +202,36 @@ def parse_story_file(text: str, *, base_dir: Path | None = None, source: str = "
                     ch["reference_image"] = str((base_dir / ref).resolve())
     try:
         request = StoryRequest.from_dict(story)
-    except TypeError as exc:
+    except ConfigError as exc:
         raise ConfigError(f"{source}: [story] {exc}") from exc
-    planner = _component(data.get("planner", {"name": "script"}), "[planner]")
-    defaults = data.get("defaults", {})
-    output = data.get("output", {})
-    if not isinstance(defaults, Mapping) or not isinstance(output, Mapping):
-        raise ConfigError(f"{source}: [defaults] and [output] must be tables")
+    defaults = _table(data, "defaults", source)
+    output = _output(data, source)
+    try:
+        planner = _component(data.get("planner", {"name": "script"}), "[planner]")
+        tokenizers = _components(data, "tokenizers")
+        generators = _components(data, "generators")
+        composers = _components(data, "composers")
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
     return StoryFile(
         request=request,
         planner=planner,
-        tokenizers=_components(data, "tokenizers"),
-        generators=_components(data, "generators"),
-        composers=_components(data, "composers"),
-        defaults=dict(defaults),
-        output=dict(output),
+        tokenizers=tokenizers,
+        generators=generators,
+        composers=composers,
+        defaults=defaults,
+        output=output,
     )
 
 
 def load_story_file(path: str | Path) -> StoryFile:
-    """Read and parse a story file from disk."""
+    """Read and parse a story file from disk (UTF-8; a byte-order mark is allowed)."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"story file {str(path)!r} is a folder; give the path of a .toml story file (see examples/)")
     if not path.is_file():
         raise ConfigError(f"story file {str(path)!r} does not exist; see examples/ for story files")
-    sf = parse_story_file(path.read_text(encoding="utf-8"), base_dir=path.parent, source=str(path))
+    text = _read_text_file(path, what="story file")
+    sf = parse_story_file(text, base_dir=path.parent, source=str(path))
     sf.path = path
     return sf

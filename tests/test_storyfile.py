@@ -98,7 +98,7 @@ def test_planner_defaults_to_script_and_names_may_be_strings() -> None:
         ("[planner]\nsteps = 3\n", "needs name ="),
         ("generators = 3\n", "must be an array of tables"),
         ("[[composers]]\nstyle = 'x'\n", "\\[\\[composers\\]\\] #1 needs name"),
-        ("defaults = 3\n", "must be tables"),
+        ("defaults = 3\n", r"\[defaults\] must be a table .*got defaults = 3"),
     ],
 )
 def test_malformed_story_files(text: str, fragment: str) -> None:
