@@ -35,6 +35,7 @@ from typing import Any
 import attrs
 
 from .errors import ConfigError
+from .model import MAX_SEED, _read_text_file, _shown
 from .output import fingerprint
 
 __all__ = ["RESERVED_IDS", "BatchEntry", "load_batch_file", "parse_batch_file"]
@@ -80,11 +81,11 @@ def _entry(data: Any, *, number: int, base_dir: Path, where: str) -> BatchEntry:
     if ("story" in data) == ("toml" in data):
         raise ConfigError(f"{where}: give exactly one of \"story\" (a story file path) or \"toml\" (story file text)")
     seed = data.get("seed")
-    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
-        raise ConfigError(f"{where}: \"seed\" must be a whole number >= 0, got {seed!r}")
+    if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed <= MAX_SEED):
+        raise ConfigError(f"{where}: \"seed\" must be a whole number from 0 to {MAX_SEED}, got {_shown(seed)}")
     if "story" in data:
         if not isinstance(data["story"], str) or not data["story"]:
-            raise ConfigError(f"{where}: \"story\" must be a story file path (a string), got {data['story']!r}")
+            raise ConfigError(f"{where}: \"story\" must be a story file path (a string), got {_shown(data['story'])}")
         path = (base_dir / data["story"]).resolve()
         if not path.is_file():
             raise ConfigError(
@@ -92,13 +93,13 @@ def _entry(data: Any, *, number: int, base_dir: Path, where: str) -> BatchEntry:
                 "the stories file's folder"
             )
         try:
-            text = path.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError(f"{where}: cannot read story file {str(path)!r} ({exc}); it must be UTF-8 text") from exc
+            text = _read_text_file(path, what="story file")
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from exc
         default_id, source, story_dir = path.stem, str(path), path.parent
     else:
         if not isinstance(data["toml"], str):
-            raise ConfigError(f"{where}: \"toml\" must be the story file's text (a string), got {data['toml']!r}")
+            raise ConfigError(f"{where}: \"toml\" must be the story file's text (a string), got {_shown(data['toml'])}")
         text, default_id, source, story_dir = data["toml"], f"line-{number}", f"{where} (inline toml)", base_dir
     story_id = _check_id(data["id"] if "id" in data else default_id, where)
     return BatchEntry(id=story_id, text=text, base_dir=story_dir, source=source, line=number, seed=seed)
@@ -118,6 +119,10 @@ def parse_batch_file(text: str, *, base_dir: str | Path = ".", source: str = "st
         except json.JSONDecodeError as exc:
             hint = " (JSON Lines has no comments)" if raw.lstrip().startswith("#") else ""
             raise ConfigError(f"{where} is not valid JSON{hint}: {exc.msg} at column {exc.colno}") from exc
+        except ValueError as exc:  # an integer with more digits than Python converts
+            raise ConfigError(f"{where} holds a number too long to read ({exc.args[0].split(':')[0]})") from exc
+        except RecursionError:
+            raise ConfigError(f"{where} is nested too deeply; each line is one flat JSON object") from None
         entry = _entry(data, number=number, base_dir=base, where=where)
         key = entry.id.lower()
         if key in seen:
@@ -137,5 +142,7 @@ def load_batch_file(path: str | Path) -> list[BatchEntry]:
     """Read and parse a stories file (JSON Lines) from disk."""
     path = Path(path)
     if not path.is_file():
-        raise ConfigError(f"stories file {str(path)!r} does not exist; give a .jsonl file with one story per line")
-    return parse_batch_file(path.read_text(encoding="utf-8"), base_dir=path.parent, source=str(path))
+        what = "is a folder" if path.is_dir() else "does not exist"
+        raise ConfigError(f"stories file {str(path)!r} {what}; give a .jsonl file with one story per line")
+    text = _read_text_file(path, what="stories file")
+    return parse_batch_file(text, base_dir=path.parent, source=str(path))

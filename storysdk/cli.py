@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import argparse
+import errno
 import json
 import os
 import sys
 import textwrap
+import traceback
 from collections.abc import Sequence
+from types import TracebackType
 from pathlib import Path
 from typing import Any
 
@@ -235,24 +238,105 @@ def build_parser() -> argparse.ArgumentParser:
     from .server.cli import add_parser as _add_serve
 
     _add_serve(sub)
+    trace_help = "on an error, print the Python traceback too (for debugging and bug reports)"
+    parser.add_argument("--traceback", action="store_true", help=trace_help)
+    for sp in sub.choices.values():  # also accepted after the command: storysdk run x.toml --traceback
+        sp.add_argument("--traceback", action="store_true", default=argparse.SUPPRESS, help=trace_help)
     return parser
 
 
+# -- errors: one line on stderr, exit 2 for what the user can fix, 1 for anything else ----------
+def _one_line(text: str) -> str:
+    return "; ".join(part.strip() for part in str(text).splitlines() if part.strip())
+
+
+def _notes(exc: BaseException) -> str:
+    notes = [n.removeprefix("storysdk: ") for n in getattr(exc, "__notes__", ())]
+    return "".join(f"; {_one_line(n)}" for n in notes)
+
+
+def _written_file(tb: TracebackType | None) -> str | None:
+    """The file a storysdk module was writing when an OSError without a file name was raised
+    (a full disk fails the write, not the open, so the error names no file): the innermost
+    ``path`` of a storysdk or plugin frame."""
+    found = None
+    while tb is not None:
+        frame = tb.tb_frame
+        module = str(frame.f_globals.get("__name__", ""))
+        path = frame.f_locals.get("path")
+        if module.startswith("storysdk") and isinstance(path, (str, os.PathLike)):
+            found = os.fspath(path)
+        tb = tb.tb_next
+    return found
+
+
+def _os_error(exc: OSError) -> str:
+    """What a failed read or write means for the user, and what to do about it."""
+    name = exc.filename if exc.filename is not None else _written_file(exc.__traceback__)
+    target = repr(os.fspath(name)) if name is not None else "a file"
+    reason = exc.strerror or str(exc) or type(exc).__name__
+    code = exc.errno
+    notes = _notes(exc)
+    if code in (errno.ENOSPC, getattr(errno, "EDQUOT", -1)):
+        text = f"no space left on the device while writing {target}; free some space (or choose another --out folder)"
+        if "finished assets" not in notes:
+            text += " and run the same command again: what was finished is kept and not made again"
+    elif code == errno.EROFS:
+        text = f"cannot write {target}: the file system is read-only; choose an --out folder on a writable disk"
+    elif code in (errno.EACCES, errno.EPERM):
+        text = (f"permission denied for {target}; choose an --out folder you can write, or change the "
+                "permissions of that file or folder")
+    elif code in (errno.ENOTDIR, errno.EEXIST):
+        text = (f"{target} is a file where a folder is needed ({reason}); an output folder cannot be an "
+                "existing file: choose another --out or move the file away")
+    elif code == errno.EISDIR:
+        text = f"{target} is a folder where a file is needed; give the path of a file (for 'plan --out', a .json file)"
+    elif code == errno.ENOENT:
+        text = f"{target} does not exist; check the path"
+    elif code == errno.ENAMETOOLONG:
+        text = f"the path {target} is too long; choose a shorter --out"
+    else:
+        text = f"cannot read or write {target}: {reason}"
+    return text + notes
+
+
+def _report(message: str, exc: BaseException, show_traceback: bool) -> None:
+    if show_traceback:
+        traceback.print_exception(exc, file=sys.stderr)
+    print(f"storysdk: error: {message}", file=sys.stderr)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
+    """Run the ``storysdk`` command; returns the exit status.
+
+    0: done. 2: an error the user can fix (a :class:`StorySDKError`: bad story file, plan,
+    option, or a file that cannot be read or written), printed as one line
+    ``storysdk: error: ...``. 1: anything else (a bug, or a component failing on its own),
+    also one line, saying to run again with ``--traceback``. 130: interrupted (Ctrl-C).
+    ``--traceback`` prints the Python traceback before the line.
+    """
     parser = build_parser()
     args = parser.parse_args(argv)
+    show = bool(getattr(args, "traceback", False))
     try:
         return int(args.func(args))
     except StorySDKError as exc:
-        print(f"storysdk: error: {exc}", file=sys.stderr)
+        _report(_one_line(str(exc)) + _notes(exc), exc, show)
         return 2
     except BrokenPipeError:  # the reader went away (storysdk plugins | head): stop quietly
         devnull = os.open(os.devnull, os.O_WRONLY)
         os.dup2(devnull, sys.stdout.fileno())
         return 1
+    except OSError as exc:  # a file the user named cannot be read or written: full disk, read-only, ...
+        _report(_os_error(exc), exc, show)
+        return 2
     except KeyboardInterrupt:
         print("\nstorysdk: interrupted; run the same command again to resume", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - not the user's mistake: still one line, details on request
+        hint = "" if show else "; run the same command with --traceback for the details, and report it if it is a bug"
+        _report(f"{type(exc).__name__}: {_one_line(str(exc))}{_notes(exc)}{hint}", exc, show)
+        return 1
 
 
 if __name__ == "__main__":  # pragma: no cover
