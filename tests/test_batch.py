@@ -124,7 +124,7 @@ def test_stories_file_ids_paths_and_seeds(batch_dir: Path) -> None:
 
 def test_story_file_that_is_not_text(tmp_path: Path) -> None:
     (tmp_path / "latin1.toml").write_bytes(b"[story]\nscript = '\xe9t\xe9'\n")
-    with pytest.raises(ConfigError, match="line 2: cannot read story file .* UTF-8"):
+    with pytest.raises(ConfigError, match=r"line 2: story file .*latin1.toml. is not UTF-8 text \(byte 0xe9 at line 2, byte offset 18\); save it as UTF-8"):
         parse_batch_file('\n{"story": "latin1.toml"}', base_dir=tmp_path)
 
 
