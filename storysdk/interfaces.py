@@ -35,7 +35,9 @@ __all__ = [
     "Component",
     "Composer",
     "Generator",
+    "PlanContext",
     "Planner",
+    "ProgressCallback",
     "ProgressEvent",
     "RenderContext",
     "StepContext",
@@ -66,12 +68,28 @@ class ProgressEvent:
     message: str = ""
 
 
+#: The pipeline's progress callback. It may raise to stop the run: the server's jobs raise
+#: :class:`~storysdk.errors.JobCancelled` from it once a job is cancelled.
 ProgressCallback = Callable[[ProgressEvent], None]
+
+
+def _report(
+    progress: ProgressCallback | None, component: str, done: int, total: int, scene_index: int | None, message: str
+) -> None:
+    if progress is not None:
+        progress(ProgressEvent("step", component, int(done), int(total), scene_index, message))
 
 
 @attrs.define(eq=False)
 class RenderContext:
-    """What a tokenizer or generator gets besides its scenes: the plan and the story seed."""
+    """What a tokenizer or generator gets besides its scenes: the plan and the story seed.
+
+    :meth:`report` is both the progress channel and the **cancellation point**: the
+    pipeline's callback raises from it to stop a run (a cancelled server job raises
+    :class:`~storysdk.errors.JobCancelled`). Call it at every denoising step and before every
+    long model call, let what it raises propagate (clean up in ``finally``), and yield each
+    asset as soon as it exists, so that a cancelled run keeps everything finished before.
+    """
 
     plan: StoryPlan
     seed: int = 0
@@ -85,9 +103,29 @@ class RenderContext:
         return derive_seed(self.seed, "scene", index, *salt)
 
     def report(self, done: int, total: int, scene_index: int | None = None, message: str = "") -> None:
-        """Report step-level progress (for example denoising steps) to the pipeline's callback."""
-        if self.progress is not None:
-            self.progress(ProgressEvent("step", self.component, done, total, scene_index, message))
+        """Report step-level progress (``done`` of ``total`` denoising steps, ...) as a ``"step"`` event.
+
+        The pipeline's callback may raise here to cancel the run: do not catch it.
+        """
+        _report(self.progress, self.component, done, total, scene_index, message)
+
+
+@attrs.define(eq=False)
+class PlanContext:
+    """What a planner gets while it writes the plan: the request and the progress channel.
+
+    The pipeline plans through :meth:`Planner.plan_with`. A planner whose planning takes long
+    (an LLM writing the plan token by token) reports through :meth:`report` at each token;
+    like :meth:`RenderContext.report` it is the cancellation point.
+    """
+
+    request: StoryRequest
+    component: str = ""
+    progress: ProgressCallback | None = None
+
+    def report(self, done: int, total: int, scene_index: int | None = None, message: str = "") -> None:
+        """Report ``done`` of ``total`` (tokens, ...) as a ``"step"`` event; may raise to cancel the run."""
+        _report(self.progress, self.component, done, total, scene_index, message)
 
 
 @attrs.define(eq=False)
@@ -96,17 +134,25 @@ class StepContext:
 
     ``plan`` holds the scenes so far (with their tokens), ``story`` the assets made so far,
     and ``state`` is a dict that lives for one run only: the planner keeps caches there
-    (a KV cache, a conversation), never on itself or in module globals.
+    (a KV cache, a conversation), never on itself or in module globals. :meth:`report` sends
+    step-level progress (tokens decoded) and is the cancellation point, as
+    :meth:`RenderContext.report`; the pipeline fills ``component`` and ``progress``.
     """
 
     request: StoryRequest
     plan: StoryPlan
     story: Story
     state: dict[str, Any] = attrs.field(factory=dict)
+    component: str = ""
+    progress: ProgressCallback | None = None
 
     @property
     def next_index(self) -> int:
         return max((s.index for s in self.plan.scenes), default=-1) + 1
+
+    def report(self, done: int, total: int, scene_index: int | None = None, message: str = "") -> None:
+        """Report ``done`` of ``total`` (tokens of the next scene, ...) as a ``"step"`` event; may raise to cancel."""
+        _report(self.progress, self.component, done, total, scene_index, message)
 
 
 class Component:
@@ -167,6 +213,15 @@ class Planner(Component, ABC):
     @abstractmethod
     def plan(self, request: StoryRequest) -> StoryPlan:
         """Return the plan (all scenes, or the opening ones for an interleaved planner)."""
+
+    def plan_with(self, request: StoryRequest, ctx: PlanContext) -> StoryPlan:
+        """What the pipeline calls to plan: :meth:`plan` (``ctx`` unused) unless a planner overrides it.
+
+        A planner that decodes for long (an LLM) overrides this method to report progress
+        through ``ctx.report`` (its cancellation point) and implements ``plan(request)`` as
+        ``return self.plan_with(request, PlanContext(request, self.name))``.
+        """
+        return self.plan(request)
 
     def step(self, ctx: StepContext) -> Scene | None:
         """Interleaved planners: the next scene given ``ctx``, or ``None`` when the story ends."""

@@ -79,14 +79,22 @@ def greedy_decode(
     max_new_tokens: int,
     one_pass: bool = True,
     on_token: Callable[[int], None] | None = None,
+    report: Callable[[int, int], None] | None = None,
 ) -> DecodeResult:
-    """Greedy decoding until ``<|im_end|>`` or ``max_new_tokens`` (docs/audiostory.md §1.4)."""
+    """Greedy decoding until ``<|im_end|>`` or ``max_new_tokens`` (docs/audiostory.md §1.4).
+
+    ``report(done, max_new_tokens)`` is called before every forward call (the prompt's, then
+    each fed token or query block; ``done``: tokens written so far, the fed ones included).
+    It is the cancellation point: what it raises stops decoding within one token.
+    """
     from transformers import DynamicCache
 
     if max_new_tokens < 1:
         raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
     device = next(model.parameters()).device
     cache = DynamicCache(config=model.config)
+    if report is not None:
+        report(0, max_new_tokens)
     _, logits = _step(model, list(prompt_ids), cache, device)
     blocks = _blocks(special)
     suppress = torch.tensor(_suppressed(special), device=device)
@@ -118,6 +126,8 @@ def greedy_decode(
         if len(ids) >= max_new_tokens and len(chunk) == 1:
             break
         # a query block is fed even when it fills the budget: its states are the features
+        if report is not None:
+            report(len(ids), max_new_tokens)
         hidden, logits = _step(model, chunk, cache, device)
         states.append(hidden.float())
         passes += 1

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import field_validator
 from storysdk.errors import ConfigError
-from storysdk.interfaces import Planner
+from storysdk.interfaces import PlanContext, Planner
 from storysdk.model import Scene, StoryPlan, StoryRequest, Tokens
 from storysdk.options import Field
 
@@ -168,6 +168,10 @@ class AudioStoryPlanner(Planner):
 
     def plan(self, request: StoryRequest) -> StoryPlan:
         """Decode (or teacher-force) the events and build the plan (§1.4)."""
+        return self.plan_with(request, PlanContext(request, self.name))
+
+    def plan_with(self, request: StoryRequest, ctx: PlanContext) -> StoryPlan:
+        """:meth:`plan`, reporting through ``ctx`` before every LLM forward call (the cancellation point)."""
         from .decoding import greedy_decode, teacher_force
         from .grammar import parse_stream
         from .timing import resolve_durations
@@ -179,10 +183,16 @@ class AudioStoryPlanner(Planner):
         prompt_ids = tok.encode(prompt, add_special_tokens=False)
         if o.response is not None:
             ids = expand_query_blocks(tok.encode(o.response, add_special_tokens=False), special)
+            ctx.report(0, 1, None, "teacher-forcing the response")
             hidden = teacher_force(rt.llm, prompt_ids, ids)
             stop, passes = "response", 1
         else:
-            result = greedy_decode(rt.llm, prompt_ids, special, max_new_tokens=o.max_new_tokens, one_pass=o.one_pass)
+
+            def report(done: int, total: int) -> None:
+                ctx.report(done, total, None, f"{done}/{total} tokens")
+
+            result = greedy_decode(rt.llm, prompt_ids, special, max_new_tokens=o.max_new_tokens, one_pass=o.one_pass,
+                                   report=report)
             ids, hidden, stop, passes = result.ids, result.hidden, result.stop, result.forward_passes
 
         def decode(part: Any) -> str:

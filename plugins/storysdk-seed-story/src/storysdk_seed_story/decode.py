@@ -9,6 +9,7 @@ upstream's ``generate`` does (kept for the equivalence test and the benchmark).
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any, Literal
 
 import attrs
@@ -17,10 +18,14 @@ import torch
 from .constants import NUM_IMG_TOKENS
 from .mllm import MLLM
 
-__all__ = ["BLOCK_MODES", "Decoded", "decode_step"]
+__all__ = ["BLOCK_MODES", "Decoded", "Report", "decode_step"]
 
 BlockMode = Literal["one-pass", "stepwise"]
 BLOCK_MODES = ("one-pass", "stepwise")
+
+#: ``report(done, total)`` before every LLM forward call: tokens written so far (with the ones
+#: about to be fed) of the step's budget. It is the cancellation point: it may raise.
+Report = Callable[[int, int], None]
 
 
 @attrs.define
@@ -47,11 +52,14 @@ def decode_step(
     max_new_tokens: int,
     block: BlockMode = "one-pass",
     max_text_tokens: int | None = None,
+    report: Report | None = None,
 ) -> Decoded:
     """Decode from ``logits`` (the prediction after position ``pos-1``) until EOS, an image or the budget.
 
     ``max_text_tokens`` (a deviation, ``None`` in faithful mode): once that many text tokens
-    are written without an image, ``<img>`` is forced.
+    are written without an image, ``<img>`` is forced. ``report(done, total)`` is called
+    before every forward call (``total``: ``max_new_tokens``); what it raises stops decoding
+    within one token (the KV cache then holds the tokens fed so far).
     """
     chain = list(lm.ids.chain)
     gen: list[int] = []
@@ -68,15 +76,21 @@ def decode_step(
             chain_start = len(gen)
             forced = chain[chain.index(t):][: max_new_tokens - len(gen)]  # the 500-token budget includes it
             if block == "one-pass":
+                if report is not None:
+                    report(len(gen) + len(forced), max_new_tokens)
                 h, logits = lm.forward(lm.embed_ids(forced), cache, pos)
                 states.append(h)
             else:
                 for k, f in enumerate(forced):
+                    if report is not None:
+                        report(len(gen) + k + 1, max_new_tokens)
                     h, logits = lm.forward(lm.embed_ids([f]), cache, pos + k)
                     states.append(h)
             gen.extend(forced)
             pos += len(forced)
             break
+        if report is not None:
+            report(len(gen) + 1, max_new_tokens)
         h, logits = lm.forward(lm.embed_ids([t]), cache, pos)
         states.append(h)
         gen.append(t)

@@ -9,7 +9,7 @@ image features, or the KV cache in sink mode) lives in ``ctx.state``.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Any, ClassVar, Literal
 
 from storysdk.errors import ConfigError
@@ -140,11 +140,21 @@ class SeedStoryPlanner(Planner):
         if index >= limit:
             return None
         _, lm = self.models()
+
+        def report(done: int, total: int) -> None:  # before every LLM forward call: the cancellation point
+            ctx.report(done, total, index, f"scene {index}: {done}/{total} tokens")
+
         state = ctx.state.get(_STATE_KEY)
         if state is None:
-            state = self._resume(ctx.plan.scenes, lm)
+            state = self._resume(ctx.plan.scenes, lm, lambda done, total: ctx.report(
+                done, total, index, f"replaying the story so far: {done}/{total} forward calls"))
             ctx.state[_STATE_KEY] = state
-        out = state.step(lm, self.options.max_new_tokens, self.options.image_block, self.max_text_tokens)
+        try:
+            out = state.step(lm, self.options.max_new_tokens, self.options.image_block, self.max_text_tokens, report)
+        except BaseException:
+            # stopped mid-step (cancelled): a sink cache holds part of the step; the next step replays the scenes
+            ctx.state.pop(_STATE_KEY, None)
+            raise
         if out.features is None:  # §2: the story ends when no image is produced
             return None
         caption = out.text[len(INST):].strip() if out.text.startswith(INST) else out.text
@@ -155,14 +165,16 @@ class SeedStoryPlanner(Planner):
                                "context_tokens": out.context_tokens},
                      tokens={IMAGE_EMBEDS: tokens})
 
-    def _resume(self, scenes: Sequence[Scene], lm: Any) -> Any:
-        """The loop's state after the scenes written so far (only the start scene in a fresh run)."""
+    def _resume(self, scenes: Sequence[Scene], lm: Any, report: Callable[[int, int], None] | None = None) -> Any:
+        """The loop's state after the scenes written so far (only the start scene in a fresh run).
+
+        ``report`` comes before each forward call of a sink-mode replay (the cancellation point)."""
         from .story import PrefillStory, SinkStory
 
         caption, feats, steps = _history(scenes, self._setup.sizes.vit.output_dim)
         window = self.options.window
         if self.options.sink_cache:
-            return SinkStory.replay(lm, caption, feats, steps, window)
+            return SinkStory.replay(lm, caption, feats, steps, window, report=report)
         return PrefillStory.replay(caption, feats, steps, window)
 
 

@@ -20,7 +20,7 @@ import attrs
 import torch
 
 from .constants import EOI_TOKEN, IMAGE_BLOCK, INST, NUM_IMG_TOKENS, WINDOW_SIZE
-from .decode import BlockMode, decode_step
+from .decode import BlockMode, Report, decode_step
 from .mllm import MLLM
 from .sink import reindex_cache, sink_positions
 from .text import clean_text
@@ -79,14 +79,18 @@ class PrefillStory:
 
     @_no_grad
     def step(self, lm: MLLM, max_new_tokens: int, block: BlockMode = "one-pass",
-             max_text_tokens: int | None = None) -> StepOutput:
+             max_text_tokens: int | None = None, report: Report | None = None) -> StepOutput:
+        """One scene: re-encode the prompt, decode. ``report`` (before every forward call) may
+        raise to stop within one token; the state is then as before the step."""
         from transformers import DynamicCache
 
         ids = [lm.ids.bos] + lm.tokenizer.encode(self.prompt, add_special_tokens=False)
         embeds = lm.inject(ids, torch.stack(self.features))
         cache = DynamicCache()
+        if report is not None:
+            report(0, max_new_tokens)
         _, logits = lm.forward(embeds, cache, 0)
-        out = decode_step(lm, cache, logits, len(ids), max_new_tokens, block, max_text_tokens)
+        out = decode_step(lm, cache, logits, len(ids), max_new_tokens, block, max_text_tokens, report)
         raw = lm.tokenizer.decode(out.gen_ids, skip_special_tokens=False)
         text = clean_text(raw)
         feats = None if out.image_hidden is None else lm.regress(out.image_hidden)
@@ -125,14 +129,30 @@ class SinkStory:
     @classmethod
     @_no_grad
     def replay(cls, lm: MLLM, caption: str, features: torch.Tensor,
-               steps: Sequence[tuple[str, list[int], torch.Tensor]], window: int = WINDOW_SIZE) -> SinkStory:
-        """The state after ``steps`` (each step's cleaned text, text ids, regressed features)."""
+               steps: Sequence[tuple[str, list[int], torch.Tensor]], window: int = WINDOW_SIZE,
+               report: Report | None = None) -> SinkStory:
+        """The state after ``steps`` (each step's cleaned text, text ids, regressed features).
+
+        ``report(done, total)`` comes before every forward call (``done`` of ``total`` forward
+        calls of the replay) and may raise to stop it."""
+        total = 1 + sum(len(ids) + 1 for _text, ids, _feats in steps)
+        done = 0
+
+        def tick() -> None:
+            nonlocal done
+            if report is not None:
+                report(done, total)
+            done += 1
+
+        tick()
         state = cls.start(lm, caption, features, window)
         for _text, ids, feats in steps:
             pos = len(state.kept)
             for k, t in enumerate(ids):  # one forward per text token, as decode_step fed them
+                tick()
                 _, state.logits = lm.forward(lm.embed_ids([t]), state.cache, pos + k)
             state._keep_fed(len(ids), None)
+            tick()
             state._add_image(lm, feats)
         return state
 
@@ -142,9 +162,12 @@ class SinkStory:
 
     @_no_grad
     def step(self, lm: MLLM, max_new_tokens: int, block: BlockMode = "one-pass",
-             max_text_tokens: int | None = None) -> StepOutput:
+             max_text_tokens: int | None = None, report: Report | None = None) -> StepOutput:
+        """One scene on the kept cache. ``report`` (before every forward call) may raise to stop
+        within one token; the cache then holds the tokens fed so far, so the state is spent (a
+        resumed run replays it from the saved scenes)."""
         context = len(self.kept)
-        out = decode_step(lm, self.cache, self.logits, context, max_new_tokens, block, max_text_tokens)
+        out = decode_step(lm, self.cache, self.logits, context, max_new_tokens, block, max_text_tokens, report)
         raw = lm.tokenizer.decode(out.gen_ids, skip_special_tokens=False)
         feats = None if out.image_hidden is None else lm.regress(out.image_hidden)
         fed = out.next_pos - context
