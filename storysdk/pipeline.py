@@ -30,6 +30,7 @@ from .interfaces import (
     StepContext,
     Tokenizer,
 )
+from .limits import Limits
 from .model import MODALITIES, AudioAsset, ImageAsset, Scene, Story, StoryPlan, StoryRequest
 from .output import OutputFolder, atomic_write, fingerprint
 from .options import suggest
@@ -77,9 +78,11 @@ class Pipeline:
         runtime: Mapping[str, Any] | None = None,
         max_scenes: int = DEFAULT_MAX_SCENES,
         cache: ComponentCache | None = None,
+        limits: Limits | None = None,
     ) -> None:
         self.registry = registry if registry is not None else get_registry()
         self.cache = cache
+        self.limits = limits if limits is not None else Limits()
         self.defaults = dict(defaults or {})
         self.runtime = dict(runtime or {})
         self._specs: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
@@ -138,6 +141,47 @@ class Pipeline:
             return self.cache.get(kind, info, merged)
         return info.create(**merged)
 
+    @property
+    def limits(self) -> Limits:
+        """The :class:`~storysdk.limits.Limits` every run is checked against (settable: a server sets its own)."""
+        return self._limits
+
+    @limits.setter
+    def limits(self, value: Limits) -> None:
+        if not isinstance(value, Limits):
+            raise ConfigError(f"limits must be a storysdk.Limits, got {type(value).__name__}")
+        self._limits = value
+
+    def check_limits(self, request: StoryRequest | None = None, plan: StoryPlan | None = None) -> None:
+        """Check the components' options, ``request`` and ``plan`` against :attr:`limits`.
+
+        :meth:`run` and :meth:`plan` call it first, before anything is planned or loaded; a
+        server calls it before queueing a job. Raises :class:`~storysdk.limits.LimitError`.
+        """
+        for comp in self.components():
+            self._limits.check_options(comp.kind, comp.name, getattr(comp, "options", None))
+        if request is not None:
+            self._limits.check_request(request)
+        if plan is not None:
+            self._limits.check_plan(plan)
+
+    def weights(self) -> dict[str, str]:
+        """Which weights each model-backed component uses, decided offline without loading them:
+        ``{"generator diffusers-image": "tiny (fallback: ...)", ...}`` (:func:`storysdk.runtime.weights_of`).
+
+        A ``preset='auto'`` that fell back to the tiny preset says so here. :meth:`run` records
+        this in ``run.json`` (and in the run's fingerprint: a folder rendered with other weights
+        holds another story); the CLI prints it in the run summary.
+        """
+        from .runtime import weights_of
+
+        out: dict[str, str] = {}
+        for comp in self.components():
+            used = weights_of(comp)
+            if used is not None:
+                out[f"{comp.kind} {comp.name}"] = used
+        return out
+
     def components(self) -> list[Component]:
         """Every component of the pipeline: planner, tokenizers, generators, composers."""
         return [self.planner, *self.tokenizers, *self.generators, *self.composers]
@@ -175,7 +219,9 @@ class Pipeline:
         return info if isinstance(comp, info.factory) else None
 
     def check_plan(self, plan: StoryPlan) -> None:
-        """Ask every component whether it can render ``plan`` (before any model is loaded)."""
+        """Check ``plan`` against :attr:`limits`, then ask every component whether it can render it
+        (before any model is loaded)."""
+        self._limits.check_plan(plan)
         for comp in self.components():
             comp.check_plan(plan)
 
@@ -185,7 +231,11 @@ class Pipeline:
 
     # -- planning --------------------------------------------------------------------------
     def plan(self, request: StoryRequest, *, progress: ProgressCallback | None = None) -> StoryPlan:
-        """Run the planner alone (for an interleaved planner: only the opening scenes)."""
+        """Run the planner alone (for an interleaved planner: only the opening scenes).
+
+        The request is checked against :attr:`limits` first, and the plan it made after.
+        """
+        self.check_limits(request)
         _emit(progress, "plan", self.planner.name, 0, 1)
         plan = self.planner.plan(request)
         if not isinstance(plan, StoryPlan):
@@ -193,6 +243,7 @@ class Pipeline:
         if not plan.planner:
             plan.planner = self.planner.name
         _check_indices(plan.scenes, self.planner.name)
+        self._limits.check_plan(plan)
         _emit(progress, "plan", self.planner.name, 1, 1, message=f"{len(plan.scenes)} scenes")
         return plan
 
@@ -214,6 +265,7 @@ class Pipeline:
         """
         if self.composers and out_dir is None:
             raise ConfigError("composers write files: give out_dir (the CLI's --out)")
+        self.check_limits(request, plan)  # before the folder is claimed or any model loads
         folder = OutputFolder(out_dir) if out_dir is not None else None
         resumed = False
         if folder is not None:
@@ -221,9 +273,11 @@ class Pipeline:
                 "request": request.to_dict(),
                 "pipeline": self.describe(),
                 "plan": plan.to_dict() if plan is not None else None,
+                "weights": self.weights(),
             }
             resumed = folder.check_or_claim(
-                {"fingerprint": fingerprint(run_info), "seed": request.seed}, overwrite=overwrite
+                {"fingerprint": fingerprint(run_info), "seed": request.seed, "weights": run_info["weights"]},
+                overwrite=overwrite,
             )
         if plan is None and resumed and folder is not None:
             plan = folder.load_plan()
@@ -268,6 +322,8 @@ class Pipeline:
     ) -> None:
         plan = story.plan
         limit = min(request.num_scenes or self.max_scenes, self.max_scenes)
+        if self._limits.scenes is not None:  # an interleaved story stops at the scenes limit
+            limit = min(limit, int(self._limits.scenes))
         ctx = StepContext(request=request, plan=plan, story=story)
         self._render(story, list(plan.scenes), folder, progress)
         while len(plan.scenes) < limit:

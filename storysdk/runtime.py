@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import warnings
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
@@ -36,6 +37,7 @@ __all__ = [
     "OFFLOAD_MODES",
     "PRESETS",
     "Resolved",
+    "Weights",
     "apply_offload",
     "cpu_generator",
     "dtype_kwargs",
@@ -46,7 +48,9 @@ __all__ = [
     "resolve_device",
     "resolve_dtype",
     "resolve_preset",
+    "resolve_weights",
     "seeded",
+    "weights_of",
 ]
 
 TORCH_EXTRA_HINT = "pip install 'storysdk[torch]'"
@@ -140,43 +144,140 @@ def cpu_generator(seed: int) -> torch.Generator:
     return torch.Generator(device="cpu").manual_seed(int(seed))
 
 
-def resolve_preset(preset: str | None, model: str | os.PathLike[str] | None) -> str:
-    """``"tiny"`` or ``"full"``: which weights a component should use.
+def _looks_like_path(model: str) -> bool:
+    """Whether ``model`` names a local file or folder rather than a hub id (``org/name`` or ``name``).
+
+    Absolute paths, ``./``, ``../`` and ``~`` prefixes, backslashes, drive letters, more than one
+    ``/``, a file suffix of a checkpoint and a name with characters a hub id cannot hold are paths.
+    """
+    text = model.strip()
+    if not text:
+        return False
+    if os.path.isabs(text) or text.startswith(("./", "../", "~", ".\\", "..\\")) or text in (".", ".."):
+        return True
+    if "\\" in text or (len(text) > 1 and text[1] == ":") or (os.altsep and os.altsep in text):
+        return True
+    if text.lower().endswith((".safetensors", ".ckpt", ".bin", ".pt", ".pth", ".json", ".gguf")):
+        return True
+    return _HUB_ID.match(text) is None
+
+
+_HUB_ID = re.compile(r"^(?:[A-Za-z0-9][A-Za-z0-9._-]{0,95}/)?[A-Za-z0-9][A-Za-z0-9._-]{0,95}$")
+
+
+@attrs.frozen
+class Weights:
+    """Which weights a model-backed component uses, as :func:`resolve_weights` decided (offline).
+
+    ``preset`` is ``"tiny"`` or ``"full"``; ``model`` the folder, file or hub id named (or the
+    component's default); ``fallback`` says why ``preset="auto"`` fell back to the tiny preset
+    (``None``: it did not). ``str(weights)`` is the line recorded in ``run.json`` and printed in
+    the CLI's run summary: ``"tiny"``, ``"tiny (fallback: ...)"`` or the model.
+    """
+
+    preset: str
+    model: str | None = None
+    fallback: str | None = None
+
+    def __str__(self) -> str:
+        if self.preset == "full":
+            return self.model or "full (the component's default model)"
+        return f"tiny (fallback: {self.fallback})" if self.fallback else "tiny"
+
+
+def resolve_weights(
+    preset: str | None,
+    model: str | os.PathLike[str] | None,
+    *,
+    filename: str | None = None,
+    warn: bool = True,
+) -> Weights:
+    """Which weights to use, offline: ``preset`` against ``model`` (a path or a hub id).
 
     ``None``/``"full"``: the named (or default) model. ``"tiny"``: toy weights built in code.
-    ``"auto"``: ``"full"`` when ``model`` is a local path or is already in the local Hugging
-    Face cache (checked offline, never over the network), otherwise ``"tiny"`` with a warning.
+    ``"auto"``: the real model when ``model`` is an existing local path or a hub id in the local
+    Hugging Face cache (``filename``: the one file of the repo that must be there, for a
+    single-file checkpoint; checked offline, never over the network); the tiny preset when it is
+    a hub id that is not in the cache (or no model is given), with a :class:`UserWarning` unless
+    ``warn=False``. A *path* that does not exist (absolute, ``./``, ``~``, several ``/``, a
+    checkpoint file name: :func:`_looks_like_path`) is a :class:`ConfigError` under ``"auto"``:
+    a typo is not "no weights".
     """
     if preset is None:
-        return "full"
+        return Weights("full", None if model is None else str(model))
     key = str(preset).strip().lower()
     if key not in PRESETS:
         raise ConfigError(f"preset {preset!r} is unknown; use one of {', '.join(PRESETS)} (or leave it unset)")
+    name = None if model is None else str(model)
     if key != "auto":
-        return key
-    if model is not None and _weights_available(str(model)):
-        return "full"
-    warnings.warn(
-        f"preset='auto': no local weights found for model {str(model)!r} (not a local path and not "
-        "in the Hugging Face cache), so the tiny preset (random toy weights) is used; "
-        "download the model or pass a local path to use real weights",
-        UserWarning,
-        stacklevel=2,
-    )
-    return "tiny"
+        return Weights(key, name if key == "full" else None)
+    if name is None or not name.strip():
+        reason = "no model given"
+    elif os.path.exists(os.path.expanduser(name)):
+        return Weights("full", name)
+    elif _looks_like_path(name):
+        raise ConfigError(
+            f"preset='auto': the model path {name!r} does not exist (a path is never taken for 'no weights'); "
+            "fix the path, give a hub id, or use preset='tiny' for toy weights"
+        )
+    elif _in_hf_cache(name, filename):
+        return Weights("full", name)
+    else:
+        reason = (
+            f"{filename!r} of the hub repo {name!r} is not in the local Hugging Face cache"
+            if filename
+            else f"{name!r} is neither a local folder nor in the local Hugging Face cache"
+        )
+    if warn:
+        warnings.warn(
+            f"preset='auto': {reason}, so the tiny preset (random toy weights) is used; "
+            "download the model or pass a local path to use real weights",
+            UserWarning,
+            stacklevel=2,
+        )
+    return Weights("tiny", name, fallback=reason)
 
 
-def _weights_available(model: str) -> bool:
-    """Whether ``model`` is a local path or a repo id whose files are in the local HF cache."""
-    if os.path.exists(os.path.expanduser(model)):
-        return True
+def resolve_preset(preset: str | None, model: str | os.PathLike[str] | None) -> str:
+    """``"tiny"`` or ``"full"``: which weights a component should use (:func:`resolve_weights`'s ``preset``).
+
+    ``None``/``"full"``: the named (or default) model. ``"tiny"``: toy weights built in code.
+    ``"auto"``: ``"full"`` when ``model`` is an existing local path or is already in the local
+    Hugging Face cache (checked offline, never over the network); ``"tiny"`` with a warning for
+    a hub id that is not there; a local path that does not exist is a :class:`ConfigError`.
+    """
+    return resolve_weights(preset, model).preset
+
+
+def weights_of(component: Any) -> str | None:
+    """The weights ``component`` uses, as one line (``None``: it loads no weights).
+
+    A model-backed component says it with a ``weights`` attribute or property (a
+    :class:`Weights` or a string; the built-ins and first-party plugins do, without loading
+    anything). A component without one that declares ``preset`` is described from its options
+    (``preset`` with its ``model``, ``checkpoint`` or ``pretrained`` option), quietly. The
+    pipeline records these in ``run.json`` and the CLI prints them in the run summary.
+    """
+    own = getattr(component, "weights", None)
+    if own is not None and not callable(own):
+        return str(own)
+    options = getattr(component, "options", None)
+    fields = getattr(type(options), "model_fields", {})
+    if "preset" not in fields:
+        return None
+    model = next((getattr(options, k) for k in ("model", "checkpoint", "pretrained") if k in fields), None)
+    return str(resolve_weights(getattr(options, "preset"), model, warn=False))
+
+
+def _in_hf_cache(model: str, filename: str | None = None) -> bool:
+    """Whether the repo id ``model`` (or its file ``filename``) is in the local HF cache."""
     if importlib.util.find_spec("huggingface_hub") is None:
         return False
     from huggingface_hub import try_to_load_from_cache
 
-    for filename in ("model_index.json", "config.json"):
+    for name in (filename,) if filename else ("model_index.json", "config.json"):
         try:
-            found = try_to_load_from_cache(repo_id=model, filename=filename)
+            found = try_to_load_from_cache(repo_id=model, filename=name)
         except Exception:  # an id that is not a valid repo name (HFValidationError, ...)
             return False
         if isinstance(found, str):
@@ -234,11 +335,13 @@ def seeded(seed: int, devices: tuple[Any, ...] = ()) -> Iterator[None]:
 
 @attrs.frozen
 class Resolved:
-    """What :func:`resolve` decided: ``preset`` (``"tiny"``/``"full"``), ``device`` and ``dtype``."""
+    """What :func:`resolve` decided: ``preset`` (``"tiny"``/``"full"``), ``device``, ``dtype`` and
+    ``weights`` (the :class:`Weights` behind ``preset``: which model, or why ``auto`` fell back)."""
 
     preset: str
     device: torch.device
     dtype: torch.dtype
+    weights: Weights | None = None
 
 
 def resolve(
@@ -249,22 +352,26 @@ def resolve(
     device: str | torch.device | None,
     dtype: str | torch.dtype | None,
     needs_model: bool = False,
+    filename: str | None = None,
 ) -> Resolved:
     """Preset, device and dtype of the component ``who`` (for errors), in one call.
 
     Checks that torch is installed, resolves ``preset`` against ``model`` (``"auto"`` looks for
     local weights, offline), then the device and the dtype for it. ``needs_model=True``: the
     full preset without a ``model`` is a :class:`ConfigError` (a checkpoint folder is required).
+    ``filename``: under ``"auto"``, the one file of the hub repo ``model`` that must be cached (a
+    single-file checkpoint).
     """
     require_torch(who)
-    key = resolve_preset(preset, model)
+    weights = resolve_weights(preset, model, filename=filename)
+    key = weights.preset
     if key == "full" and needs_model and not model:
         raise ConfigError(
             f"{who}: the real weights need a local checkpoint folder (the model/checkpoint option); "
             "or use preset='tiny' for toy weights"
         )
     dev = resolve_device(device)
-    return Resolved(key, dev, resolve_dtype(dtype, dev))
+    return Resolved(key, dev, resolve_dtype(dtype, dev), weights)
 
 
 def load_safetensors(path: str | os.PathLike[str], *, device: str = "cpu", what: str = "checkpoint") -> dict[str, Any]:

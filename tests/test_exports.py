@@ -24,9 +24,9 @@ EXPORTED = {
     ],
     "storysdk.limits": ["LIMITS", "LimitError", "LimitInfo", "Limits"],
     "storysdk.runtime": [
-        "OFFLOAD_MODES", "PRESETS", "Resolved", "apply_offload", "cpu_generator", "dtype_kwargs",
+        "OFFLOAD_MODES", "PRESETS", "Resolved", "Weights", "apply_offload", "cpu_generator", "dtype_kwargs",
         "load_safetensors", "load_state_dict", "require_torch", "resolve", "resolve_device",
-        "resolve_dtype", "resolve_preset", "seeded",
+        "resolve_dtype", "resolve_preset", "resolve_weights", "seeded", "weights_of",
     ],
     "storysdk.tiny": [
         "STORY_CORPUS", "TINY_SDXL", "TINY_STABLE_AUDIO", "clip_tokenizer", "corpus_words",

@@ -102,10 +102,11 @@ def test_resolve_preset_auto_falls_back_to_tiny(tmp_path, monkeypatch):
     monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "empty-cache"))
     with pytest.warns(UserWarning, match="tiny preset"):
         assert resolve_preset("auto", "nobody/no-such-model-xyz") == "tiny"
-    with pytest.warns(UserWarning, match="tiny preset"):
-        assert resolve_preset("auto", str(tmp_path / "missing")) == "tiny"
     with pytest.warns(UserWarning):
         assert resolve_preset("auto", None) == "tiny"
+    # a local path that does not exist is a typo, not "no weights" (tests/test_preset_auto.py)
+    with pytest.raises(ConfigError, match="does not exist"):
+        resolve_preset("auto", str(tmp_path / "missing"))
 
 
 def test_resolve_preset_auto_finds_hf_cache(tmp_path, monkeypatch):

@@ -75,11 +75,12 @@ class ClipTextTokenizer(Tokenizer):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        from ..runtime import resolve_preset
+        from ..runtime import resolve_weights
 
         opts = self.options
         self._model = str(opts.model) if opts.model is not None else DEFAULT_SDXL
-        self._preset = resolve_preset(opts.preset, self._model)
+        self._weights = resolve_weights(opts.preset, self._model)  # offline; 'auto' decides here
+        self._preset = self._weights.preset
         if self._preset == "full":
             self._model = check_model_path(self._model)
             if self._model.endswith(SINGLE_FILE_SUFFIXES):
@@ -89,6 +90,11 @@ class ClipTextTokenizer(Tokenizer):
                 )
         self._encoder: Any = None
         self._device: Any = None
+
+    @property
+    def weights(self) -> str:
+        """The weights this tokenizer uses, as recorded in ``run.json`` (``"tiny"``, ``"tiny (fallback: ...)"`` or the model)."""
+        return str(self._weights) if self._preset == "tiny" else self._model
 
     @property
     def model_name(self) -> str:

@@ -225,17 +225,23 @@ class DiffusersImageGenerator(Generator):
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
-        from ..runtime import resolve_preset
+        from ..runtime import resolve_weights
 
         opts = self.options
         self._model = str(opts.model) if opts.model is not None else DEFAULT_SDXL
-        self._preset = resolve_preset(opts.preset, self._model)
+        self._weights = resolve_weights(opts.preset, self._model)  # offline; 'auto' decides here
+        self._preset = self._weights.preset
         if self._preset == "full":
             self._model = check_model_path(self._model)
         self._pipe: Any = None
         self._device: Any = None
 
     # -- loading -------------------------------------------------------------------------
+
+    @property
+    def weights(self) -> str:
+        """The weights this generator uses, as recorded in ``run.json`` (``"tiny"``, ``"tiny (fallback: ...)"`` or the model)."""
+        return str(self._weights) if self._preset == "tiny" else self._model
 
     @property
     def model_name(self) -> str:

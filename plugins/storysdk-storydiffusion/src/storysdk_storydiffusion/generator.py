@@ -246,12 +246,33 @@ class StoryDiffusionGenerator(Generator):
         self._pipe: Any = None
         self._device: Any = None
         self._preset: str | None = None
+        self._weights: Any = None  # storysdk.runtime.Weights, decided once (offline) by `weights`
         self.last_state: ConsistencyState | None = None
 
     @property
     def read_batch(self) -> int:
         """Read frames per UNet batch in effect (1 under ``upstream_mode``)."""
         return 1 if self.options.upstream_mode else self.options.read_batch
+
+    @property
+    def weights(self) -> str:
+        """The weights this generator uses, as recorded in ``run.json``: ``"tiny"``, ``"tiny (fallback: ...)"``
+        (``preset='auto'`` without the model in the local cache), the model, or the given pipeline."""
+        o = self.options
+        if o.pipeline is not None:
+            return f"the given pipeline ({self.model_name()})"
+        w = self._resolved_weights()
+        return str(w) if w.preset == "tiny" else self.model_name()
+
+    def _resolved_weights(self) -> Any:
+        if self._weights is None:
+            from storysdk.runtime import resolve_weights
+
+            from .loading import resolve_model
+
+            ref, single = resolve_model(self.options.model)
+            self._weights = resolve_weights(self.options.preset, ref, filename=single)
+        return self._weights
 
     def model_name(self) -> str:
         """What renders: ``"tiny-sdxl"``, the ``model`` option (default ``Unstable``) or the given pipeline's name."""
@@ -318,7 +339,9 @@ class StoryDiffusionGenerator(Generator):
                 self._device, self._preset = r.device, "pipeline"
                 return self._pipe
             ref, single = resolve_model(o.model)
-            r = resolve(who, preset=o.preset, model=ref if single is None else None, device=o.device, dtype=o.dtype)
+            # the preset 'auto' decided once, offline (a single file of a hub repo counts when it is cached)
+            preset = self._resolved_weights().preset
+            r = resolve(who, preset=preset, model=ref if single is None else None, device=o.device, dtype=o.dtype)
             self._pipe = load_pipeline(
                 o.model,
                 preset=r.preset,
