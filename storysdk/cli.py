@@ -272,7 +272,11 @@ def _written_file(tb: TracebackType | None) -> str | None:
 
 def _os_error(exc: OSError) -> str:
     """What a failed read or write means for the user, and what to do about it."""
-    name = exc.filename if exc.filename is not None else _written_file(exc.__traceback__)
+    name = exc.filename
+    if name is not None and os.path.basename(os.fspath(name)).startswith(".") and ".part" in os.fspath(name):
+        name = _written_file(exc.__traceback__) or os.path.dirname(os.fspath(name))  # not the temporary name
+    elif name is None:
+        name = _written_file(exc.__traceback__)
     target = repr(os.fspath(name)) if name is not None else "a file"
     reason = exc.strerror or str(exc) or type(exc).__name__
     code = exc.errno

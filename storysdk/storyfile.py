@@ -192,6 +192,13 @@ def parse_story_file(text: str, *, base_dir: Path | None = None, source: str = "
             f"known sections: {', '.join(TOP_LEVEL)}"
         )
     story = _table(data, "story", source)
+    misplaced = sorted(set(story) & set(TOP_LEVEL))
+    if misplaced:
+        key = misplaced[0]
+        raise ConfigError(
+            f"{source}: [story] has a key {key!r}, which is a section name: a key = value line written "
+            f"after [story] belongs to [story]; move it above [story], or write it as its own [{key}] section"
+        )
     if base_dir is not None:
         if isinstance(story.get("start_image"), str) and not story["start_image"].startswith("data:"):
             story["start_image"] = str((base_dir / story["start_image"]).resolve())
