@@ -195,7 +195,7 @@ def test_check_plan_refuses_missing_weights_before_loading():
 def test_check_plan_resolves_auto_quietly():
     import warnings
 
-    gen = TangoFluxGenerator(preset="auto", checkpoint="/nowhere/TangoFlux")  # no local weights: tiny, 30 s
+    gen = TangoFluxGenerator(preset="auto")  # no checkpoint: tiny, 30 s (a missing checkpoint path is an error)
     with warnings.catch_warnings():
         warnings.simplefilter("error")  # the 'auto' warning comes once, when the model is loaded
         gen.check_plan(_plan([30.0]))

@@ -153,9 +153,11 @@ def test_preset_and_max_text_tokens_resolution(tmp_path):
     assert SeedStoryPlanner(**TINY_CPU, max_text_tokens=3).max_text_tokens == 3
     full = SeedStoryPlanner(pretrained=str(tmp_path), device="cpu")  # unset preset: the real weights
     assert full.max_text_tokens is None and full._setup.sizes.vit.width == 1664
-    with pytest.warns(UserWarning, match="tiny preset"):
-        auto = SeedStoryPlanner(preset="auto", pretrained=str(tmp_path / "absent"), device="cpu")
+    with pytest.warns(UserWarning, match="tiny preset"):  # a hub-id-like name not in the cache: toy weights
+        auto = SeedStoryPlanner(preset="auto", pretrained="absent-seed-story-folder", device="cpu")
     assert auto._setup.tiny and auto.max_text_tokens == 24
+    with pytest.raises(ConfigError, match="does not exist"):  # a path that does not exist is a typo, not "no weights"
+        SeedStoryPlanner(preset="auto", pretrained=str(tmp_path / "absent"), device="cpu")
     assert not SeedStoryPlanner(preset="auto", pretrained=tmp_path, device="cpu")._setup.tiny  # a Path works too
 
 
