@@ -260,13 +260,30 @@ class Pipeline:
         """Plan (unless ``plan`` is given), render and compose a story.
 
         With ``out_dir``, assets are saved as they are made and a run on a folder that holds
-        an unfinished run of the same request and pipeline resumes it. ``overwrite`` replaces
-        a folder holding another story.
+        an unfinished run of the same request and pipeline resumes it, after checking every
+        saved asset (a damaged one is rendered again). ``overwrite`` replaces a folder holding
+        another story. The folder is locked from its claim until the run ends, also when it
+        fails: a second run on the same folder at the same time is refused with an
+        :class:`~storysdk.errors.OutputFolderError`.
         """
         if self.composers and out_dir is None:
             raise ConfigError("composers write files: give out_dir (the CLI's --out)")
         self.check_limits(request, plan)  # before the folder is claimed or any model loads
         folder = OutputFolder(out_dir) if out_dir is not None else None
+        try:
+            return self._run_claimed(request, folder, plan, progress, overwrite)
+        finally:
+            if folder is not None:
+                folder.release()
+
+    def _run_claimed(
+        self,
+        request: StoryRequest,
+        folder: OutputFolder | None,
+        plan: StoryPlan | None,
+        progress: ProgressCallback | None,
+        overwrite: bool,
+    ) -> Story:
         resumed = False
         if folder is not None:
             run_info = {
@@ -279,6 +296,10 @@ class Pipeline:
                 {"fingerprint": fingerprint(run_info), "seed": request.seed, "weights": run_info["weights"]},
                 overwrite=overwrite,
             )
+            if folder.took_over is not None:
+                _emit(progress, "resume", "lock", 1, 1, message=(
+                    f"took over {folder.root} from a run that stopped without releasing it "
+                    f"(pid {folder.took_over.get('pid', '?')} on host {folder.took_over.get('host', '?')})"))
         if plan is None and resumed and folder is not None:
             plan = folder.load_plan()
         if plan is None:
@@ -292,7 +313,7 @@ class Pipeline:
                 folder.save_tokens(scene)
         story = Story(plan=plan, out_dir=folder.root if folder is not None else None)
         if folder is not None:
-            self._load_finished(story, folder)
+            self._load_finished(story, folder, progress)
 
         if self.planner.interleaved:
             self._run_interleaved(request, story, folder, progress)
@@ -302,13 +323,22 @@ class Pipeline:
         self._compose(story, folder, progress)
         return story
 
-    def _load_finished(self, story: Story, folder: OutputFolder) -> None:
+    def _load_finished(self, story: Story, folder: OutputFolder, progress: ProgressCallback | None = None) -> None:
+        """Load every saved asset of the plan's scenes, verified; a damaged one is removed (and
+        so rendered again) with a ``resume`` progress event naming the file and the problem."""
+        plan = story.plan
+        size = (plan.width, plan.height) if plan.width and plan.height else None
         for g in self.generators:
-            for scene in story.plan.scenes:
+            for scene in plan.scenes:
+
+                def damaged(path: Path, problem: str, g: Generator = g, index: int = scene.index) -> None:
+                    rel = path.relative_to(folder.root).as_posix() if path.is_relative_to(folder.root) else str(path)
+                    _emit(progress, "resume", g.name, 1, 1, index, message=f"{rel} is damaged ({problem}); rendering it again")
+
                 asset = (
-                    folder.load_image(scene.index, g.name)
+                    folder.load_image(scene.index, g.name, size=size, damaged=damaged)
                     if g.modality == "image"
-                    else folder.load_audio(scene.index, g.name)
+                    else folder.load_audio(scene.index, g.name, damaged=damaged)
                 )
                 if asset is not None:
                     story.add(asset)
