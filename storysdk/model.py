@@ -252,7 +252,64 @@ class Character:
         return isinstance(other, Character) and self.to_dict() == other.to_dict()
 
 
-@attrs.define(eq=False)
+def _check_characters(value: Any) -> None:
+    if isinstance(value, list):
+        for i, c in enumerate(value):
+            if not isinstance(c, Character):
+                raise ConfigError(
+                    f"characters[{i}] must be a storysdk.Character (in a story file: a [[story.characters]] "
+                    f"table with name and description), got {_shown(c)}"
+                )
+    elif not isinstance(value, str):
+        raise ConfigError(
+            "characters must be the character text of a script ('[Name] description' lines) or an array "
+            f"of characters with name and description, got {_shown(value)}"
+        )
+
+
+def _check_script(value: Any) -> None:
+    if value is not None and not isinstance(value, str):
+        from .errors import ScriptError
+
+        hint = "; join the frame lines with newlines" if isinstance(value, (list, tuple)) else ""
+        raise ScriptError(f"must be text (one frame per line), got {_shown(value)}{hint}")
+
+
+_REQUEST_CHECKS: dict[str, Any] = {
+    "prompt": lambda v: _text("prompt", v),
+    "script": _check_script,
+    "characters": _check_characters,
+    "start_image": lambda v: _image_like("start_image", v),
+    "start_caption": lambda v: _text("start_caption", v, optional=True),
+    "style": lambda v: _text("style", v, optional=True),
+    "negative_prompt": lambda v: _text("negative_prompt", v),
+    "seed": lambda v: _whole("seed", v, minimum=0, maximum=MAX_SEED),
+    "width": lambda v: _check_size("width", v),
+    "height": lambda v: _check_size("height", v),
+    "num_scenes": lambda v: _whole("num_scenes", v, minimum=1, optional=True),
+    "duration": lambda v: _seconds("duration", v),
+    "metadata": lambda v: _table("metadata", v),
+}
+
+
+def _check_request_field(name: str, value: Any) -> None:
+    _REQUEST_CHECKS[name](value)
+
+
+def _on_set_request(instance: Any, attribute: Any, value: Any) -> Any:
+    _check_request_field(attribute.name, value)
+    return value
+
+
+def _on_set_plan(instance: Any, attribute: Any, value: Any) -> Any:
+    if attribute.name == "seed":
+        _whole("seed", value, minimum=0, maximum=MAX_SEED)
+    elif attribute.name in ("width", "height"):
+        _check_size(attribute.name, value)
+    return value
+
+
+@attrs.define(eq=False, on_setattr=_on_set_request)
 class StoryRequest:
     """What the user asks for.
 
@@ -261,6 +318,9 @@ class StoryRequest:
     :class:`Character` or the character text of a script (``[Name] description`` lines).
     ``width``/``height`` are frame sizes in pixels, ``duration`` a total audio length in
     seconds, ``num_scenes`` an upper bound for planners that write scenes.
+
+    Every field is checked when the request is made and when a field is set later
+    (``request.seed = -1`` raises :class:`ConfigError` too).
     """
 
     prompt: str = ""
@@ -278,34 +338,8 @@ class StoryRequest:
     metadata: dict[str, Any] = attrs.field(factory=dict)
 
     def __attrs_post_init__(self) -> None:
-        _text("prompt", self.prompt)
-        if self.script is not None and not isinstance(self.script, str):
-            from .errors import ScriptError
-
-            hint = "; join the frame lines with newlines" if isinstance(self.script, (list, tuple)) else ""
-            raise ScriptError(f"must be text (one frame per line), got {_shown(self.script)}{hint}")
-        if isinstance(self.characters, list):
-            for i, c in enumerate(self.characters):
-                if not isinstance(c, Character):
-                    raise ConfigError(
-                        f"characters[{i}] must be a storysdk.Character (in a story file: a [[story.characters]] "
-                        f"table with name and description), got {_shown(c)}"
-                    )
-        elif not isinstance(self.characters, str):
-            raise ConfigError(
-                "characters must be the character text of a script ('[Name] description' lines) or an array "
-                f"of characters with name and description, got {_shown(self.characters)}"
-            )
-        _image_like("start_image", self.start_image)
-        _text("start_caption", self.start_caption, optional=True)
-        _text("style", self.style, optional=True)
-        _text("negative_prompt", self.negative_prompt)
-        _whole("seed", self.seed, minimum=0, maximum=MAX_SEED)
-        _check_size("width", self.width)
-        _check_size("height", self.height)
-        _whole("num_scenes", self.num_scenes, minimum=1, optional=True)
-        _seconds("duration", self.duration)
-        _table("metadata", self.metadata)
+        for field in attrs.fields(type(self)):
+            _check_request_field(field.name, getattr(self, field.name))
 
     def to_dict(self) -> dict[str, Any]:
         chars: Any = self.characters
@@ -442,7 +476,7 @@ class Scene:
         return isinstance(other, Scene) and self.to_dict() == other.to_dict()
 
 
-@attrs.define(eq=False)
+@attrs.define(eq=False, on_setattr=_on_set_plan)
 class StoryPlan:
     """The whole story before rendering: characters, scenes, style and sizes.
 

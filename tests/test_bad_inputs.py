@@ -310,3 +310,13 @@ def test_the_cli_docs_error_examples_are_the_real_output(tmp_path: Path, monkeyp
         captured = capsys.readouterr()
         assert captured.err == expected and rc == 2, (command, captured.err)
     assert not (CORPUS / "out").exists()  # refused before anything was written
+
+
+def test_a_seed_flag_out_of_range(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    story = _story(tmp_path)
+    good = str(CORPUS / "plan" / "good.json")
+    for argv in (["plan", str(story), "--seed", "-1", "--out", "-"],
+                 ["run", str(story), "--seed", str(2**64), "--plan", good, "--out", str(tmp_path / "o"), "--quiet"]):
+        assert main(argv) == 2
+        assert "seed must be a whole number from 0 to 18446744073709551615" in one_error_line(capsys.readouterr().err)
+    assert not (tmp_path / "o").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
 from PIL import Image
@@ -125,3 +127,71 @@ def test_story_orders_assets_by_plan() -> None:
     story.add(AudioAsset(0, np.zeros((1, 4)), 8000))
     assert [s.index for s, _ in story.ordered_images()] == [2, 0]
     assert [s.index for s, _ in story.ordered_audio()] == [0]
+
+
+@pytest.mark.parametrize(
+    "kwargs, message",
+    [
+        ({"duration": "12"}, "duration must be a positive number of seconds, got the string '12'; write the number without quotes"),
+        ({"duration": float("inf")}, "duration must be a positive number of seconds, got inf"),
+        ({"duration": float("nan")}, "duration must be a positive number of seconds, got nan"),
+        ({"metadata": "oops"}, "metadata must be a table of free data (key = value pairs), got the string 'oops'"),
+        ({"metadata": {1: "x"}}, "metadata keys must be strings, got 1"),
+        ({"seed": True}, "seed must be a whole number from 0 to 18446744073709551615, got true"),
+        ({"seed": 2**64}, "seed must be a whole number from 0 to 18446744073709551615, got 18446744073709551616"),
+        ({"seed": 10**40}, "got a 41-digit number"),
+        ({"width": True}, "width must be a positive whole number of pixels, got true"),
+        ({"num_scenes": "3"}, "num_scenes must be a whole number >= 1, got the string '3'; write it without quotes"),
+        ({"prompt": None}, "prompt must be text (a string), got nothing (null)"),
+        ({"style": 3}, "style must be text (a string) or unset, got 3; write it in quotes"),
+        ({"characters": 5}, "characters must be the character text of a script"),
+        ({"characters": [{"name": "Bob"}]}, "characters[0] must be a storysdk.Character (in a story file: a [[story.characters]] table"),
+        ({"start_image": 5}, "start_image must be the path of an image file (a string), a data:image URI or a PIL image, got 5"),
+    ],
+)
+def test_every_request_field_is_checked_with_the_fix(kwargs, message) -> None:
+    with pytest.raises(ConfigError) as info:
+        StoryRequest(**kwargs)
+    assert message in str(info.value)
+
+
+def test_the_largest_seed_is_accepted_and_fields_set_later_are_checked() -> None:
+    req = StoryRequest(script="a cat", seed=2**64 - 1, duration=3)
+    assert req.seed == 2**64 - 1 and req.duration == 3
+    with pytest.raises(ConfigError, match="seed must be a whole number"):
+        req.seed = -1
+    with pytest.raises(ConfigError, match="width must be a positive whole number"):
+        req.width = "64"
+    assert req.seed == 2**64 - 1 and req.width is None  # a refused value is not set
+    plan = make_plan()
+    with pytest.raises(ConfigError, match="seed must be a whole number"):
+        plan.seed = 10**26
+    plan.seed = 12
+    assert plan.seed == 12
+
+
+def test_character_fields_are_checked() -> None:
+    with pytest.raises(ConfigError, match="character name must be text"):
+        Character(5, "a man")  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match="character 'Bob': description must be text"):
+        Character("Bob", None)  # type: ignore[arg-type]
+    with pytest.raises(ConfigError, match=r"characters\[1\] has no name; give it a name"):
+        Character.from_dict({"description": "a man"}, where="characters[1]")
+
+
+def test_plan_errors_name_the_source_and_the_field(tmp_path) -> None:
+    data = make_plan().to_dict()
+    data["scenes"][1]["caption"] = 7
+    path = tmp_path / "p.json"
+    path.write_text(json.dumps(data))
+    with pytest.raises(ConfigError) as info:
+        StoryPlan.load(path)
+    assert str(info.value) == (f"plan file {str(path)!r}: malformed plan: scenes[1]: caption must be text (a string), "
+                               "got 7; write it in quotes")
+    path.write_bytes(b"\xff\xfe{}")
+    with pytest.raises(ConfigError, match=r"is not UTF-8 text \(byte 0xff at line 1, byte offset 0\); save it as UTF-8"):
+        StoryPlan.load(path)
+    path.write_bytes(b"\xef\xbb\xbf" + make_plan().to_json().encode())  # a byte-order mark is fine
+    assert StoryPlan.load(path) == make_plan()
+    with pytest.raises(ConfigError, match="is a folder"):
+        StoryPlan.load(tmp_path)
