@@ -265,7 +265,6 @@ class _DiTGenerator(Generator):
             for job, wave in zip(part, waves):
                 clip = wave[:, : int(job.seconds * rate)]  # trim, §1.7
                 samples = resample(clip, rate, o.target_sr) if o.target_sr != rate else clip
-                ctx.report(done + 1, total, job.scene.index, "clip decoded")
                 done += 1
                 yield AudioAsset(
                     job.scene.index,
@@ -281,6 +280,8 @@ class _DiTGenerator(Generator):
                         "guidance": o.guidance,
                     },
                 )
+                # after the yield: the pipeline has saved the clip before a cancel raises here
+                ctx.report(done, total, job.scene.index, "clip decoded")
 
 
 def _check_fits(scene: Scene, duration: float, pad: float, window: float) -> None:

@@ -176,6 +176,8 @@ class SinkStory:
             return StepOutput(clean_text(raw), raw, None, context, out.text_ids)
         # Replace the generated chain by the canonical block with the regressed features fed
         # back through the input resampler, exactly what a re-prefill would hold (§2 history).
+        if report is not None:  # before the block's forward call
+            report(len(out.gen_ids), max_new_tokens)
         drop = fed - (out.chain_start or 0)
         self.cache.crop(-drop)
         self._keep_fed(fed - drop, None)
