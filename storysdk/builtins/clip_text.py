@@ -151,6 +151,8 @@ class ClipTextTokenizer(Tokenizer):
         negatives = [n for _, n in prompts]
         # diffusers zeroes the negative embeddings only when negative_prompt is None.
         negative_arg = None if all(n is None for n in negatives) else [n or "" for n in negatives]
+        # the cancellation point after loading, before the encoders run (the pipeline's callback may raise)
+        ctx.report(0, len(scenes), None, f"encoding {len(scenes)} prompt(s)")
         with torch.no_grad():
             embeds, neg_embeds, pooled, neg_pooled = pipe.encode_prompt(
                 [p for p, _ in prompts],

@@ -19,7 +19,7 @@ from ..errors import ConfigError
 from ..interfaces import Generator, RenderContext
 from ..model import Asset, AudioAsset, Scene
 from ..options import DeviceOptions, Field
-from .diffusers_image import call_default, check_model_path, load_pipeline, pipeline_from_pretrained
+from .diffusers_image import call_default, check_model_path, load_pipeline, pipeline_from_pretrained, step_callbacks
 
 __all__ = ["DEFAULT_AUDIO_MODEL", "DiffusersAudioGenerator", "fit_length"]
 
@@ -148,8 +148,12 @@ class DiffusersAudioGenerator(Generator):
             if "output_type" in params:
                 kwargs["output_type"] = "np"
             steps = kwargs.get("num_inference_steps", call_default(pipe, "num_inference_steps"))
-            kwargs.update(_progress_kwargs(params, ctx, scene, steps))
+
+            def report(done: int, total: int, _scene: Scene = scene) -> None:  # raises to cancel the call
+                ctx.report(done, total, _scene.index, f"scene {_scene.index}")
+
             kwargs.update(opts.extra or {})
+            kwargs.update(step_callbacks(params, report, steps, opts.extra))
             audio = pipe(**kwargs).audios[0]
             samples = _as_channels_frames(audio)
             frames = int(round(duration * rate))
@@ -205,24 +209,6 @@ def _max_seconds(pipe: Any) -> float | None:
     if hop and size and rate:
         return float(size) * float(hop) / float(rate)
     return None
-
-
-def _progress_kwargs(params: Any, ctx: RenderContext, scene: Scene, steps: Any) -> dict[str, Any]:
-    total = int(steps or 0)
-    if "callback_on_step_end" in params:
-
-        def on_step_end(_pipe: Any, step: int, _t: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
-            ctx.report(step + 1, total, scene.index, f"scene {scene.index}")
-            return callback_kwargs
-
-        return {"callback_on_step_end": on_step_end}
-    if "callback" in params:  # older audio pipelines: callback(step, timestep, latents)
-
-        def callback(step: int, _t: Any, _latents: Any) -> None:
-            ctx.report(step + 1, total, scene.index, f"scene {scene.index}")
-
-        return {"callback": callback, "callback_steps": 1}
-    return {}
 
 
 def _as_channels_frames(audio: Any) -> np.ndarray:

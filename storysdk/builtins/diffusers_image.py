@@ -23,7 +23,7 @@ from ..options import DeviceOptions, Field
 if TYPE_CHECKING:
     import torch
 
-__all__ = ["DEFAULT_SDXL", "DiffusersImageGenerator", "scene_prompts"]
+__all__ = ["DEFAULT_SDXL", "DiffusersImageGenerator", "scene_prompts", "step_callbacks"]
 
 DEFAULT_SDXL = "stabilityai/stable-diffusion-xl-base-1.0"
 TINY_MODEL_NAME = "tiny-sdxl"
@@ -163,6 +163,49 @@ def call_default(pipe: Any, name: str) -> Any:
     if param is None or param.default is inspect.Parameter.empty:
         return None
     return param.default
+
+
+def step_callbacks(
+    params: Any, report: Callable[[int, int], None], steps: Any, extra: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """Keyword arguments that make a diffusers pipeline call ``report(done, total)`` after every denoising step.
+
+    ``report`` is the cancellation point (it raises to stop the call, within one step).
+    Pipelines with ``callback_on_step_end`` get it (``total``: the call's number of UNet/DiT
+    calls, ``pipe.num_timesteps``; ``steps`` where it is unknown); a callback the user gave in
+    ``extra`` still runs, after ``report``. Older pipelines get ``callback`` with
+    ``callback_steps=1``. A pipeline with neither reports nothing per step.
+    """
+    fallback = int(steps or 0)
+    own = dict(extra or {})
+    if "callback_on_step_end" in params:
+        theirs = own.get("callback_on_step_end")
+        out: dict[str, Any] = {}
+        inputs = getattr(theirs, "tensor_inputs", None)  # a diffusers PipelineCallback keeps its inputs here
+        if theirs is not None and not callable(theirs):
+            raise ConfigError(f"extra callback_on_step_end must be callable, got {theirs!r}")
+        if inputs is not None and "callback_on_step_end_tensor_inputs" not in own:
+            out["callback_on_step_end_tensor_inputs"] = list(inputs)
+
+        def on_step_end(pipe: Any, step: int, timestep: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
+            total = getattr(pipe, "num_timesteps", None)
+            report(step + 1, int(total) if isinstance(total, int) and total > 0 else fallback)
+            if theirs is not None:
+                return theirs(pipe, step, timestep, callback_kwargs)
+            return callback_kwargs
+
+        out["callback_on_step_end"] = on_step_end
+        return out
+    if "callback" in params:  # older pipelines: callback(step, timestep, latents) every callback_steps
+        theirs = own.get("callback")
+
+        def callback(step: int, timestep: Any, latents: Any) -> None:
+            report(step + 1, fallback)
+            if theirs is not None:
+                theirs(step, timestep, latents)
+
+        return {"callback": callback, "callback_steps": 1}
+    return {}
 
 
 class DiffusersImageGenerator(Generator):
@@ -385,16 +428,14 @@ class DiffusersImageGenerator(Generator):
             if any(n is not None for n in negatives) and "negative_prompt" in params:
                 kwargs["negative_prompt"] = [n or "" for n in negatives]
         steps = kwargs.get("num_inference_steps", call_default(pipe, "num_inference_steps"))
-        if "callback_on_step_end" in params:
-            label = f"scenes {', '.join(str(s.index) for s in batch)}"
-            scene_index = batch[0].index if len(batch) == 1 else None
+        label = f"scenes {', '.join(str(s.index) for s in batch)}"
+        scene_index = batch[0].index if len(batch) == 1 else None
 
-            def on_step_end(_pipe: Any, step: int, _t: Any, callback_kwargs: dict[str, Any]) -> dict[str, Any]:
-                ctx.report(step + 1, int(steps or 0), scene_index, label)
-                return callback_kwargs
+        def report(done: int, total: int) -> None:  # the cancellation point: raises to stop the call
+            ctx.report(done, total, scene_index, label)
 
-            kwargs["callback_on_step_end"] = on_step_end
         kwargs.update(opts.extra or {})
+        kwargs.update(step_callbacks(params, report, steps, opts.extra))
         images = pipe(**kwargs).images
         guidance = kwargs.get("guidance_scale", call_default(pipe, "guidance_scale"))
         members = [s.index for s in batch]
