@@ -12,6 +12,7 @@ import base64
 import io
 import json
 import math
+import reprlib
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal, Union
@@ -92,8 +93,8 @@ def _shown(value: Any) -> str:
         return "nothing (null)"
     if isinstance(value, bool):
         return "true" if value else "false"
-    if isinstance(value, int):
-        return str(value) if abs(value) < 10**30 else f"a {len(str(abs(value)))}-digit number"
+    if isinstance(value, int):  # not a huge one in full (str() even refuses ints over 4300 digits)
+        return str(value) if abs(value) < 10**30 else f"a number with more than 30 digits{' (negative)' if value < 0 else ''}"
     if isinstance(value, float):
         return repr(value)
     if isinstance(value, str):
@@ -105,8 +106,13 @@ def _shown(value: Any) -> str:
     return f"a {type(value).__name__} ({_short(value)})"
 
 
+_REPR = reprlib.Repr()
+_REPR.maxlevel, _REPR.maxstring, _REPR.maxother = 3, 40, 40
+
+
 def _short(value: Any) -> str:
-    text = repr(value)
+    """A bounded repr: deep, long or huge values are cut (``[[[...]]]``, ``'aaa...aaa'``)."""
+    text = _REPR.repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -173,12 +179,11 @@ def _known_keys(what: str, data: Mapping[str, Any], known: Iterable[str], *, whe
     from .options import suggest
 
     names = list(known)
-    unknown = sorted(str(k) for k in set(data) - set(names))
+    unknown = sorted(str(k)[:40] for k in set(data) - set(names))
     if unknown:
         hint = suggest(unknown[0], names)
-        raise ConfigError(
-            f"{where}unknown {what} field(s) {', '.join(unknown)}.{hint} Known fields: {', '.join(sorted(names))}"
-        )
+        shown = ", ".join(unknown[:5]) + (f" (+{len(unknown) - 5} more)" if len(unknown) > 5 else "")
+        raise ConfigError(f"{where}unknown {what} field(s) {shown}.{hint} Known fields: {', '.join(sorted(names))}")
 
 
 def _check_size(name: str, value: Any) -> None:
