@@ -14,7 +14,7 @@ from types import TracebackType
 from pathlib import Path
 from typing import Any
 
-from .cliargs import add_runtime_arguments, runtime_options
+from .cliargs import add_limit_arguments, add_runtime_arguments, limits_from_args, runtime_options
 from .errors import StorySDKError
 from .progress import ProgressBar
 
@@ -160,9 +160,53 @@ def _load(args: argparse.Namespace) -> Any:
     return sf
 
 
+def _cmd_limits(args: argparse.Namespace) -> int:
+    """``storysdk limits``: every limit with its value (the defaults, or with ``--limit`` flags), unit and meaning."""
+    from .limits import LIMITS
+
+    values = limits_from_args(args).to_dict()
+    if args.json:
+        data = {name: {"value": values[name], "unit": info.unit, "what": info.what, "why": info.why}
+                for name, info in LIMITS.items()}
+        print(json.dumps(data, indent=2))
+        return 0
+    rows = [("LIMIT", "VALUE", "UNIT", "BOUNDS")]
+    for name, info in LIMITS.items():
+        value = values[name]
+        shown = "none" if value is None else str(int(value)) if float(value).is_integer() else str(value)
+        rows.append((name, shown, info.unit, info.what))
+    _print_table(rows)
+    print("\nRaise or lower one with --limit NAME=VALUE (storysdk run, plan, serve; NAME=none: no limit),")
+    print("or Limits(NAME=VALUE) in Python (Pipeline(limits=...)). Why each default: docs/story-files.md#limits")
+    return 0
+
+
+def _pipeline(sf: Any, args: argparse.Namespace) -> Any:
+    """The story file's pipeline with the command's runtime options and limits (``--limit``)."""
+    pipe = sf.pipeline(defaults=runtime_options(args))
+    pipe.limits = limits_from_args(args)
+    return pipe
+
+
+def _weights_line(weights: dict[str, str]) -> str | None:
+    """The run summary's one line on which weights were used (components with the same weights
+    together); loud when ``preset='auto'`` fell back to the tiny preset."""
+    if not weights:
+        return None
+    groups: dict[str, list[str]] = {}
+    for who, used in weights.items():
+        groups.setdefault(used, []).append(who)
+    listed = "; ".join(f"{', '.join(whos)}: {used}" for used, whos in groups.items())
+    fell = [who for who, used in weights.items() if used.startswith("tiny (fallback:")]
+    if fell:
+        return (f"  weights: RANDOM TOY WEIGHTS, preset=auto fell back to the tiny preset for {len(fell)} of "
+                f"{len(weights)} components; {listed}")
+    return f"  weights: {listed}"
+
+
 def _cmd_plan(args: argparse.Namespace) -> int:
     sf = _load(args)
-    pipe = sf.pipeline(defaults=runtime_options(args))
+    pipe = _pipeline(sf, args)
     plan = pipe.plan(sf.request)
     text = plan.to_json() + "\n"
     if args.out == "-":
@@ -179,7 +223,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     from .model import StoryPlan
 
     sf = _load(args)
-    pipe = sf.pipeline(defaults=runtime_options(args))
+    pipe = _pipeline(sf, args)
     out = Path(args.out) if args.out else Path(sf.output.get("dir", Path("out") / Path(args.story).stem))
     plan = StoryPlan.load(args.plan) if args.plan else None
     if plan is not None and args.seed is not None:
@@ -192,6 +236,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             bar.close()
     print(f"story: {out}")
     print(f"  plan: {out / 'plan.json'}")
+    line = _weights_line(pipe.weights())
+    if line is not None:
+        print(line)
     for name, paths in story.files.items():
         for p in paths:
             print(f"  {name}: {p}")
@@ -218,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("story", help="story file (TOML)")
         sp.add_argument("--seed", type=int, help="override the story's seed")
         add_runtime_arguments(sp)
+        add_limit_arguments(sp)
 
     p = sub.add_parser("plan", help="write the plan JSON of a story file")
     common(p)
@@ -231,6 +279,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--overwrite", action="store_true", help="replace an output folder that holds another story")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_run)
+
+    p = sub.add_parser("limits", help="list the limits checked before any model loads, with their values")
+    add_limit_arguments(p)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=_cmd_limits)
 
     from .batch import add_parser as _add_batch
 

@@ -1,16 +1,20 @@
 """The runtime options of the commands that render (``plan``, ``run``, ``batch``): ``--preset``,
-``--device``, ``--dtype``.
+``--device``, ``--dtype``, and the limits (``--limit NAME=VALUE``).
 
-They reach the pipeline as *runtime* options (``Pipeline(runtime=...)``, ``StoryFile.pipeline(defaults=...)``):
-every component that declares the option gets it, the others are left alone.
+The runtime options reach the pipeline as *runtime* options (``Pipeline(runtime=...)``,
+``StoryFile.pipeline(defaults=...)``): every component that declares the option gets it, the
+others are left alone. The limits become the pipeline's :class:`~storysdk.limits.Limits`.
 """
 
 from __future__ import annotations
 
 import argparse
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["RUNTIME_OPTIONS", "add_runtime_arguments", "runtime_options"]
+if TYPE_CHECKING:
+    from .limits import Limits
+
+__all__ = ["RUNTIME_OPTIONS", "add_limit_arguments", "add_runtime_arguments", "limits_from_args", "runtime_options"]
 
 #: The command-line flags that become runtime options, with their help text.
 RUNTIME_OPTIONS: dict[str, str] = {
@@ -34,3 +38,22 @@ def runtime_options(args: argparse.Namespace) -> dict[str, Any]:
         if value is not None:
             out[key] = value
     return out
+
+
+def add_limit_arguments(parser: argparse.ArgumentParser) -> None:
+    """Add ``--limit NAME=VALUE`` (repeatable) to ``parser``; :func:`limits_from_args` reads it."""
+    parser.add_argument(
+        "--limit",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="raise or lower one limit checked before any model loads (repeatable), e.g. --limit steps=400, "
+        "--limit pixels=3072x3072, --limit scenes=none (no limit); 'storysdk limits' lists them",
+    )
+
+
+def limits_from_args(args: argparse.Namespace, base: Limits | None = None) -> Limits:
+    """The :class:`~storysdk.limits.Limits` of a command: ``base`` (default: the defaults) with its ``--limit`` flags."""
+    from .limits import Limits
+
+    return Limits.parse(getattr(args, "limit", None) or [], base=base)

@@ -59,7 +59,7 @@ class LimitError(ConfigError):
         self.value = value
         self.maximum = maximum
         self.where = where
-        how = "storysdk serve" if limit == "body" else "storysdk run, plan, batch or serve"
+        how = "storysdk serve" if limit == "body" else "storysdk run, plan or serve"
         owner = "ServerConfig.limits" if limit == "body" else "Pipeline(limits=...), ServerConfig.limits"
         super().__init__(
             f"{where} = {_shown(value)} is over the limit {limit} = {_shown(maximum)} ({what}); use a smaller "
