@@ -191,6 +191,8 @@ def resolve_weights(
     *,
     filename: str | None = None,
     warn: bool = True,
+    who: str = "",
+    option: str = "model",
 ) -> Weights:
     """Which weights to use, offline: ``preset`` against ``model`` (a path or a hub id).
 
@@ -201,7 +203,8 @@ def resolve_weights(
     a hub id that is not in the cache (or no model is given), with a :class:`UserWarning` unless
     ``warn=False``. A *path* that does not exist (absolute, ``./``, ``~``, several ``/``, a
     checkpoint file name: :func:`_looks_like_path`) is a :class:`ConfigError` under ``"auto"``:
-    a typo is not "no weights".
+    a typo is not "no weights". ``who`` (``"generator 'x'"``) and ``option`` (the option that
+    names the model) go into the messages.
     """
     if preset is None:
         return Weights("full", None if model is None else str(model))
@@ -217,8 +220,8 @@ def resolve_weights(
         return Weights("full", name)
     elif _looks_like_path(name):
         raise ConfigError(
-            f"preset='auto': the model path {name!r} does not exist (a path is never taken for 'no weights'); "
-            "fix the path, give a hub id, or use preset='tiny' for toy weights"
+            f"{who + ': ' if who else ''}preset='auto': the {option} path {name!r} does not exist (a path is "
+            "never taken for 'no weights'); fix the path, give a hub id, or use preset='tiny' for toy weights"
         )
     elif _in_hf_cache(name, filename):
         return Weights("full", name)
@@ -230,7 +233,7 @@ def resolve_weights(
         )
     if warn:
         warnings.warn(
-            f"preset='auto': {reason}, so the tiny preset (random toy weights) is used; "
+            f"{who + ': ' if who else ''}preset='auto': {reason}, so the tiny preset (random toy weights) is used; "
             "download the model or pass a local path to use real weights",
             UserWarning,
             stacklevel=2,
@@ -265,8 +268,9 @@ def weights_of(component: Any) -> str | None:
     fields = getattr(type(options), "model_fields", {})
     if "preset" not in fields:
         return None
-    model = next((getattr(options, k) for k in ("model", "checkpoint", "pretrained") if k in fields), None)
-    return str(resolve_weights(getattr(options, "preset"), model, warn=False))
+    key = next((k for k in ("model", "checkpoint", "pretrained") if k in fields), "model")
+    who = f"{getattr(component, 'kind', '')} {getattr(component, 'name', '')!r}".strip()
+    return str(resolve_weights(options.preset, getattr(options, key, None), warn=False, who=who, option=key))
 
 
 def _in_hf_cache(model: str, filename: str | None = None) -> bool:
@@ -363,7 +367,7 @@ def resolve(
     single-file checkpoint).
     """
     require_torch(who)
-    weights = resolve_weights(preset, model, filename=filename)
+    weights = resolve_weights(preset, model, filename=filename, who=who)
     key = weights.preset
     if key == "full" and needs_model and not model:
         raise ConfigError(

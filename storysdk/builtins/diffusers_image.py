@@ -272,7 +272,8 @@ class DiffusersImageGenerator(Generator):
 
         opts = self.options
         self._model = str(opts.model) if opts.model is not None else DEFAULT_SDXL
-        self._weights = resolve_weights(opts.preset, self._model)  # offline; 'auto' decides here
+        # offline; 'auto' decides here (a model path that does not exist is an error)
+        self._weights = resolve_weights(opts.preset, self._model, who=f"{self.kind} {self.name!r}")
         self._preset = self._weights.preset
         if self._preset == "full":
             self._model = check_model_path(self._model)

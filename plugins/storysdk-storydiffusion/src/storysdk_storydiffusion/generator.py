@@ -271,7 +271,7 @@ class StoryDiffusionGenerator(Generator):
             from .loading import resolve_model
 
             ref, single = resolve_model(self.options.model)
-            self._weights = resolve_weights(self.options.preset, ref, filename=single)
+            self._weights = resolve_weights(self.options.preset, ref, filename=single, who=f"generator {self.name!r}")
         return self._weights
 
     def model_name(self) -> str:
