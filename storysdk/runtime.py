@@ -433,3 +433,442 @@ def load_state_dict(
     # the keys named as expected-missing keep the module's own values; every key is loaded strictly
     full = {k: (state[k] if k in state else v) for k, v in own.items()}
     module.load_state_dict(full, strict=True)
+
+
+# -- loud readers of checkpoint files and folders ------------------------------------------
+# Every built-in and plugin loader reads weights and configs through these, so that a broken
+# file (truncated, empty, not JSON, an unsafe pickle, tensors of another model) is one
+# CheckpointError that names the file and the fix, never a library's raw error (issue 12).
+
+#: Suffixes of pickled torch checkpoints; they are only ever unpickled with ``weights_only=True``.
+TORCH_FILE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+#: Suffixes of weight files a model folder may hold (checked by :func:`find_broken_file`).
+WEIGHT_FILE_SUFFIXES = (".safetensors", *TORCH_FILE_SUFFIXES)
+_REFUSED_MARK = "weights only load failed"  # the start of torch's weights_only refusal message
+_MAX_SCANNED_FILES = 5000
+
+
+def _reason(exc: BaseException) -> str:
+    """``Type: first sentence`` of ``exc`` for a message: short, and never a library's advice to
+    unpickle with ``weights_only=False`` or to ignore mismatched sizes (both load what is unsafe or random)."""
+    text = str(exc).strip()
+    text = text.splitlines()[0] if text else ""
+    text = text.split(". ")[0].strip().rstrip(".")
+    if "weights_only" in text or "ignore_mismatched_sizes" in text or "low_cpu_mem_usage" in text:
+        text = ""
+    if isinstance(exc, EOFError) and not text:
+        text = "the file ends before its data does"
+    if len(text) > 240:
+        text = text[:240] + "..."
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _hides_unsafe_advice(exc: BaseException | None) -> bool:
+    """Whether ``exc`` or an exception it was raised from carries torch's ``weights_only=False`` advice."""
+    seen = 0
+    while exc is not None and seen < 20:
+        if "weights_only" in str(exc):
+            return True
+        exc = exc.__cause__ or exc.__context__
+        seen += 1
+    return False
+
+
+def _cause(exc: BaseException) -> BaseException | None:
+    """What a CheckpointError is raised ``from``: ``exc``, unless its chain suggests unsafe unpickling."""
+    return None if _hides_unsafe_advice(exc) else exc
+
+
+def _is_refusal(exc: BaseException) -> bool:
+    return _REFUSED_MARK in str(exc).lower()
+
+
+def _refused_globals(exc: BaseException) -> list[str]:
+    import re
+
+    names = re.findall(r"GLOBAL ([A-Za-z_][\w.]*)", str(exc))
+    return sorted(set(names))
+
+
+def _check_file(file: Path, what: str) -> None:
+    """A :class:`CheckpointError` unless ``file`` is an existing, readable, non-empty file."""
+    if not file.exists():
+        raise CheckpointError(
+            f"{what} file {str(file)!r} does not exist; check the path, or download the checkpoint (again) to it"
+        )
+    if not file.is_file():
+        raise CheckpointError(f"{what} {str(file)!r} is a folder, not a file; give the path of the weights file in it")
+    try:
+        size = file.stat().st_size
+        with open(file, "rb"):
+            pass
+    except OSError as exc:
+        raise CheckpointError(
+            f"{what} file {str(file)!r} cannot be read ({_reason(exc)}); make it readable or copy it to a folder you own"
+        ) from exc
+    if size == 0:
+        raise CheckpointError(
+            f"{what} file {str(file)!r} is empty (0 bytes): its download or copy did not finish; download it again"
+        )
+
+
+def _damaged(file: Path, what: str, kind: str, exc: BaseException) -> CheckpointError:
+    return CheckpointError(
+        f"{what} file {str(file)!r} is truncated or damaged: it is not a complete {kind} ({_reason(exc)}); "
+        "download it again"
+    )
+
+
+def _refused(file: Path, what: str, exc: BaseException) -> CheckpointError:
+    names = _refused_globals(exc)
+    holds = f" ({', '.join(names)})" if names else ""
+    return CheckpointError(
+        f"{what} file {str(file)!r} was refused as unsafe: it is a pickle that holds Python objects other "
+        f"than tensors{holds}, and unpickling those can run code. storysdk never unpickles such a file; "
+        "get these weights as .safetensors, or as a plain state dict of tensors, from a source you trust"
+    )
+
+
+def load_torch_file(path: str | os.PathLike[str], *, what: str = "checkpoint", map_location: Any = "cpu") -> Any:
+    """What a pickled torch checkpoint (``.bin``/``.pt``/``.ckpt``) holds, unpickled with ``weights_only=True``.
+
+    Zip-format files (what ``torch.save`` writes since torch 1.6) are memory-mapped. Every
+    failure is a :class:`CheckpointError` naming the file (``what`` says which one it is): a
+    file that is missing or empty, one that is truncated or damaged (download it again), and a
+    pickle that holds more than tensors and plain containers, which is refused as unsafe
+    (unpickling it could run code; the message names the refused globals). There is no switch
+    that unpickles such a file anyway.
+    """
+    import pickle
+    import zipfile
+
+    import torch
+
+    file = Path(path)
+    _check_file(file, what)
+    try:
+        mmap = zipfile.is_zipfile(file)
+    except OSError:
+        mmap = False
+    oom = tuple(c for c in (MemoryError, getattr(torch, "OutOfMemoryError", None)) if isinstance(c, type))
+    try:
+        return torch.load(str(file), map_location=map_location, weights_only=True, mmap=mmap)
+    except oom:
+        raise
+    except pickle.UnpicklingError as exc:
+        if _is_refusal(exc):
+            raise _refused(file, what, exc) from None
+        raise _damaged(file, what, "torch checkpoint", exc) from exc
+    except Exception as exc:  # noqa: BLE001 - zip, pickle and storage errors have many types
+        if _is_refusal(exc):
+            raise _refused(file, what, exc) from None
+        raise _damaged(file, what, "torch checkpoint", exc) from _cause(exc)
+
+
+def read_json_config(path: str | os.PathLike[str], *, what: str = "config") -> dict[str, Any]:
+    """The JSON object in ``path`` (a ``config.json``, ``model_index.json``, shard index, ...).
+
+    A file that is missing, empty, not UTF-8, not JSON (the message gives the line and column)
+    or that holds something other than an object is a :class:`CheckpointError` naming it.
+    """
+    import json
+
+    file = Path(path)
+    if not file.is_file():
+        raise CheckpointError(
+            f"{what} {str(file)!r} does not exist; the folder is incomplete: download it again (with its JSON files)"
+        )
+    try:
+        text = file.read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise CheckpointError(
+            f"{what} {str(file)!r} is not UTF-8 text (a binary or damaged file?); download it again"
+        ) from exc
+    except OSError as exc:
+        raise CheckpointError(f"{what} {str(file)!r} cannot be read ({_reason(exc)}); make it readable") from exc
+    if not text.strip():
+        raise CheckpointError(f"{what} {str(file)!r} is empty: its download did not finish; download it again")
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise CheckpointError(
+            f"{what} {str(file)!r} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+            "download it again or restore the original file"
+        ) from exc
+    except RecursionError as exc:
+        raise CheckpointError(f"{what} {str(file)!r} is nested too deeply to be a config; restore the original file") from exc
+    if not isinstance(data, dict):
+        raise CheckpointError(
+            f"{what} {str(file)!r} holds a JSON {type(data).__name__}, where an object of settings "
+            "({...}) is expected; restore the original file"
+        )
+    return data
+
+
+def safetensors_keys(path: str | os.PathLike[str], *, what: str = "checkpoint") -> list[str]:
+    """The tensor names of a ``.safetensors`` file, read from its header only (no tensor is loaded).
+
+    The header check covers the whole file, so a truncated file is caught here: a missing,
+    empty, truncated or damaged file is a :class:`CheckpointError` naming it.
+    """
+    return list(load_safetensors_subset(path, lambda _key: False, what=what, keys_only=True))
+
+
+def load_safetensors_subset(
+    path: str | os.PathLike[str],
+    keep: Any,
+    *,
+    what: str = "checkpoint",
+    device: str = "cpu",
+    keys_only: bool = False,
+) -> dict[str, Any]:
+    """The tensors of a ``.safetensors`` file whose names ``keep(name)`` accepts (the others are not read).
+
+    For shards of which a loader needs a part (the visual tower of a multimodal checkpoint,
+    the layers a checkpoint lacks). ``keys_only=True`` maps every name to ``None`` instead.
+    A missing, empty, truncated or damaged file is a :class:`CheckpointError` naming it.
+    """
+    from safetensors import SafetensorError, safe_open
+
+    file = Path(path)
+    _check_file(file, what)
+    try:
+        with safe_open(str(file), framework="pt", device=device) as fh:
+            names = list(fh.keys())
+            if keys_only:
+                return dict.fromkeys(names)
+            return {k: fh.get_tensor(k) for k in names if keep(k)}
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise _damaged(file, what, "safetensors file", exc) from exc
+
+
+def check_weights_file(path: str | os.PathLike[str], *, what: str = "checkpoint") -> None:
+    """Check that a weights file is complete and safe to load, without loading its tensors.
+
+    ``.safetensors``: the header and that the file covers every tensor; a torch pickle: it
+    unpickles with ``weights_only=True`` (onto the meta device). A :class:`CheckpointError`
+    naming the file otherwise (see :func:`load_torch_file`). Other suffixes: only that the file
+    exists and is not empty.
+    """
+    file = Path(path)
+    if file.suffix == ".safetensors":
+        safetensors_keys(file, what=what)
+    elif file.suffix in TORCH_FILE_SUFFIXES:
+        load_torch_file(file, what=what, map_location="meta")
+    else:
+        _check_file(file, what)
+
+
+def find_broken_file(folder: str | os.PathLike[str], *, what: str = "model") -> CheckpointError | None:
+    """The :class:`CheckpointError` of the first unreadable file in a model folder, or ``None``.
+
+    Reads every ``*.json`` file (is it JSON?) and checks every weights file
+    (:func:`check_weights_file`) under ``folder``, hidden folders skipped. Loaders call it
+    when a library failed to load a folder, to name the file that broke and why.
+    """
+    import json
+
+    root = Path(folder)
+    if not root.is_dir():
+        return None
+    files = sorted(
+        p for p in root.rglob("*") if not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )[:_MAX_SCANNED_FILES]
+    for file in files:
+        if not file.is_file():
+            continue
+        try:
+            if file.suffix == ".json":
+                try:
+                    text = file.read_text(encoding="utf-8")
+                    json.loads(text)
+                except (UnicodeDecodeError, json.JSONDecodeError, RecursionError, OSError):
+                    read_json_config(file, what=f"{what} file")  # raises the precise error
+            elif file.suffix in WEIGHT_FILE_SUFFIXES:
+                check_weights_file(file, what=what)
+        except CheckpointError as err:
+            return err
+    return None
+
+
+def _local_folder(source: str | os.PathLike[str]) -> Path | None:
+    """``source`` as a local folder: itself, or a hub id's snapshot in the local cache (offline)."""
+    path = Path(os.path.expanduser(str(source)))
+    if path.is_dir():
+        return path
+    if importlib.util.find_spec("huggingface_hub") is None:
+        return None
+    try:
+        from huggingface_hub import snapshot_download
+
+        return Path(snapshot_download(str(source), local_files_only=True))
+    except Exception:  # noqa: BLE001 - not a repo id, not cached, ...
+        return None
+
+
+def _shape_mismatch(text: str) -> tuple[str, str, str] | None:
+    import re
+
+    found = re.search(r"because (\S+) expected shape (.+?), but got (.+?)\.(?:\s|$)", text)
+    return (found.group(1), found.group(3), found.group(2)) if found else None
+
+
+def _pretrained_error(where: str, exc: BaseException, label: str) -> CheckpointError:
+    """The error for a library's failed ``from_pretrained`` of the folder ``where``: the broken file if
+    one is found, else the library's reason with the fix."""
+    folder = _local_folder(where)
+    if folder is not None:
+        broken = find_broken_file(folder, what=label)
+        if broken is not None:
+            return broken
+    shape = _shape_mismatch(str(exc))
+    if shape is not None:
+        key, got, want = shape
+        return CheckpointError(
+            f"{label} in {where!r}: tensor {key} has shape {got} in the weights file but {want} by its "
+            "config.json: the weights and the config are of different models; download the folder again"
+        )
+    return CheckpointError(
+        f"could not load {label} from {where!r} ({_reason(exc)}); check that the folder is complete "
+        "(config.json and its weights) and that its config.json is the model's own, or download it again"
+    )
+
+
+def _is_transformers_model(cls: Any) -> bool:
+    try:
+        from transformers import PreTrainedModel
+    except ImportError:
+        return False
+    return isinstance(cls, type) and issubclass(cls, PreTrainedModel)
+
+
+def _check_loading_info(info: Mapping[str, Any], where: str, label: str, cls_name: str) -> None:
+    """Raise when a library's loading report lists a key it could not account for."""
+    missing = sorted(str(k) for k in info.get("missing_keys") or ())
+    unexpected = sorted(str(k) for k in info.get("unexpected_keys") or ())
+    mismatched = []
+    for entry in info.get("mismatched_keys") or ():
+        if isinstance(entry, (tuple, list)) and len(entry) == 3:
+            mismatched.append(f"{entry[0]}: checkpoint {tuple(entry[1])} vs model {tuple(entry[2])}")
+        else:
+            mismatched.append(str(entry))
+    if mismatched:
+        raise CheckpointError(
+            f"{label} in {where!r}: {len(mismatched)} tensor(s) have other shapes than its config.json gives "
+            f"{cls_name} (weights and config of different models?): " + "; ".join(sorted(mismatched)[:10])
+            + "; download the folder again"
+        )
+    errors = [str(e) for e in info.get("error_msgs") or ()]
+    if missing or unexpected or errors:
+        raise CheckpointError(
+            f"{label} in {where!r} does not match {cls_name}: it is not the checkpoint this model loads, or "
+            "it is incomplete; download the folder again"
+            + (f" ({'; '.join(errors[:3])})" if errors else ""),
+            missing=missing,
+            unexpected=unexpected,
+        )
+
+
+def load_pretrained(
+    cls: Any, source: str | os.PathLike[str], *, subfolder: str | None = None, what: str | None = None, **kwargs: Any
+) -> Any:
+    """``cls.from_pretrained(source, subfolder=...)`` for one diffusers or transformers model, every key accounted for.
+
+    The library's own loading report is checked (``output_loading_info=True``): weights the
+    files lack (which the library would initialise at random), tensors the model does not
+    have, and tensors of another shape are a :class:`CheckpointError` with the lists, instead
+    of a warning and a model that renders noise. A file the library could not read (truncated,
+    empty, not JSON, an unsafe pickle) is found and named (:func:`find_broken_file`).
+    ``kwargs`` go to ``from_pretrained`` (``dtype``, ...); ``what`` names the model in messages.
+    """
+    src = os.path.expanduser(os.fspath(source))
+    where = str(Path(src) / subfolder) if subfolder else src
+    label = what or f"{getattr(cls, '__name__', 'model')} weights"
+    extra: dict[str, Any] = {"subfolder": subfolder} if subfolder else {}
+    if _is_transformers_model(cls):
+        # mismatched shapes are then listed in the report (and refused below), not raised without their names
+        extra["ignore_mismatched_sizes"] = True
+    try:
+        model, info = cls.from_pretrained(src, output_loading_info=True, **extra, **kwargs)
+    except (CheckpointError, ConfigError):
+        raise
+    except ImportError as exc:
+        raise ConfigError(f"{label} needs a package that is not installed ({exc}); install it and retry") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - the libraries raise OSError, ValueError, SafetensorError, ...
+        raise _pretrained_error(where, exc, label) from _cause(exc)
+    _check_loading_info(info, where, label, getattr(cls, "__name__", "the model"))
+    return model
+
+
+def _model_class(library: str, name: str) -> Any:
+    """The torch model class a ``model_index.json`` entry names, or ``None`` (a tokenizer, a scheduler, unknown)."""
+    import importlib
+
+    cls = None
+    for module in (library, f"diffusers.pipelines.{library}"):
+        try:
+            cls = getattr(importlib.import_module(module), name, None)
+        except ImportError:
+            continue
+        if cls is not None:
+            break
+    if not isinstance(cls, type):
+        return None
+    from diffusers import ModelMixin
+
+    return cls if issubclass(cls, ModelMixin) or _is_transformers_model(cls) else None
+
+
+def load_pretrained_pipeline(cls: Any, model: str | os.PathLike[str], *, what: str = "model", **kwargs: Any) -> Any:
+    """``cls.from_pretrained(model, **kwargs)`` for a diffusers pipeline, every model component strict.
+
+    ``model`` is a local folder or a hub id (fetched or taken from the cache as diffusers
+    does). Each torch model named in ``model_index.json`` (unet, vae, text encoders, ...) is
+    loaded with :func:`load_pretrained`, so a missing, unexpected or wrongly shaped tensor is a
+    :class:`CheckpointError` naming the component's folder; a component given in ``kwargs``
+    (``unet=None``, ...) is used as given. A file that cannot be read is named
+    (:func:`find_broken_file`); a hub id that is neither reachable nor cached is a
+    :class:`ConfigError` with the fixes.
+    """
+    source = os.path.expanduser(os.fspath(model))
+    if os.path.isdir(source):
+        folder = source
+    else:
+        try:
+            folder = os.fspath(cls.download(source))
+        except (CheckpointError, ConfigError):
+            raise
+        except Exception as exc:  # noqa: BLE001 - offline, unknown repo, gated repo, ...
+            raise ConfigError(
+                f"could not fetch {what} {source!r} ({_reason(exc)}); give a local folder (save_pretrained "
+                "layout), a hub id reachable from here (or already in the local cache), or preset='tiny' for toy weights"
+            ) from _cause(exc)
+    index = read_json_config(Path(folder) / "model_index.json", what=f"{what} index")
+    dtype_only = {k: v for k, v in kwargs.items() if k in ("dtype", "torch_dtype")}
+    parts: dict[str, Any] = {}
+    for name, entry in index.items():
+        if name.startswith("_") or name in kwargs:
+            continue
+        if not (isinstance(entry, list) and len(entry) == 2 and all(isinstance(x, str) for x in entry)):
+            continue  # [null, null]: an optional component that is absent
+        klass = _model_class(entry[0], entry[1])
+        if klass is None:
+            continue
+        if not (Path(folder) / name).is_dir():
+            raise CheckpointError(
+                f"{what} {folder!r} is incomplete: its model_index.json names the component {name!r} "
+                f"({entry[1]}), but the folder {str(Path(folder) / name)!r} does not exist; download the model again"
+            )
+        parts[name] = load_pretrained(klass, folder, subfolder=name, what=f"{what} {name}", **dtype_only)
+    try:
+        return cls.from_pretrained(folder, **parts, **kwargs)
+    except (CheckpointError, ConfigError):
+        raise
+    except ImportError as exc:  # e.g. Stable Audio's scheduler needs torchsde
+        raise ConfigError(f"{what} {source!r} needs a package that is not installed: {exc}; install it and retry") from exc
+    except MemoryError:
+        raise
+    except Exception as exc:  # noqa: BLE001 - tokenizers, schedulers, configs: many error types
+        raise _pretrained_error(folder, exc, what) from _cause(exc)

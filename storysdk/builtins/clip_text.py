@@ -23,7 +23,6 @@ from .diffusers_image import (
     TINY_MODEL_NAME,
     check_model_path,
     check_offload,
-    load_error,
     scene_prompts,
 )
 
@@ -122,14 +121,12 @@ class ClipTextTokenizer(Tokenizer):
                     vae=None, unet=None, scheduler=EulerDiscreteScheduler(), **text
                 )
             else:
-                from ..runtime import dtype_kwargs
+                from ..runtime import dtype_kwargs, load_pretrained_pipeline
 
-                try:
-                    pipe = StableDiffusionXLPipeline.from_pretrained(
-                        self._model, unet=None, vae=None, **dtype_kwargs(r.dtype)
-                    )
-                except (OSError, ValueError) as exc:
-                    raise load_error(self._model, exc) from exc
+                # every text-encoder key accounted for; a broken file is named (CheckpointError)
+                pipe = load_pretrained_pipeline(
+                    StableDiffusionXLPipeline, self._model, what="model", unet=None, vae=None, **dtype_kwargs(r.dtype)
+                )
             for enc in (pipe.text_encoder, pipe.text_encoder_2):
                 if enc is not None:
                     # with offload the encoders stay on the CPU; accelerate's hooks move them per call

@@ -84,19 +84,16 @@ def load_error(model: str, exc: BaseException, hint: str = "") -> ConfigError:
 
 
 def pipeline_from_pretrained(model: str, dtype: torch.dtype) -> Any:
-    """``DiffusionPipeline.from_pretrained`` with the SDK's errors (missing package, bad model)."""
+    """``DiffusionPipeline.from_pretrained`` with the SDK's errors, through
+    :func:`storysdk.runtime.load_pretrained_pipeline`: every model component loads strictly (a
+    missing, unexpected or wrongly shaped tensor is a :class:`~storysdk.errors.CheckpointError`
+    naming its folder), a broken file (truncated, empty, not JSON, an unsafe pickle) is named,
+    a missing package or an unreachable hub id is a :class:`ConfigError`."""
     from diffusers import DiffusionPipeline
 
-    from ..runtime import dtype_kwargs
+    from ..runtime import dtype_kwargs, load_pretrained_pipeline
 
-    try:
-        return DiffusionPipeline.from_pretrained(model, **dtype_kwargs(dtype))
-    except ImportError as exc:  # e.g. Stable Audio's scheduler needs torchsde
-        raise ConfigError(
-            f"model {model!r} needs a package that is not installed: {exc}; install it and retry"
-        ) from exc
-    except (OSError, ValueError) as exc:
-        raise load_error(model, exc) from exc
+    return load_pretrained_pipeline(DiffusionPipeline, model, what="model", **dtype_kwargs(dtype))
 
 
 def check_offload(who: str, offload: str | None, device: torch.device) -> None:
@@ -331,15 +328,7 @@ class DiffusersImageGenerator(Generator):
         kwargs: dict[str, Any] = dtype_kwargs(dtype)
         if self.options.config is not None:
             kwargs["config"] = self.options.config
-        try:
-            return cls.from_single_file(model, **kwargs)
-        except (OSError, ValueError, KeyError, TypeError) as exc:
-            raise load_error(
-                model,
-                exc,
-                f"A single-file checkpoint loads as {cls.__name__} and needs its base model's diffusers "
-                "configs: pass config='<local diffusers folder of the base model>' (or reach the hub once).",
-            ) from exc
+        return single_file_pipeline(cls, model, kwargs)
 
     def check_plan(self, plan: StoryPlan) -> None:
         """Refuse a plan whose picture size is not a multiple of 8 (unless this generator's own size replaces it)."""
@@ -527,14 +516,56 @@ def _check_size(label: str, value: int | None, where: str | None = None) -> None
 
 
 def _is_sdxl_single_file(path: str) -> bool:
+    """Whether a single-file checkpoint is SDXL's (it has the second text encoder); a file that is
+    truncated, empty, damaged or an unsafe pickle is a :class:`~storysdk.errors.CheckpointError` here,
+    before diffusers reads it (the pickle is read with ``weights_only=True`` onto the meta device)."""
+    from ..errors import CheckpointError
+    from ..runtime import load_torch_file, safetensors_keys
+
     if path.endswith(".safetensors"):
-        from safetensors import safe_open
-
-        with safe_open(path, framework="pt") as f:
-            return _SDXL_SINGLE_FILE_KEY in set(f.keys())
-    import torch
-
-    state = torch.load(path, map_location="meta", weights_only=True)
-    state = state.get("state_dict", state)
+        return _SDXL_SINGLE_FILE_KEY in set(safetensors_keys(path, what="single-file checkpoint"))
+    state = load_torch_file(path, what="single-file checkpoint", map_location="meta")
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise CheckpointError(
+            f"single-file checkpoint {path!r} holds a {type(state).__name__}, not a state dict of tensors; "
+            "give an SDXL or SD 1.5 .safetensors/.ckpt checkpoint"
+        )
     return _SDXL_SINGLE_FILE_KEY in state
+
+
+def single_file_pipeline(cls: Any, path: str, kwargs: dict[str, Any]) -> Any:
+    """``cls.from_single_file(path, **kwargs)``, its failures one clear error naming the file.
+
+    The file itself was checked (complete, safe) before; what is left is a checkpoint diffusers
+    cannot map onto ``cls`` (another architecture, weights missing) or configs it cannot find.
+    """
+    from ..errors import CheckpointError, StorySDKError
+    from ..runtime import load_torch_file
+
+    try:
+        return cls.from_single_file(path, **kwargs)
+    except StorySDKError:
+        raise
+    except ImportError as exc:
+        raise ConfigError(f"model {path!r} needs a package that is not installed: {exc}; install it and retry") from exc
+    except MemoryError:
+        raise
+    except OSError as exc:  # the configs: no config= folder and no hub
+        raise load_error(
+            path,
+            exc,
+            f"A single-file checkpoint loads as {cls.__name__} and needs its base model's diffusers "
+            "configs: pass config='<local diffusers folder of the base model>' (or reach the hub once).",
+        ) from exc
+    except Exception as exc:  # noqa: BLE001 - diffusers' conversion raises many error types
+        if not path.endswith(".safetensors"):
+            load_torch_file(path, what="single-file checkpoint", map_location="meta")  # an unsafe pickle is named so
+        message = str(exc).splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"single-file checkpoint {path!r} does not load as {cls.__name__} ({type(exc).__name__}: {message[:240]}); "
+            "it is incomplete or of another architecture: give a complete SDXL or SD 1.5 checkpoint, or pass "
+            "config='<diffusers folder of its base model>' when its architecture differs from the default"
+        ) from exc
 

@@ -50,5 +50,15 @@ def lora_deltas_and_plain(
     unpaired = sorted(set(a) ^ set(b))
     if unpaired:
         raise CheckpointError("LoRA A/B weights come in pairs; these have only one half", missing=unpaired)
+    wrong = [
+        f"{k}: lora_A {tuple(a[k].shape)}, lora_B {tuple(b[k].shape)}"
+        for k in sorted(a)
+        if a[k].dim() != 2 or b[k].dim() != 2 or b[k].shape[1] != a[k].shape[0]
+    ]
+    if wrong:  # B (out x r) @ A (r x in) needs the same rank r on both sides
+        raise CheckpointError(
+            f"{len(wrong)} LoRA pair(s) have shapes that do not multiply (B is out x r, A is r x in, "
+            "docs/audiostory.md §4): the checkpoint is damaged or not AudioStory's: " + "; ".join(wrong[:10])
+        )
     deltas = {k: (b[k].float() @ a[k].float()) * scale for k in a}
     return plain, deltas, superseded

@@ -6,12 +6,13 @@ tensor of a file must be used and every tensor of the module found: the modules 
 listing the missing and unexpected keys. Only the frozen sin-cos tables (``*pos_embed``) may be
 absent: they are recomputed (§9). ``.safetensors`` files are read with
 :func:`storysdk.runtime.load_safetensors`; pickled ``.bin``/``.pt`` files with
-``torch.load(..., weights_only=True)``.
+:func:`storysdk.runtime.load_torch_file` (``torch.load(..., weights_only=True)``). A file that is
+missing, empty, truncated or damaged, a pickle refused as unsafe, a shard index that is not JSON
+or names no shards: each is a :class:`~storysdk.errors.CheckpointError` naming the file and the fix.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -30,21 +31,34 @@ def read_state_dict(path: str | Path, what: str = "checkpoint") -> dict[str, tor
         from storysdk.runtime import load_safetensors
 
         return load_safetensors(p, what=what)
-    try:
-        state = torch.load(str(p), map_location="cpu", weights_only=True)
-    except Exception as exc:  # noqa: BLE001 - pickle/zip errors have many types
-        raise CheckpointError(f"cannot read {str(p)!r} as a torch checkpoint ({exc}); is the download complete?") from exc
+    from storysdk.runtime import load_torch_file
+
+    state = load_torch_file(p, what=what)  # truncated, empty or unsafe: a CheckpointError naming the file
     if isinstance(state, Mapping) and "state_dict" in state and isinstance(state["state_dict"], Mapping):
         state = state["state_dict"]
-    if not isinstance(state, Mapping) or not all(isinstance(v, torch.Tensor) for v in state.values()):
-        raise CheckpointError(f"{str(p)!r} is not a state_dict of tensors; give the weights file itself")
+    if not isinstance(state, Mapping) or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+        raise CheckpointError(
+            f"{what} file {str(p)!r} holds a {type(state).__name__} that is not a state_dict of tensors; "
+            "give the weights file itself (§1.6 layout)"
+        )
     return dict(state)
 
 
 def _shards(folder: Path) -> list[Path]:
+    from storysdk.runtime import read_json_config
+
     for index in ("model.safetensors.index.json", "pytorch_model.bin.index.json"):
         if (folder / index).is_file():
-            names = sorted(set(json.loads((folder / index).read_text())["weight_map"].values()))
+            weight_map = read_json_config(folder / index, what="shard index").get("weight_map")
+            if not isinstance(weight_map, dict) or not weight_map or not all(
+                isinstance(v, str) and v and "/" not in v and "\\" not in v and v not in (".", "..")
+                for v in weight_map.values()
+            ):
+                raise CheckpointError(
+                    f"shard index {str(folder / index)!r} has no weight_map of shard file names; "
+                    "download the checkpoint's index file again"
+                )
+            names = sorted(set(weight_map.values()))
             absent = [n for n in names if not (folder / n).is_file()]
             if absent:
                 raise CheckpointError(
@@ -65,12 +79,10 @@ def read_prefixed(folder: str | Path, prefix: str) -> dict[str, torch.Tensor]:
     out: dict[str, torch.Tensor] = {}
     for shard in _shards(Path(folder)):
         if shard.suffix == ".safetensors":
-            from safetensors import safe_open
+            from storysdk.runtime import load_safetensors_subset
 
-            with safe_open(str(shard), framework="pt") as fh:
-                for key in fh.keys():
-                    if key.startswith(prefix):
-                        out[key[len(prefix):]] = fh.get_tensor(key)
+            part = load_safetensors_subset(shard, lambda key: key.startswith(prefix), what="checkpoint shard")
+            out.update((key[len(prefix):], tensor) for key, tensor in part.items())
         else:
             out.update(split_prefix(read_state_dict(shard, what="checkpoint shard"), prefix))
     if not out:

@@ -31,6 +31,7 @@ __all__ = [
     "load_detokenizer_weights",
     "load_mllm",
     "load_resamplers",
+    "load_sdxl_parts",
     "load_vit",
     "merge_sft",
     "resamplers",
@@ -165,8 +166,10 @@ def merge_sft(llm: Any, state: dict[str, torch.Tensor], scale: float = LORA_SCAL
     for target, a, b in lora:
         w = updates.get(target, own[target]).float()
         A, B = state[a].float(), state[b].float()
-        if A.shape[1] != w.shape[1] or B.shape[0] != w.shape[0] or A.shape[0] != B.shape[1]:
-            raise CheckpointError(f"george_sft: LoRA shapes of {target} do not fit {tuple(w.shape)}")
+        if A.dim() != 2 or B.dim() != 2 or A.shape[1] != w.shape[1] or B.shape[0] != w.shape[0] or A.shape[0] != B.shape[1]:
+            raise CheckpointError(
+                f"george_sft: the LoRA of {target} (A {tuple(A.shape)}, B {tuple(B.shape)}) does not fit its weight "
+                f"{tuple(w.shape)}: B (out x r) @ A (r x in) must match it (§1.3); the file is damaged or of another model")
         updates[target] = w + scale * (B @ A)
     own.update({k: v.to(own[k].dtype) for k, v in updates.items()})
     llm.load_state_dict(own, strict=True)
@@ -176,12 +179,29 @@ def load_mllm(pretrained: str | Path, sizes: Sizes, dtype: torch.dtype = torch.f
     """Llama-2-7b-hf + resize to the tokenizer + george_sft (LoRA merged, §1.3) + resamplers (§1.2)."""
     from transformers import LlamaForCausalLM
 
-    tok = load_tokenizer(layout_path(pretrained, "tokenizer"))
+    from storysdk.errors import StorySDKError
+    from storysdk.runtime import find_broken_file, load_pretrained
+
+    tok_dir = layout_path(pretrained, "tokenizer")
+    try:
+        tok = load_tokenizer(tok_dir)
+    except StorySDKError as exc:  # a broken tokenizer file is named, not only its folder
+        broken = find_broken_file(tok_dir, what="tokenizer")
+        if broken is None:
+            raise
+        raise broken from exc
+    except Exception as exc:  # noqa: BLE001 - the tokenizers library raises its own error types
+        raise find_broken_file(tok_dir, what="tokenizer") or CheckpointError(
+            f"could not read the tokenizer in {str(tok_dir)!r} ({type(exc).__name__}: {exc}); download "
+            "cvlm_llama2_tokenizer there again (§1.6)"
+        ) from exc
     ids = resolve_special_ids(tok)
     llama_dir = layout_path(pretrained, "llama")
     if not llama_dir.is_dir():
         raise CheckpointError(f"Llama folder {str(llama_dir)!r} does not exist; download meta-llama/Llama-2-7b-hf there")
-    llm = LlamaForCausalLM.from_pretrained(str(llama_dir), dtype=torch.float32, attn_implementation="sdpa")
+    # every key accounted for (a missing tensor is an error, not a random weight); broken files named
+    llm = load_pretrained(LlamaForCausalLM, llama_dir, what="Llama-2-7b-hf", dtype=torch.float32,
+                          attn_implementation="sdpa")
     llm.resize_token_embeddings(len(tok))  # §1.3 step 2 (32066)
     state = read_state_dict(layout_path(pretrained, "sft"), what="george_sft checkpoint")
     known = ("llm.", "input_resampler.", "output_resampler.")
@@ -202,6 +222,36 @@ def load_resamplers(state: dict[str, torch.Tensor], sizes: Sizes, dim: int, *, s
         load_state_dict(module, split_prefix(state, prefix), ignore_missing=("pos_embed",),
                         source=f"{source} (its {prefix}* tensors; SEED-X-17B's resamplers do not fit, §1.0)")
     return inp, out
+
+
+def load_sdxl_parts(folder: str | Path) -> tuple[Any, Any, Any]:
+    """The de-tokenizer's SDXL ``unet``, ``vae`` and Euler ``scheduler`` from a diffusers folder (§1.5).
+
+    The UNet and VAE load with every key accounted for (:func:`storysdk.runtime.load_pretrained`);
+    a file that is truncated, empty, not JSON or an unsafe pickle is a :class:`CheckpointError`
+    naming it, and so is a folder without one of the three subfolders.
+    """
+    from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+    from storysdk.runtime import load_pretrained, read_json_config
+
+    root = Path(folder).expanduser()
+    for sub in ("unet", "vae", "scheduler"):
+        if not (root / sub).is_dir():
+            raise CheckpointError(
+                f"SDXL folder {str(root)!r} has no {sub}/ subfolder; download stabilityai/stable-diffusion-xl-base-1.0 "
+                "there (§1.6 layout), or pass sdxl=<its local folder>"
+            )
+    unet = load_pretrained(UNet2DConditionModel, root, subfolder="unet", what="SDXL unet")
+    vae = load_pretrained(AutoencoderKL, root, subfolder="vae", what="SDXL vae")
+    config = read_json_config(root / "scheduler" / "scheduler_config.json", what="SDXL scheduler config")
+    try:
+        scheduler = EulerDiscreteScheduler.from_config(config)  # §1.5
+    except (TypeError, ValueError) as exc:
+        raise CheckpointError(
+            f"{str(root / 'scheduler' / 'scheduler_config.json')!r} does not configure an Euler scheduler "
+            f"({type(exc).__name__}: {exc}); download SDXL's scheduler folder again"
+        ) from exc
+    return unet, vae, scheduler
 
 
 def load_detokenizer_weights(unet: Any, perceiver: PerceiverResampler, path: str | Path) -> None:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import os
 from typing import TYPE_CHECKING, Any
 
-from storysdk.errors import ComponentError, ConfigError
+from storysdk.errors import CheckpointError, ComponentError, ConfigError
 
 if TYPE_CHECKING:
     import torch
@@ -69,35 +69,55 @@ def make_scheduler(pipe: Any, name: str) -> Any:
 
 
 def _from_single_file(path: str, dtype: torch.dtype, config: str | None) -> Any:
+    """``StableDiffusionXLPipeline.from_single_file``; the file is checked first (complete
+    safetensors: a truncated, empty or damaged one is a :class:`CheckpointError` naming it)."""
     from diffusers import StableDiffusionXLPipeline
 
-    from storysdk.runtime import dtype_kwargs
+    from storysdk.errors import StorySDKError
+    from storysdk.runtime import dtype_kwargs, safetensors_keys
 
+    safetensors_keys(path, what="SDXL single-file checkpoint")
     kwargs: dict[str, Any] = dtype_kwargs(dtype)
     if config is not None:
         kwargs["config"] = config
     try:
         return StableDiffusionXLPipeline.from_single_file(path, **kwargs)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
+    except StorySDKError:
+        raise
+    except ImportError as exc:
+        raise ConfigError(f"loading {path!r} needs a package that is not installed: {exc}; install it and retry") from exc
+    except MemoryError:
+        raise
+    except OSError as exc:  # SDXL's configs: no config= folder and no hub
         raise ConfigError(
             f"could not load the single-file checkpoint {path!r} as SDXL: {type(exc).__name__}: {exc}. "
             "A single file needs SDXL's diffusers configs: pass config='<local SDXL diffusers folder>' "
             "(or reach the hub once), and check that the file is an SDXL checkpoint"
         ) from exc
+    except Exception as exc:  # noqa: BLE001 - diffusers' key conversion raises many error types
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        raise CheckpointError(
+            f"the single-file checkpoint {path!r} does not load as SDXL ({type(exc).__name__}: {first[:240]}): "
+            "it is incomplete or not an SDXL checkpoint; give a complete SDXL .safetensors file, or pass "
+            "config='<local SDXL diffusers folder>' for its configs"
+        ) from exc
 
 
 def _from_pretrained(ref: str, dtype: torch.dtype) -> Any:
+    """``StableDiffusionXLPipeline.from_pretrained`` through :func:`storysdk.runtime.load_pretrained_pipeline`:
+    every model component strict (missing, unexpected or wrongly shaped tensors are a
+    :class:`CheckpointError` naming its folder), a broken file named, an unreachable hub id a
+    :class:`ConfigError` with the fixes."""
     from diffusers import StableDiffusionXLPipeline
 
-    from storysdk.runtime import dtype_kwargs
+    from storysdk.runtime import dtype_kwargs, load_pretrained_pipeline
 
     try:
-        return StableDiffusionXLPipeline.from_pretrained(ref, **dtype_kwargs(dtype))
-    except (OSError, ValueError, TypeError) as exc:
+        return load_pretrained_pipeline(StableDiffusionXLPipeline, ref, what="SDXL model", **dtype_kwargs(dtype))
+    except ConfigError as exc:
         raise ConfigError(
-            f"could not load SDXL model {ref!r}: {type(exc).__name__}: {exc}. Give an SDXL base-model "
-            "name (Unstable, RealVision, SDXL, Juggernaut), a local diffusers folder, a hub id reachable "
-            "from here, a local .safetensors file, or preset='tiny' for toy weights"
+            f"{exc}. For StoryDiffusion give an SDXL base-model name (Unstable, RealVision, SDXL, Juggernaut), "
+            "a local diffusers folder, a hub id reachable from here, a local .safetensors file, or preset='tiny'"
         ) from exc
 
 
