@@ -95,13 +95,13 @@ def test_every_field_has_a_corpus_case() -> None:
     """A new field of a story file, a plan file or a stories file needs a case in the corpus."""
     covered = {(c["kind"], c["field"]) for c in CASES}
     story = (
-        {"file", "section"}
+        {"file", "section", "limits"}
         | _fields(StoryRequest)
         | _fields(Character, "characters.")
         | set(TOP_LEVEL)
         | {f"output.{k}" for k in OUTPUT_KEYS}
     )
-    plan = {"file", "plan"} | set(PLAN_KEYS) | {f"scenes.{k}" for k in SCENE_KEYS} | _fields(Character, "characters.")
+    plan = {"file", "plan", "limits"} | set(PLAN_KEYS) | {f"scenes.{k}" for k in SCENE_KEYS} | _fields(Character, "characters.")
     batch = {"file", "line"} | set(BATCH_KEYS)
     wanted = {("story", f) for f in story} | {("plan", f) for f in plan} | {("batch", f) for f in batch}
     assert wanted - covered == set()
