@@ -169,7 +169,8 @@ def merge_sft(llm: Any, state: dict[str, torch.Tensor], scale: float = LORA_SCAL
         if A.dim() != 2 or B.dim() != 2 or A.shape[1] != w.shape[1] or B.shape[0] != w.shape[0] or A.shape[0] != B.shape[1]:
             raise CheckpointError(
                 f"george_sft: the LoRA of {target} (A {tuple(A.shape)}, B {tuple(B.shape)}) does not fit its weight "
-                f"{tuple(w.shape)}: B (out x r) @ A (r x in) must match it (§1.3); the file is damaged or of another model")
+                f"{tuple(w.shape)}: B (out x r) @ A (r x in) must match it (§1.3); the file is damaged or of "
+                "another model: download seed_story/george_sft/pytorch_model.bin again (§1.6)")
         updates[target] = w + scale * (B @ A)
     own.update({k: v.to(own[k].dtype) for k, v in updates.items()})
     llm.load_state_dict(own, strict=True)
