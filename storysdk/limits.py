@@ -17,16 +17,16 @@ GPU (or the only worker of ``storysdk serve``) busy for hours.
     Limits.parse(["pixels=2048x2048", "steps=none"])   # what `storysdk run --limit ...` builds
 
 Every limit can be raised, or switched off with ``None`` (``--limit NAME=none``). Where they are
-set: ``Pipeline(limits=Limits(...))`` in Python, ``storysdk run --limit NAME=VALUE`` (and
-``plan``/``batch``), and ``storysdk serve --limit NAME=VALUE`` / ``ServerConfig.limits`` for a
-server. ``storysdk limits`` prints the table with the defaults.
+set: ``Pipeline(limits=Limits(...))`` in Python (or the ``Pipeline.limits`` attribute),
+``storysdk run --limit NAME=VALUE`` (and ``plan``), and ``storysdk serve --limit NAME=VALUE`` /
+``ServerConfig.limits`` for a server. ``storysdk limits`` prints the table with the values.
 
 The defaults fit one GPU and one person's story (see :data:`LIMITS` for each one's reason):
-SDXL's native frame is 1024 x 1024 (1 Mpx), so ``pixels`` = 2048 x 2048 (4 Mpx) leaves room
-for large frames while one SDXL UNet call still fits a 24 GB card in float16; the published
-systems denoise in 25-50 steps, ``steps`` = 200 is four times that; StoryDiffusion comics and
-SEED-Story stories run to tens of frames (SEED-Story's default is 25), ``scenes`` = 256 is ten
-times that; AudioStory's DiT renders clips of up to 30 s (docs/audiostory.md), ``scene_seconds``
+SDXL's native frame is 1024 x 1024 (1 Mpx), so ``pixels`` = 2048 x 2048 (4 Mpx) leaves room for
+large frames; the published systems denoise in 25-50 steps, ``steps`` = 200 is four times that;
+StoryDiffusion comics and SEED-Story stories run to tens of frames (SEED-Story's default is 25),
+``scenes`` = 256 is ten times that; AudioStory's TangoFlux DiT renders at most 30 s per clip
+(plugins/storysdk-audiostory/docs/audiostory.md §2: a duration of 1 to 30 s), ``scene_seconds``
 = 120 s; ``story_seconds`` = 1 hour; a printed A3 page at 300 dpi is 17.4 Mpx, ``page`` = 40 Mpx.
 """
 
@@ -103,7 +103,7 @@ LIMITS: dict[str, LimitInfo] = {
     info.name: info
     for info in (
         LimitInfo("pixels", "pixels", "width x height of one generated frame",
-                  "2048 x 2048: four times SDXL's native 1024 x 1024; one UNet call fits a 24 GB GPU in float16"),
+                  "2048 x 2048: four times the pixels of SDXL's native 1024 x 1024 frame"),
         LimitInfo("side", "pixels", "the longer side of a generated frame or a composed page",
                   "8192: a panorama of 8192 x 512 is still under the pixel limit"),
         LimitInfo("scenes", "scenes", "frames (scenes) per story, planned or asked for",

@@ -359,3 +359,37 @@ def test_cli_limits_command_lists_the_values(capsys: pytest.CaptureFixture[str])
     data = json.loads(capsys.readouterr().out)
     assert data["steps"]["value"] == 400 and data["pixels"]["value"] is None and data["scenes"]["value"] == 256
     assert set(data) == set(LIMITS) and data["steps"]["why"] == LIMITS["steps"].why
+
+
+# -- the docs show the real values and output ---------------------------------------------------
+DOCS = Path(__file__).resolve().parents[1] / "docs"
+
+
+def test_the_story_file_guide_lists_every_limit_with_its_default_and_reason() -> None:
+    doc = (DOCS / "story-files.md").read_text(encoding="utf-8")
+    section = doc.split("\n## Limits\n", 1)[1].split("\n## ", 1)[0]
+    rows = [line.split(" | ") for line in section.splitlines() if line.startswith("| `")]
+    table = {r[0].strip("| `"): (r[1], r[3].rstrip(" |")) for r in rows}
+    assert list(table) == list(LIMITS)
+    for name, (default, why) in table.items():
+        value = getattr(Limits(), name)
+        assert default == (str(int(value)) if float(value).is_integer() else str(value)), name
+        assert why == LIMITS[name].why, name
+    (shown,) = [line for line in section.splitlines() if line.startswith("storysdk: error: ")]
+    with pytest.raises(LimitError) as exc:
+        Limits().check_request(StoryRequest(width=1_000_000))
+    assert shown == f"storysdk: error: {exc.value}"
+
+
+def test_the_cli_docs_limits_examples_are_the_real_output(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                          capsys: pytest.CaptureFixture[str]) -> None:
+    doc = (DOCS / "cli.md").read_text(encoding="utf-8")
+    block = doc.split("$ storysdk limits --limit steps=400\n", 1)[1].split("```", 1)[0]
+    assert main(["limits", "--limit", "steps=400"]) == 0
+    assert capsys.readouterr().out == block
+    (tmp_path / "huge.toml").write_text(STORY.replace("width = 16", "width = 1000000"))
+    monkeypatch.chdir(tmp_path)
+    block = doc.split("$ storysdk run huge.toml\n", 1)[1].split("```", 1)[0]
+    assert main(["run", "huge.toml"]) == 2
+    assert capsys.readouterr().err == block
+    assert not (tmp_path / "out").exists()
