@@ -58,7 +58,8 @@ def derive_seed(seed: int, *parts: object) -> int:
 
 @attrs.define(frozen=True)
 class ProgressEvent:
-    """One progress report: ``stage`` is plan/tokenize/generate/compose, ``done`` of ``total``."""
+    """One progress report: ``stage`` is plan/tokenize/generate/compose (the pipeline's) or
+    ``step`` (a component's own ``ctx.report``: denoising steps, tokens), ``done`` of ``total``."""
 
     stage: str
     component: str
