@@ -55,8 +55,10 @@ def atomic_write(path: Path, mode: str = "wb") -> Iterator[IO[Any]]:
         with os.fdopen(fd, mode) as fh:
             yield fh
         _publish(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         _discard(tmp)
+        if isinstance(exc, OSError) and not exc.filename:
+            exc.filename = str(path)  # a full disk or a closed pipe names the file it was writing
         raise
 
 
@@ -69,6 +71,8 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield Path(tmp)
         _publish(tmp, path)
-    except BaseException:
+    except BaseException as exc:
         _discard(tmp)
+        if isinstance(exc, OSError) and not exc.filename:
+            exc.filename = str(path)  # a full disk or a closed pipe names the file it was writing
         raise

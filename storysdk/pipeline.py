@@ -33,7 +33,7 @@ from .interfaces import (
 from .limits import Limits
 from .model import MODALITIES, AudioAsset, ImageAsset, Scene, Story, StoryPlan, StoryRequest
 from .output import OutputFolder, atomic_write, fingerprint
-from .options import suggest
+from .options import suggest, validate_options
 from .registry import KINDS, ComponentInfo, Registry, get_registry
 
 __all__ = ["ComponentSpec", "Pipeline"]
@@ -136,6 +136,11 @@ class Pipeline:
         merged = {k: v for k, v in self.runtime.items() if k in accepted}
         merged.update((k, v) for k, v in self.defaults.items() if k in accepted)
         merged.update(options)
+        for key in self.defaults.keys() & options.keys() & accepted.keys():
+            # a [defaults] value this component overrides is still checked against its declaration
+            if info.declared():
+                validate_options(info.factory.Options, {**merged, key: self.defaults[key]},
+                                 kind=f"defaults {key!r} for {kind}", name=name)
         self._specs[kind].append({"name": name, "options": merged})
         if self.cache is not None:
             return self.cache.get(kind, info, merged)
@@ -419,9 +424,9 @@ class Pipeline:
                 try:
                     for asset in gen.generate(batch, ctx):
                         _check_asset(gen, asset, wanted)
-                        wanted.discard(asset.scene_index)
                         if folder is not None:
                             folder.save_asset(asset)
+                        wanted.discard(asset.scene_index)  # after the save: a failed save names its scene
                         story.add(asset)
                         done += 1
                         _emit(progress, "generate", gen.name, done, len(todo), asset.scene_index)
