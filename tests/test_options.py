@@ -149,5 +149,5 @@ def test_pipeline_defaults_must_be_taken_by_some_component() -> None:
 
 def test_a_defaults_value_is_checked_even_where_a_component_overrides_it() -> None:
     reg = make_registry(_Plugin())
-    with pytest.raises(ConfigError, match=r"defaults 'count' for generator 'dots': option count=4: must be odd"):
+    with pytest.raises(ConfigError, match=r"defaults 'count' for generator 'dots': option count=4: count must be odd"):
         Pipeline(planner="fake-planner", generators=[("dots", {"count": 5})], registry=reg, defaults={"count": 4})
