@@ -59,6 +59,7 @@ def lora_deltas_and_plain(
         raise CheckpointError(
             f"{len(wrong)} LoRA pair(s) have shapes that do not multiply (B is out x r, A is r x in, "
             "docs/audiostory.md §4): the checkpoint is damaged or not AudioStory's: " + "; ".join(wrong[:10])
+            + "; download the release again"
         )
     deltas = {k: (b[k].float() @ a[k].float()) * scale for k in a}
     return plain, deltas, superseded

@@ -185,7 +185,7 @@ def split_release(sd: dict[str, Any], source: str = "the checkpoint") -> dict[st
     if unexpected:
         raise CheckpointError(
             f"{source} holds tensors this plugin does not know: it is not the AudioStory release's "
-            "pytorch_model.bin (docs/audiostory.md §4)",
+            "pytorch_model.bin (docs/audiostory.md §4); download the release again",
             unexpected=sorted(unexpected),
         )
     return parts
@@ -203,7 +203,14 @@ def load_strict(module: Any, sd: dict[str, Any], what: str, *, tied: dict[str, s
     for key, source in (tied or {}).items():
         if key not in sd and source in sd:
             sd[key] = sd[source]
-    load_state_dict(module, sd, source=what)
+    try:
+        load_state_dict(module, sd, source=what)
+    except CheckpointError as exc:  # the same lists, with the fix
+        first = str(exc).split("\n", 1)[0]
+        raise CheckpointError(
+            f"{first}; download the release again (docs/audiostory.md §4 lists its files)",
+            missing=exc.missing, unexpected=exc.unexpected,
+        ) from exc
 
 
 def release_clip_seconds(checkpoint: str | os.PathLike[str] | None, vae: str | os.PathLike[str] | None) -> float | None:
@@ -333,6 +340,7 @@ def load_release_planner(checkpoint: str, *, base_llm: str | None, device: torch
         raise CheckpointError(
             f"LLM: {len(wrong)} LoRA update(s) in {str(folder / 'pytorch_model.bin')!r} do not fit their weights "
             "(a LoRA of another model size?): " + "; ".join(sorted(wrong)[:10])
+            + "; pass the base_llm folder the checkpoint was trained from, or download the release again"
         )
     for k, d in deltas.items():
         plain[k] = (plain[k].float() + d).to(plain[k].dtype)
@@ -374,7 +382,7 @@ def load_release_bridge(checkpoint: str, *, device: torch.device, dtype: torch.d
         raise CheckpointError(
             f"{source!r}: seedx.projector.0.weight has shape {shape}; the bridge needs a (dim, llm_dim) matrix "
             f"with dim a multiple of the fuser's {C.FUSER_HEADS} heads (docs/audiostory.md §1.5): "
-            "this is not the AudioStory release's checkpoint, or it is damaged"
+            "this is not the AudioStory release's checkpoint, or it is damaged: download the release again"
         )
     dim, llm_dim = shape
     heads = BridgeHeads(int(llm_dim), int(dim), C.FUSER_HEADS)
