@@ -23,6 +23,7 @@ from .interfaces import (
     Component,
     Composer,
     Generator,
+    PlanContext,
     Planner,
     ProgressCallback,
     ProgressEvent,
@@ -242,7 +243,7 @@ class Pipeline:
         """
         self.check_limits(request)
         _emit(progress, "plan", self.planner.name, 0, 1)
-        plan = self.planner.plan(request)
+        plan = self.planner.plan_with(request, PlanContext(request, self.planner.name, progress))
         if not isinstance(plan, StoryPlan):
             raise ComponentError(f"planner {self.planner.name!r} returned {type(plan).__name__}, not a StoryPlan")
         if not plan.planner:
@@ -359,7 +360,7 @@ class Pipeline:
         limit = min(request.num_scenes or self.max_scenes, self.max_scenes)
         if self._limits.scenes is not None:  # an interleaved story stops at the scenes limit
             limit = min(limit, int(self._limits.scenes))
-        ctx = StepContext(request=request, plan=plan, story=story)
+        ctx = StepContext(request=request, plan=plan, story=story, component=self.planner.name, progress=progress)
         self._render(story, list(plan.scenes), folder, progress)
         while len(plan.scenes) < limit:
             _emit(progress, "plan", self.planner.name, len(plan.scenes), limit, message="next scene")

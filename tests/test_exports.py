@@ -17,7 +17,7 @@ EXPORTED = {
         "AudioAsset", "BusyError", "Character", "CheckpointError", "Component", "ComponentCache",
         "ComponentError", "ComponentInfo", "Composer", "ConfigError", "DeviceOptions", "FailedPlugin",
         "Field", "Generator", "ImageAsset", "JobCancelled", "LimitError", "Limits", "OptionInfo", "Options", "OutputFolderError",
-        "Pipeline", "Planner", "PluginError", "PluginInfo", "ProgressEvent", "Register", "Registration",
+        "Pipeline", "PlanContext", "Planner", "PluginError", "PluginInfo", "ProgressEvent", "Register", "Registration",
         "Registry", "RenderContext", "Scene", "ScriptError", "StepContext", "Story", "StoryFile",
         "StoryPlan", "StoryRequest", "StorySDKError", "Tokenizer", "Tokens", "UnknownComponentError",
         "__version__", "derive_seed", "get_registry", "hookimpl", "load_story_file",
