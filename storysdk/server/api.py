@@ -36,7 +36,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 
 from ..errors import ConfigError
-from .http import error_response, read_fields
+from .fields import read_fields
+from .http import error_response
 from .jobs import Job, JobQueue, WorkerContext
 
 if TYPE_CHECKING:

@@ -14,14 +14,14 @@ import attrs
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from ..errors import PluginError, StorySDKError
 from ..registry import Registration, Registry, get_registry
 from .config import ServerConfig
-from .http import ApiKeyMiddleware, BodyLimitMiddleware, error_response, exception_response
+from .http import ApiKeyMiddleware, BodyLimitMiddleware, CatchAllMiddleware, error_response, exception_response, public_message
 from .jobroutes import cancel_job, get_job, get_job_file, list_jobs
 from .jobs import JobQueue, WorkerCache, WorkerContext
 from .stories import cancel_story, get_story, list_stories, story_file, submit_story
@@ -29,6 +29,10 @@ from .stories import cancel_story, get_story, list_stories, story_file, submit_s
 __all__ = ["ROUTE_HOOK", "PluginRoute", "create_app", "plugin_routes"]
 
 ROUTE_HOOK = "register_routes"
+
+
+class _Message(StorySDKError):
+    """A job error's message, redacted as the server redacts any error's."""
 HTTP_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 
 
@@ -44,7 +48,12 @@ async def _http_error(request: Request, exc: Exception) -> Response:
 
 
 async def _sdk_error(request: Request, exc: Exception) -> Response:
-    return exception_response(exc)
+    return exception_response(exc, request.app.state.config)
+
+
+async def _disconnected(request: Request, exc: Exception) -> Response:
+    # the client went away while sending its body: nobody reads this answer, and nothing is logged
+    return error_response(400, "the client disconnected before the request body was complete")
 
 
 async def _status(request: Request) -> Response:
@@ -194,7 +203,13 @@ def create_app(config: ServerConfig | None = None, *, registry: Registry | None 
     def make_context(index: int) -> WorkerContext:
         return WorkerContext(index, defaults=cfg.worker_defaults(index), cache=WorkerCache(cfg.max_cached_components))
 
-    queue = JobQueue(workers=cfg.workers, max_queued=cfg.max_queue, make_context=make_context, max_kept=cfg.max_jobs_kept)
+    def public(message: str) -> str:
+        return public_message(_Message(message), cfg)
+
+    queue = JobQueue(
+        workers=cfg.workers, max_queued=cfg.max_queue, make_context=make_context, max_kept=cfg.max_jobs_kept,
+        public=public,
+    )
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -208,13 +223,14 @@ def create_app(config: ServerConfig | None = None, *, registry: Registry | None 
     for plugin, why in route_errors.items():
         warnings.warn(f"storysdk serve: the routes of plugin {plugin!r} are not served: {why}", UserWarning, stacklevel=2)
     routes = [*CORE_ROUTES, *(r.route() for r in extra)]
-    # Exception: a bug answers a JSON 500 too (and is logged by the ASGI server)
-    handlers: dict[Any, Any] = {HTTPException: _http_error, StorySDKError: _sdk_error, Exception: _sdk_error}
+    # a bug (any other exception) is answered by CatchAllMiddleware: a JSON 500, logged, the connection kept
+    handlers: dict[Any, Any] = {HTTPException: _http_error, StorySDKError: _sdk_error, ClientDisconnect: _disconnected}
     app = Starlette(
         routes=routes,
         middleware=[
+            Middleware(CatchAllMiddleware),
             Middleware(ApiKeyMiddleware, api_key=cfg.api_key),
-            Middleware(BodyLimitMiddleware, limit=cfg.max_body_bytes),
+            Middleware(BodyLimitMiddleware, limit=cfg.max_body_bytes, timeout=cfg.body_timeout),
         ],
         exception_handlers=handlers,
         lifespan=lifespan,

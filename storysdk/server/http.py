@@ -1,31 +1,41 @@
-"""HTTP plumbing of the server: JSON errors, the API key check, the body size limit, body parsing."""
+"""HTTP plumbing of the server: JSON errors, the API key check, the body size limit and read deadline, the catch-all.
+
+Nothing a client sends ends in an unhandled exception: :class:`CatchAllMiddleware` answers
+a JSON 500 for a bug (logged with its traceback on the ``storysdk.server`` logger, never
+sent), so the ASGI server keeps the connection. Error messages go through
+:func:`~storysdk.server.redact.redact`: no server path reaches a client.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import hmac
-import json
+import logging
 import re
+import secrets
+import time
 from collections.abc import Mapping
 from typing import Any
 
-from starlette.datastructures import UploadFile
-from starlette.exceptions import HTTPException
-from starlette.requests import Request
 from starlette.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from ..errors import BusyError, ConfigError, JobCancelled, StorySDKError, UnknownComponentError
+from .redact import redact
 
 __all__ = [
     "ApiKeyMiddleware",
     "BodyLimitMiddleware",
+    "BodyTimeout",
     "BodyTooLarge",
+    "CatchAllMiddleware",
+    "FieldTooLarge",
     "error_response",
-    "read_fields",
+    "exception_response",
     "status_of",
 ]
 
-FORM_TYPES = ("multipart/form-data", "application/x-www-form-urlencoded")
+log = logging.getLogger("storysdk.server")
 _FIELD = re.compile(r"field '([A-Za-z0-9_]+)'")
 
 
@@ -34,12 +44,26 @@ def error_response(status: int, message: str, *, headers: Mapping[str, str] | No
     return JSONResponse({"error": message, "status": status, **extra}, status_code=status, headers=dict(headers or {}))
 
 
+class BodyTooLarge(StorySDKError):
+    """A request body past the server's limit (answered 413)."""
+
+
+class FieldTooLarge(BodyTooLarge):
+    """One field of a request body past the server's per-field limit (answered 413, naming the field)."""
+
+
+class BodyTimeout(StorySDKError):
+    """A request body that did not arrive in time (answered 408, and the connection is closed)."""
+
+
 def status_of(exc: BaseException) -> int:
     """The HTTP status of an error a request or job raised."""
     if isinstance(exc, BusyError):
         return 429
     if isinstance(exc, BodyTooLarge):
         return 413
+    if isinstance(exc, BodyTimeout):
+        return 408
     if isinstance(exc, (ConfigError, UnknownComponentError)):
         return 422
     if isinstance(exc, JobCancelled):
@@ -47,29 +71,91 @@ def status_of(exc: BaseException) -> int:
     return 500
 
 
-def exception_response(exc: BaseException) -> JSONResponse:
-    """The JSON error for ``exc``: the field it names (``"field 'x' ..."``) is given as ``field``."""
+def job_of(exc: BaseException) -> str | None:
+    """The id of the job that failed with ``exc`` (set by the job queue), else ``None``."""
+    job = getattr(exc, "storysdk_job", None)
+    return job if isinstance(job, str) else None
+
+
+def public_message(exc: BaseException, config: Any = None) -> str:
+    """What a client is told of ``exc``: its message without server paths; for a bug, its type too.
+
+    ``config`` (the :class:`~storysdk.server.ServerConfig`) names the folders to hide.
+    """
+    if isinstance(exc, StorySDKError):
+        text = str(exc)
+    else:
+        text = f"{type(exc).__name__}: {exc}"
+    if config is None:
+        return redact(text)
+    return redact(text, out_dir=config.out_dir, named={"model": config.models, "font": config.fonts})
+
+
+def exception_response(exc: BaseException, config: Any = None) -> JSONResponse:
+    """The JSON error for ``exc``: the field it names (``"field 'x' ..."``) is given as ``field``.
+
+    A bug (not a :class:`StorySDKError`) raised while answering a request is logged and
+    answered with an error id only; one a job failed with is answered with its type and its
+    message (without server paths), as ``GET /v1/jobs/{id}`` shows it.
+    """
     status = status_of(exc)
-    message = str(exc) if isinstance(exc, StorySDKError) else f"internal error: {type(exc).__name__}: {exc}"
     extra: dict[str, Any] = {}
+    job = job_of(exc)
+    if isinstance(exc, StorySDKError) or job is not None:
+        message = public_message(exc, config)
+        if job is not None and status == 500:
+            message = f"job {job} failed: {message}"
+            extra["job"] = job
+    else:
+        ref = secrets.token_hex(4)
+        log.error("storysdk serve: internal error %s while answering a request", ref, exc_info=exc)
+        message = f"internal error {ref}: the server's log has the details; please report it"
     found = _FIELD.search(message)
     if found:
         extra["field"] = found.group(1)
-    headers = {"Retry-After": "5"} if status == 429 else None
+    headers = {"Retry-After": "5"} if status == 429 else {"Connection": "close"} if status == 408 else None
     return error_response(status, message, headers=headers, **extra)
 
 
-class BodyTooLarge(StorySDKError):
-    """A request body past the server's limit (answered 413)."""
+class CatchAllMiddleware:
+    """Answers a JSON 500 for any exception an endpoint lets through, instead of letting it reach the
+    ASGI server (which would log it as unhandled and drop the keep-alive connection)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracked(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:  # noqa: BLE001 - answered, and logged by exception_response
+            config = getattr(scope.get("app"), "state", None)
+            response = exception_response(exc, getattr(config, "config", None))
+            if started:  # too late to answer: the client gets a cut-off response
+                log.error("storysdk serve: error after the response started", exc_info=exc)
+                return
+            await response(scope, receive, send)
 
 
 class BodyLimitMiddleware:
-    """Answers 413 to a body larger than ``limit`` bytes: at once from ``Content-Length``, else
-    while it streams in (the endpoint reading it gets :class:`BodyTooLarge`)."""
+    """Answers 413 to a body larger than ``limit`` bytes (at once from ``Content-Length``, else while it
+    streams in: the endpoint reading it gets :class:`BodyTooLarge`) and 408 to a body that is not all
+    in ``timeout`` seconds after the request's headers (:class:`BodyTimeout`, the connection closed)."""
 
-    def __init__(self, app: ASGIApp, limit: int) -> None:
+    def __init__(self, app: ASGIApp, limit: int, timeout: float | None = None) -> None:
         self.app = app
         self.limit = limit
+        self.timeout = timeout
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -86,14 +172,28 @@ class BodyLimitMiddleware:
                     await response(scope, receive, send)
                     return
         seen = 0
+        done = False
+        deadline = None if self.timeout is None else time.monotonic() + self.timeout
 
         async def limited() -> Message:
-            nonlocal seen
-            message = await receive()
+            nonlocal seen, done
+            if done or deadline is None:
+                message = await receive()
+            else:
+                try:
+                    message = await asyncio.wait_for(receive(), max(deadline - time.monotonic(), 0.0))
+                except asyncio.TimeoutError:
+                    raise BodyTimeout(
+                        f"the request body did not arrive within {self.timeout:g} s; send it faster "
+                        "(or start the server with a larger --body-timeout)"
+                    ) from None
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
                     raise BodyTooLarge(self._message(seen))
+                done = not message.get("more_body", False)
+            else:
+                done = True
             return message
 
         await self.app(scope, limited, send)
@@ -125,41 +225,3 @@ class ApiKeyMiddleware:
             await response(scope, receive, send)
             return
         await self.app(scope, receive, send)
-
-
-async def read_fields(request: Request, *, files: tuple[str, ...] = ()) -> dict[str, Any]:
-    """The fields of a JSON object, multipart form or url-encoded form body.
-
-    Form values are strings; an uploaded file is returned as bytes when its name is in
-    ``files`` (otherwise it is refused). JSON values must be strings, numbers or null.
-    """
-    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if ctype == "application/json" or ctype.endswith("+json"):
-        body = await request.body()
-        try:
-            data = json.loads(body or b"null")
-        except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-            raise HTTPException(400, f"the body is not valid JSON ({exc}); send a JSON object of fields") from None
-        if not isinstance(data, dict):
-            raise HTTPException(400, "the JSON body must be an object of fields, e.g. {\"seed\": 42}")
-        out: dict[str, Any] = {}
-        for key, value in data.items():
-            if isinstance(value, (dict, list)):
-                raise ConfigError(f"field '{key}' must be a string or a number, got a JSON {type(value).__name__}")
-            out[key] = None if value is None else str(value).lower() if isinstance(value, bool) else str(value)
-        return out
-    if ctype in FORM_TYPES:
-        out = {}
-        async with request.form() as form:
-            for key, value in form.multi_items():
-                if isinstance(value, UploadFile):
-                    if key not in files:
-                        raise ConfigError(f"field '{key}' is a file upload; only {', '.join(files) or 'no fields'} may be")
-                    out[key] = await value.read()
-                else:
-                    out[key] = value
-        return out
-    raise HTTPException(
-        415, f"unsupported content type {ctype or '(none)'!r}; send application/json, multipart/form-data "
-        "or application/x-www-form-urlencoded"
-    )

@@ -12,10 +12,10 @@ next. Story jobs and the jobs of plugin endpoints share the queue and the worker
 from __future__ import annotations
 
 import json
+import logging
 import secrets
 import threading
 import time
-import traceback
 from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
 from concurrent.futures import Future
@@ -33,6 +33,8 @@ if TYPE_CHECKING:
     from ..registry import ComponentInfo
 
 __all__ = ["Job", "JobQueue", "JobStatus", "WorkerCache", "WorkerContext"]
+
+log = logging.getLogger("storysdk.server")
 
 JobStatus = Literal["queued", "running", "done", "failed", "cancelled"]
 FINISHED: tuple[JobStatus, ...] = ("done", "failed", "cancelled")
@@ -158,15 +160,27 @@ class Job:
             self._cancel.set()
             return True
 
-    def _finish(self, status: JobStatus, *, result: Any = None, error: BaseException | None = None) -> None:
+    def _finish(
+        self,
+        status: JobStatus,
+        *,
+        result: Any = None,
+        error: BaseException | None = None,
+        public: Callable[[str], str] | None = None,
+    ) -> None:
+        """Record the outcome; an error is shown as its type and message, the message through
+        ``public`` (the server's redaction of its own paths). Its traceback goes to the log only."""
         with self._lock:
             self.status = status
             self.finished = time.time()
             self.result = result
             if error is not None:
-                self.error = {"type": type(error).__name__, "message": str(error)}
-                if not isinstance(error, StorySDKError):
-                    self.error["traceback"] = "".join(traceback.format_exception(error)[-6:])
+                message = str(error)
+                self.error = {"type": type(error).__name__, "message": public(message) if public else message}
+                try:
+                    error.storysdk_job = self.id  # type: ignore[attr-defined]  # answers name the job
+                except (AttributeError, TypeError):
+                    pass
         if error is not None:
             self.future.set_exception(error)
         else:
@@ -197,6 +211,8 @@ class JobQueue:
 
     ``make_context(i)`` builds worker ``i``'s :class:`WorkerContext` (on that worker's thread,
     when it starts). Finished jobs are kept for lookup, the oldest dropped past ``max_kept``.
+    A failed job's error is logged with its traceback (logger ``storysdk.server``); the job
+    shows its type and its message, through ``public`` (the server hides its own paths there).
     """
 
     def __init__(
@@ -206,6 +222,7 @@ class JobQueue:
         max_queued: int = 8,
         make_context: Callable[[int], WorkerContext] | None = None,
         max_kept: int = 256,
+        public: Callable[[str], str] | None = None,
     ) -> None:
         for name, value, low in (("workers", workers, 1), ("max_queued", max_queued, 0), ("max_kept", max_kept, 1)):
             if isinstance(value, bool) or not isinstance(value, int) or value < low:
@@ -214,6 +231,7 @@ class JobQueue:
         self.max_queued = max_queued
         self.max_kept = max_kept
         self._make_context = make_context or (lambda i: WorkerContext(i))
+        self._public = public
         self._pending: deque[Job] = deque()
         self._jobs: OrderedDict[str, Job] = OrderedDict()
         self._cond = threading.Condition()
@@ -352,9 +370,13 @@ class JobQueue:
                     raise JobCancelled(f"job {job.id} was cancelled before it started")
                 result = job.work(job, ctx)
             except JobCancelled as exc:
-                job._finish("cancelled", error=exc)
+                job._finish("cancelled", error=exc, public=self._public)
             except Exception as exc:  # noqa: BLE001 - recorded on the job; the worker goes on
-                job._finish("failed", error=exc)
+                if isinstance(exc, StorySDKError):
+                    log.warning("job %s (%s) failed: %s: %s", job.id, job.kind, type(exc).__name__, exc)
+                else:
+                    log.error("job %s (%s) failed", job.id, job.kind, exc_info=exc)
+                job._finish("failed", error=exc, public=self._public)
             else:
                 job._finish("done", result=result)
             finally:

@@ -18,9 +18,22 @@ __all__ = ["RunningServer", "run_server"]
 
 
 def _uvicorn_config(app: Any, cfg: ServerConfig, log_level: str) -> Any:
+    """uvicorn's settings: the h11 protocol with the header deadline, the keep-alive and connection bounds."""
     import uvicorn
 
-    return uvicorn.Config(app, host=cfg.host, port=cfg.port, log_level=log_level, lifespan="on", timeout_graceful_shutdown=30)
+    from .protocol import protocol_class
+
+    return uvicorn.Config(
+        app,
+        host=cfg.host,
+        port=cfg.port,
+        log_level=log_level,
+        lifespan="on",
+        timeout_graceful_shutdown=30,
+        http=protocol_class(cfg.header_timeout),
+        timeout_keep_alive=cfg.keep_alive_timeout,  # type: ignore[arg-type]  # used as seconds (float)
+        limit_concurrency=cfg.max_connections,
+    )
 
 
 def _warn_if_exposed(cfg: ServerConfig) -> None:

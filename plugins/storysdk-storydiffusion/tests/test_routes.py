@@ -8,6 +8,7 @@ the frame size and step count are the smallest the fields allow, for a CPU test.
 from __future__ import annotations
 
 import io
+import json
 import subprocess
 import sys
 import threading
@@ -87,7 +88,9 @@ def test_hosted_example_request_gets_the_comic_image_and_json_gets_the_same(tmp_
         # the job: its folder is named after the request, its files are served
         job = requests.get(srv.url + "/v1/jobs/" + response.headers["x-storysdk-job"], headers=headers).json()
         assert (job["kind"], job["status"], job["seed"]) == ("storydiffusion", "done", 42)
-        assert job["result"] == {"file": "response.webp", "content_type": "image/webp", "seed": 42}
+        assert job["result"] == {"file": "response.webp", "content_type": "image/webp", "seed": 42,
+                                 "weights": {"generator storydiffusion": "tiny"}}
+        assert json.loads(response.headers["x-storysdk-weights"]) == {"generator storydiffusion": "tiny"}
         assert {"plan.json", "comic/page-001.png", "images/scene-0007.png", "response.webp"} <= set(job["files"])
         assert requests.get(job["files_url"] + "response.webp", headers=headers).content == response.content
         key = request_key(parse_fields(as_fields(data)), cfg.defaults)

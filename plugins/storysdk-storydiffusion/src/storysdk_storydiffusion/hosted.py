@@ -25,6 +25,7 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import math
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -36,6 +37,7 @@ import attrs
 from storysdk import ComponentCache, Pipeline, Registry, get_registry
 from storysdk.errors import ConfigError, ScriptError
 from storysdk.interfaces import ProgressCallback
+from storysdk.limits import LimitError, Limits
 from storysdk.model import Story, StoryRequest
 from storysdk.output import atomic_write
 from storysdk.styles import get_style, match_name
@@ -106,6 +108,8 @@ DEFAULT_FIELDS: dict[str, str] = {
 }
 FIELDS = tuple(DEFAULT_FIELDS)
 SIZES = tuple(range(256, 1025, 32))  # predict.py: image_width/height choices 256..1024 step 32
+#: The largest seed: torch's ``Generator.manual_seed`` takes 64-bit unsigned seeds (predict.py seeds a torch.Generator).
+MAX_SEED = 2**64 - 1
 FORMATS = {"webp": ("WEBP", "image/webp"), "jpeg": ("JPEG", "image/jpeg"), "jpg": ("JPEG", "image/jpeg"), "png": ("PNG", "image/png")}
 
 
@@ -137,20 +141,30 @@ def _text(fields: Mapping[str, Any], name: str) -> str:
     if value is None:
         return DEFAULT_FIELDS[name]
     if isinstance(value, bytes):
-        value = value.decode("utf-8")
+        try:
+            value = value.decode("utf-8")
+        except UnicodeDecodeError:
+            raise ConfigError(f"field {name!r} is not UTF-8 text; send UTF-8") from None
     return str(value)
+
+
+def _shown(raw: str) -> str:
+    return repr(raw) if len(raw) <= 40 else repr(raw[:30]) + f"... ({len(raw)} characters)"
 
 
 def _number(fields: Mapping[str, Any], name: str, kind: type, lo: float | None, hi: float | None) -> Any:
     raw = _text(fields, name).strip() or DEFAULT_FIELDS[name]
+    what = "a number" if kind is float else "a whole number"
     try:
+        if len(raw) > 64:  # no field's value is that long; int() of a long text is slow
+            raise ValueError(raw)
         value = kind(raw) if kind is float else int(raw)
     except ValueError:
-        raise ConfigError(
-            f"field {name!r} must be {'a number' if kind is float else 'a whole number'}, got {raw!r}"
-        ) from None
+        raise ConfigError(f"field {name!r} must be {what}, got {_shown(raw)}") from None
+    if kind is float and not math.isfinite(value):
+        raise ConfigError(f"field {name!r} must be a finite number, got {_shown(raw)}")
     if (lo is not None and value < lo) or (hi is not None and value > hi):
-        raise ConfigError(f"field {name!r} must be in the range {lo} - {hi}, got {raw}")
+        raise ConfigError(f"field {name!r} must be in the range {lo} - {hi}, got {raw if len(raw) <= 40 else _shown(raw)}")
     return value
 
 
@@ -174,7 +188,7 @@ def parse_fields(fields: Mapping[str, Any], registry: Registry | None = None) ->
     if seed_text == "":
         seed = int.from_bytes(os.urandom(2), "big")  # blank = random, as predict.py
     else:
-        seed = _number(fields, "seed", int, 0, None)
+        seed = _number(fields, "seed", int, 0, MAX_SEED)
     sizes: dict[str, int] = {}
     for name in ("image_width", "image_height"):
         value = _number(fields, name, int, None, None)
@@ -269,12 +283,14 @@ def build_pipeline(
     cache: ComponentCache | None = None,
     options: Mapping[str, Any] | None = None,
     compose: bool = True,
+    limits: Limits | None = None,
 ) -> Pipeline:
     """The pipeline that renders ``req``: script planner, storydiffusion generator, comic composer (PNG pages).
 
     ``options`` go to the generator (``device``, ``mode``, ``pipeline``, ...) over the
     request's own; ``runtime`` (``preset``, ``device``, ``dtype``, ``offload``) to every
-    component that takes it. ``compose=False`` leaves the composer out.
+    component that takes it. ``compose=False`` leaves the composer out. ``limits`` (default:
+    :class:`storysdk.Limits`' defaults) bound the request, the options and the plan.
     """
     composers = [("comic", {"style": req.comic_style, "format": "png"})] if compose else []
     return Pipeline(
@@ -284,23 +300,50 @@ def build_pipeline(
         registry=registry,
         runtime=runtime,
         cache=cache,
+        limits=limits,
     )
 
 
-def check_request(req: HostedRequest, *, registry: Registry | None = None, runtime: Mapping[str, Any] | None = None) -> None:
+def _limit_field(exc: LimitError) -> str:
+    """The hosted field a :class:`LimitError` is about (its ``where``)."""
+    where = exc.where
+    for words, field in (
+        (("negative_prompt",), "negative_prompt"),
+        (("style",), "style_name"),
+        (("scene", "script", "caption", "title"), "comic_description"),
+        (("character",), "character_description"),
+        (("width",), "image_width"),
+        (("height",), "image_height"),
+        (("steps",), "num_steps"),
+    ):
+        if any(w in where for w in words):
+            return field
+    return "comic_description"  # the script, a scene's prompt or caption, the number of scenes
+
+
+def check_request(
+    req: HostedRequest,
+    *,
+    registry: Registry | None = None,
+    runtime: Mapping[str, Any] | None = None,
+    limits: Limits | None = None,
+) -> None:
     """Plan ``req`` and ask every component whether it can render the plan (id frames, sizes); loads no model.
 
     A request the pipeline would refuse raises :class:`~storysdk.errors.ConfigError` now,
     naming the field: a malformed frame line is one of ``comic_description``'s (the planner's
     :class:`~storysdk.errors.ScriptError` says which line), a bad character text one of
-    ``character_description``'s.
+    ``character_description``'s, a request over ``limits`` (a
+    :class:`~storysdk.limits.LimitError`: a caption or prompt too long) the field that asked.
     """
-    pipe = build_pipeline(req, registry=registry, runtime=runtime)
     try:
+        pipe = build_pipeline(req, registry=registry, runtime=runtime, limits=limits)
         pipe.check_plan(pipe.plan(story_request(req)))
     except ScriptError as exc:
         field = "character_description" if exc.field == "characters" else "comic_description"
         raise ConfigError(f"field {field!r}: {exc}") from None
+    except LimitError as exc:
+        raise ConfigError(f"field {_limit_field(exc)!r}: {exc}") from None
 
 
 def request_key(req: HostedRequest, *extra: Any) -> str:
@@ -317,10 +360,12 @@ class HostedResult:
     mime: str
     path: Path
     story: Story
+    #: which weights rendered it (``{"generator storydiffusion": "tiny"}``, :meth:`storysdk.Pipeline.weights`)
+    weights: dict[str, str] = attrs.field(factory=dict)
 
 
-def _shared_pipeline(req: HostedRequest, registry: Registry, runtime: Mapping[str, Any], cache: ComponentCache) -> Any:
-    """The SDXL pipeline of ``req.sd_model``, loaded once per cache by a generator kept in it.
+def _shared_generator(req: HostedRequest, registry: Registry, runtime: Mapping[str, Any], cache: ComponentCache) -> Any:
+    """The generator kept in ``cache`` that loads the SDXL pipeline of ``req.sd_model`` once per cache.
 
     Requests differ in steps, guidance and attention shares, which are generator options; the
     weights depend only on the base model and the runtime (preset, device, dtype, offload).
@@ -329,7 +374,7 @@ def _shared_pipeline(req: HostedRequest, registry: Registry, runtime: Mapping[st
     taken = info.options()
     model_options = {k: v for k, v in runtime.items() if k in taken}
     model_options["model"] = match_name("base model", req.sd_model, SD_MODELS)  # one entry per model name
-    return cache.get("generator", info, model_options).load()  # type: ignore[attr-defined]
+    return cache.get("generator", info, model_options)
 
 
 def run_request(
@@ -342,6 +387,7 @@ def run_request(
     progress: ProgressCallback | None = None,
     options: Mapping[str, Any] | None = None,
     overwrite: bool = False,
+    limits: Limits | None = None,
 ) -> HostedResult:
     """Render ``req`` into ``out_dir`` and write the answer there (``response.<format>``).
 
@@ -350,15 +396,21 @@ def run_request(
     run is refused with :class:`~storysdk.errors.OutputFolderError` unless ``overwrite``.
     ``progress`` receives the pipeline's events (and may raise to stop the run, as a
     cancelled job does). With ``cache``, the base model's pipeline is loaded once and shared
-    by every request with the same ``sd_model`` and ``runtime``.
+    by every request with the same ``sd_model`` and ``runtime``. ``limits`` bound the request
+    (see :func:`check_request`). The result says which weights rendered it.
     """
     reg = registry if registry is not None else get_registry()
     run = dict(runtime or {})
     extra = dict(options or {})
+    weights: dict[str, str] | None = None
     if cache is not None and "pipeline" not in extra:  # the per-request generator renders with the shared one
-        check_request(req, registry=reg, runtime=run)  # refused before the model loads
-        extra["pipeline"] = _shared_pipeline(req, reg, run, cache)
-    pipe = build_pipeline(req, registry=reg, runtime=run, cache=cache, options=extra)
+        check_request(req, registry=reg, runtime=run, limits=limits)  # refused before the model loads
+        shared = _shared_generator(req, reg, run, cache)
+        weights = {"generator storydiffusion": str(shared.weights)}
+        extra["pipeline"] = shared.load()
+    pipe = build_pipeline(req, registry=reg, runtime=run, cache=cache, options=extra, limits=limits)
+    if weights is None:
+        weights = pipe.weights()
     folder = Path(out_dir)
     story = pipe.run(story_request(req), out_dir=folder, progress=progress, overwrite=overwrite)
     pages = story.files.get("comic", [])
@@ -368,7 +420,7 @@ def run_request(
     path = folder / f"response.{req.output_format}"
     with atomic_write(path, "wb") as fh:
         fh.write(data)
-    return HostedResult(data, mime, path, story)
+    return HostedResult(data, mime, path, story, weights)
 
 
 def encode_page(page: str | Path, req: HostedRequest) -> tuple[bytes, str]:

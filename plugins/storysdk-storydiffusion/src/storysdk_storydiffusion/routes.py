@@ -13,11 +13,18 @@ always land in the same folder, so a request sent again after a crash or a cance
 only the frames that are missing, and one sent while the same request is still running
 waits for that job. ``Prefer: respond-async`` answers 202 with the job at once;
 ``GET /v1/jobs/{id}`` then reports its progress (and ``result.file`` once done, under
-``files_url``) and ``DELETE /v1/jobs/{id}`` cancels it.
+``files_url``) and ``DELETE /v1/jobs/{id}`` cancels it (within one denoising step).
+
+Before the request is queued it is planned and checked against the server's
+:class:`~storysdk.limits.Limits` (``ServerConfig.limits``): a caption or prompt over a limit
+is a 422 naming the field. The answer and the job say which weights rendered the page
+(``x-storysdk-weights``: a JSON object, ``{"generator storydiffusion": "tiny"}``; a
+``preset="auto"`` server without the model in its cache says ``"tiny (fallback: ...)"``).
 """
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 from starlette.requests import Request
@@ -50,8 +57,9 @@ async def storydiffusion_endpoint(request: Request) -> Response:
     registry = server_registry(request)
     fields = await read_fields(request, files=("ref_image",))
     req = parse_fields(fields, registry)  # ConfigError -> 422 naming the field; a blank seed is drawn here
-    defaults = server_config(request).defaults
-    check_request(req, registry=registry, runtime=defaults)  # a plan the generator would refuse -> 422 now
+    config = server_config(request)
+    defaults, limits = config.defaults, config.limits
+    check_request(req, registry=registry, runtime=defaults, limits=limits)  # refused now (422), not on the worker
     key = request_key(req, defaults)
     folder = job_root(request, KIND) / key
 
@@ -59,14 +67,14 @@ async def storydiffusion_endpoint(request: Request) -> Response:
         def run(overwrite: bool) -> Any:
             return run_request(
                 req, folder, registry=registry, runtime=ctx.defaults, cache=ctx.cache,
-                progress=job.report, overwrite=overwrite,
+                progress=job.report, overwrite=overwrite, limits=limits,
             )
 
         try:
             result = run(False)
         except OutputFolderError:  # this request's folder, from other settings (a device, a library version)
             result = run(True)
-        return {"file": result.path.name, "content_type": result.mime, "seed": req.seed}
+        return {"file": result.path.name, "content_type": result.mime, "seed": req.seed, "weights": result.weights}
 
     job = submit_job(request, Job(KIND, work, folder=folder, key=key, info={"seed": req.seed}))
     if wants_async(request):
@@ -76,5 +84,9 @@ async def storydiffusion_endpoint(request: Request) -> Response:
     return Response(
         content=(job.folder / done["file"]).read_bytes(),
         media_type=done["content_type"],
-        headers={"x-storysdk-job": job.id, "x-storysdk-seed": str(req.seed)},
+        headers={
+            "x-storysdk-job": job.id,
+            "x-storysdk-seed": str(req.seed),
+            "x-storysdk-weights": json.dumps(done["weights"], sort_keys=True, ensure_ascii=True),
+        },
     )
