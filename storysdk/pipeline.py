@@ -64,7 +64,10 @@ class Pipeline:
     every named component that takes them and are silently left out elsewhere; ``defaults``
     win over them. With ``cache`` (a
     :class:`~storysdk.cache.ComponentCache`), components named with the same options as an
-    earlier pipeline's are taken from it, loaded models included.
+    earlier pipeline's are taken from it, loaded models included. ``limits`` (a
+    :class:`~storysdk.limits.Limits`; default: ``Limits()``) bounds the work a run may ask for:
+    the components' options, the request and the plan are checked (:meth:`check_limits`)
+    before anything is planned, claimed or loaded.
     """
 
     def __init__(

@@ -3,6 +3,10 @@
 - :func:`resolve` (and :func:`resolve_preset`, :func:`resolve_device`, :func:`resolve_dtype`):
   which weights, which device, which dtype, from a component's ``preset``/``device``/``dtype``
   options (:class:`storysdk.options.DeviceOptions` declares them);
+- :func:`resolve_weights` and :class:`Weights`: which weights, offline, and why ``preset='auto'``
+  fell back to the tiny preset (a model *path* that does not exist is an error);
+  :func:`weights_of`: the one line the pipeline records in ``run.json`` for a component (a
+  model-backed component says it with a ``weights`` attribute or property);
 - :func:`apply_offload`: a diffusers pipeline onto its device, or CPU offload;
 - :func:`cpu_generator` and :func:`seeded`: seeded noise and seeded construction that never
   touch the global torch RNG (the project keeps no global mutable state);
