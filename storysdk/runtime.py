@@ -43,16 +43,24 @@ __all__ = [
     "Resolved",
     "Weights",
     "apply_offload",
+    "check_weights_file",
     "cpu_generator",
     "dtype_kwargs",
+    "find_broken_file",
+    "load_pretrained",
+    "load_pretrained_pipeline",
     "load_safetensors",
+    "load_safetensors_subset",
     "load_state_dict",
+    "load_torch_file",
+    "read_json_config",
     "require_torch",
     "resolve",
     "resolve_device",
     "resolve_dtype",
     "resolve_preset",
     "resolve_weights",
+    "safetensors_keys",
     "seeded",
     "weights_of",
 ]
@@ -420,7 +428,7 @@ def load_state_dict(
     if missing or unexpected:
         raise CheckpointError(
             f"{source} does not match {type(module).__name__}: it is not the checkpoint this component "
-            "loads, or it is incomplete",
+            "loads, or it is incomplete; download the checkpoint again, or give the one of this model and size",
             missing=sorted(missing),
             unexpected=sorted(unexpected),
         )
@@ -433,6 +441,7 @@ def load_state_dict(
         raise CheckpointError(
             f"{source}: {len(bad)} tensor(s) have other shapes than {type(module).__name__} "
             f"(a checkpoint of another model size?): " + "; ".join(bad[:10])
+            + "; give the checkpoint of this model size (or the matching size/architecture option)"
         )
     # the keys named as expected-missing keep the module's own values; every key is loaded strictly
     full = {k: (state[k] if k in state else v) for k, v in own.items()}

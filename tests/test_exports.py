@@ -24,9 +24,11 @@ EXPORTED = {
     ],
     "storysdk.limits": ["LIMITS", "LimitError", "LimitInfo", "Limits"],
     "storysdk.runtime": [
-        "OFFLOAD_MODES", "PRESETS", "Resolved", "Weights", "apply_offload", "cpu_generator", "dtype_kwargs",
-        "load_safetensors", "load_state_dict", "require_torch", "resolve", "resolve_device",
-        "resolve_dtype", "resolve_preset", "resolve_weights", "seeded", "weights_of",
+        "OFFLOAD_MODES", "PRESETS", "Resolved", "Weights", "apply_offload", "check_weights_file",
+        "cpu_generator", "dtype_kwargs", "find_broken_file", "load_pretrained", "load_pretrained_pipeline",
+        "load_safetensors", "load_safetensors_subset", "load_state_dict", "load_torch_file",
+        "read_json_config", "require_torch", "resolve", "resolve_device", "resolve_dtype",
+        "resolve_preset", "resolve_weights", "safetensors_keys", "seeded", "weights_of",
     ],
     "storysdk.tiny": [
         "STORY_CORPUS", "TINY_SDXL", "TINY_STABLE_AUDIO", "clip_tokenizer", "corpus_words",

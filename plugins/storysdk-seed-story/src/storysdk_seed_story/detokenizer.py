@@ -193,12 +193,10 @@ def _load(gen: SeedStoryDetokenizer) -> _Loaded:
         parts = tiny_sdxl_components(seed=s.weights_seed)
         unet, vae, scheduler = parts["unet"], parts["vae"], parts["scheduler"]
     else:
-        from diffusers import AutoencoderKL, EulerDiscreteScheduler, UNet2DConditionModel
+        from .loading import load_sdxl_parts
 
         folder = str(Path(opts.sdxl).expanduser() if opts.sdxl else layout_path(s.pretrained, "sdxl"))
-        unet = UNet2DConditionModel.from_pretrained(folder, subfolder="unet")
-        vae = AutoencoderKL.from_pretrained(folder, subfolder="vae")
-        scheduler = EulerDiscreteScheduler.from_pretrained(folder, subfolder="scheduler")  # §1.5
+        unet, vae, scheduler = load_sdxl_parts(folder)  # strict: every key, named files (§1.5)
     cfg = _perceiver_config(s.sizes.perceiver, unet)
     if s.tiny:
         perceiver = tiny_perceiver(cfg, s.weights_seed)
