@@ -35,9 +35,10 @@ from typing import Any
 import attrs
 
 from .batchfile import BatchEntry, load_batch_file
-from .cliargs import add_runtime_arguments, runtime_options
+from .cliargs import add_limit_arguments, add_runtime_arguments, limits_from_args, runtime_options
 from .errors import ConfigError, OutputFolderError
 from .interfaces import ProgressCallback
+from .limits import Limits
 from .progress import ProgressBar
 
 __all__ = ["BatchResult", "StoryRecord", "add_parser", "run_batch"]
@@ -191,6 +192,7 @@ def _run_one(
     registry: Any,
     cache: Any,
     progress: ProgressCallback | None,
+    limits: Limits | None = None,
 ) -> StoryRecord:
     from .storyfile import parse_story_file
 
@@ -209,6 +211,8 @@ def _run_one(
         if entry.seed is not None:
             sf.request.seed = entry.seed
         pipe = sf.pipeline(registry=registry, defaults=defaults, cache=cache)
+        if limits is not None:
+            pipe.limits = limits
         try:
             story = pipe.run(sf.request, out_dir=folder, progress=progress, overwrite=overwrite)
         except OutputFolderError:
@@ -242,6 +246,7 @@ def run_batch(
     log: Callable[[str], None] | None = None,
     retry_failed: bool = True,
     cache: Any = None,
+    limits: Limits | None = None,
 ) -> BatchResult:
     """Render every story of ``stories`` (a JSON Lines file, or entries) into ``out_dir/<id>/``.
 
@@ -251,7 +256,8 @@ def run_batch(
     pipeline gives them to the components that take them and skips the others.
     ``retry_failed=False`` leaves stories that failed before (and did not change) alone.
     ``cache`` is the :class:`~storysdk.cache.ComponentCache` the stories share (default: a
-    new one holding up to 16 components). ``log`` receives one line per story.
+    new one holding up to 16 components). ``limits`` bound every story (default:
+    :class:`~storysdk.limits.Limits`' defaults). ``log`` receives one line per story.
     Raises :class:`ConfigError` for a bad stories file; a story that fails is recorded in its
     :class:`StoryRecord` instead.
     """
@@ -299,7 +305,7 @@ def run_batch(
         if log is not None:
             log(f"story {entry.id}: started")
         rec = _run_one(entry, previous[entry.id], out, fp=entry.fingerprint(fp_opts), defaults=run_opts,
-                       rank=rank, registry=registry, cache=cache, progress=progress)
+                       rank=rank, registry=registry, cache=cache, progress=progress, limits=limits)
         if log is not None:
             tail = f": {rec.error_type}: {rec.error.splitlines()[0] if rec.error else ''}" if rec.error_type else ""
             log(f"story {entry.id}: {rec.status} in {rec.seconds:.1f}s{tail}")
@@ -340,7 +346,8 @@ def _cmd_batch(args: argparse.Namespace) -> int:
 
     try:
         result = run_batch(args.stories, args.out, defaults=defaults, progress=bar,
-                           log=None if args.quiet else log, retry_failed=not args.skip_failed)
+                           log=None if args.quiet else log, retry_failed=not args.skip_failed,
+                           limits=limits_from_args(args))
     finally:
         if bar is not None:
             bar.close()
@@ -368,6 +375,7 @@ def add_parser(subparsers: Any) -> None:
                    '{"id": ..., "story": "file.toml"} or {"id": ..., "toml": "..."}, optional "seed"')
     p.add_argument("--out", required=True, help="output folder: OUT/<id>/ per story, OUT/results.jsonl")
     add_runtime_arguments(p, device="device for every process (default: each process's accelerate device)")
+    add_limit_arguments(p)
     p.add_argument("--skip-failed", action="store_true",
                    help="do not retry stories that failed before and did not change")
     p.add_argument("--quiet", action="store_true", help="no progress output")

@@ -696,13 +696,18 @@ Asset = Union[ImageAsset, AudioAsset]
 
 @attrs.define(eq=False)
 class Story:
-    """A plan with the assets made for it, and the files composers wrote."""
+    """A plan with the assets made for it, and the files composers wrote.
+
+    ``weights`` says which weights each model-backed component used (``{"generator
+    diffusers-image": "tiny (fallback: ...)"}``, see :meth:`storysdk.Pipeline.weights`).
+    """
 
     plan: StoryPlan
     images: dict[int, ImageAsset] = attrs.field(factory=dict)
     audio: dict[int, AudioAsset] = attrs.field(factory=dict)
     files: dict[str, list[Path]] = attrs.field(factory=dict)
     out_dir: Path | None = None
+    weights: dict[str, str] = attrs.field(factory=dict)
 
     def add(self, asset: Asset) -> None:
         if isinstance(asset, ImageAsset):

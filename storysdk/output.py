@@ -259,7 +259,7 @@ class OutputFolder:
                 )
             if old is not None and old.get("fingerprint") == run_info["fingerprint"] and not overwrite:
                 return True
-            if not overwrite:
+            if not overwrite and not self._holds_nothing_yet():
                 assert old is not None
                 raise OutputFolderError(
                     f"{self.root} holds the output of a different story or pipeline "
@@ -271,6 +271,16 @@ class OutputFolder:
             raise self._foreign_error()
         self._write_run(dict(run_info))
         return False
+
+    def _holds_nothing_yet(self) -> bool:
+        """Whether an earlier run here stopped before it wrote anything but ``run.json`` (a story
+        refused by its limits or its checks): such a folder is free for another story."""
+        if (self.root / PLAN_FILE).exists():
+            return False
+        return not any(
+            f.is_file() for sub in ("tokens", "images", "audio") if (self.root / sub).is_dir()
+            for f in (self.root / sub).iterdir()
+        )
 
     def _foreign(self) -> bool:
         """Whether the folder holds anything besides our lock files."""

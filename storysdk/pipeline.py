@@ -294,12 +294,13 @@ class Pipeline:
         overwrite: bool,
     ) -> Story:
         resumed = False
+        weights = self.weights()
         if folder is not None:
             run_info = {
                 "request": request.to_dict(),
                 "pipeline": self.describe(),
                 "plan": plan.to_dict() if plan is not None else None,
-                "weights": self.weights(),
+                "weights": weights,
             }
             resumed = folder.check_or_claim(
                 {"fingerprint": fingerprint(run_info), "seed": request.seed, "weights": run_info["weights"]},
@@ -320,7 +321,7 @@ class Pipeline:
             folder.save_plan(plan)
             for scene in plan.scenes:
                 folder.save_tokens(scene)
-        story = Story(plan=plan, out_dir=folder.root if folder is not None else None)
+        story = Story(plan=plan, out_dir=folder.root if folder is not None else None, weights=weights)
         if folder is not None:
             self._load_finished(story, folder, progress)
 

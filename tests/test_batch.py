@@ -375,3 +375,15 @@ def test_processes_without_a_shared_folder_merge_on_the_main_process(tmp_path: P
     # the main process knows s1 is done: a re-run renders nothing
     again = run_batch(path, main_out, registry=make_registry())
     assert again.summary() == "0 done, 0 failed, 3 skipped"
+
+
+def test_batch_applies_its_limits_to_every_story(tmp_path: Path) -> None:
+    from storysdk import Limits
+    from storysdk.batch import run_batch
+
+    stories = tmp_path / "stories.jsonl"
+    stories.write_text(json.dumps({"id": "three", "toml": '[story]\nscript = "a\\nb\\nc"\n[planner]\nname = "fake-planner"\n'
+                                   '[[generators]]\nname = "fake-image"\n'}) + "\n", encoding="utf-8")
+    result = run_batch(stories, tmp_path / "out", registry=make_registry(), limits=Limits(scenes=2))
+    [rec] = result.failed
+    assert rec.error_type == "LimitError" and "scenes" in rec.error

@@ -315,3 +315,18 @@ def test_temporary_file_names_are_recognised() -> None:
         assert sorted(p.name for p in Path(d).iterdir()) == ["plan.json", "scene-0001.wav"]
     for name in ("plan.json", ".storysdk.lock", ".hidden.part", "scene.part", ".x.abc.part", ".x.ABCDEFGH.part"):
         assert not is_temp_name(name), name
+
+
+def test_a_folder_whose_story_was_refused_before_planning_is_free_for_another(tmp_path: Path) -> None:
+    from storysdk import ConfigError, Limits, Pipeline, StoryRequest
+    from storysdk.testing import make_registry
+
+    out = tmp_path / "out"
+    pipe = Pipeline(planner="fake-planner", generators=["fake-image"], registry=make_registry(),
+                    limits=Limits(scenes=2))
+    with pytest.raises(ConfigError, match="scenes"):
+        pipe.run(StoryRequest(script="a\nb\nc", seed=1), out_dir=out)  # refused: 3 scenes > 2
+    story = pipe.run(StoryRequest(script="a\nb", seed=1), out_dir=out)  # the fixed story, no --overwrite
+    assert sorted(story.images) == [0, 1]
+    with pytest.raises(Exception, match="different story"):
+        pipe.run(StoryRequest(script="x\ny", seed=1), out_dir=out)  # a folder holding a story stays guarded

@@ -255,3 +255,18 @@ def test_a_mistyped_model_path_exits_2_without_a_traceback(tmp_path: Path) -> No
     assert ("storysdk: error: generator 'diffusers-image': preset='auto': the model path '/models/sdxl-typo' "
             "does not exist") in proc.stderr
     assert not (tmp_path / "o").exists()
+
+
+def test_the_story_says_which_weights_were_used(tmp_path) -> None:
+    import warnings
+
+    from storysdk import Pipeline, StoryRequest
+    from storysdk.testing import make_registry
+
+    pipe = Pipeline(planner="fake-planner", generators=[("diffusers-image", {"preset": "tiny", "steps": 1})],
+                    registry=make_registry())
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        story = pipe.run(StoryRequest(script="a fox", width=64, height=64, seed=1))
+    assert story.weights == pipe.weights() and list(story.weights) == ["generator diffusers-image"]
+    assert story.weights["generator diffusers-image"].startswith("tiny")
