@@ -139,8 +139,16 @@ def job_accepted(request: Request, job: Job, *, route: str = "get_job") -> JSONR
     return JSONResponse(data, status_code=202, headers={"Location": data["url"]})
 
 
-def job_file(job: Job, rel: str, *, listing: str) -> Response:
-    """One file of the job's folder; 404 for anything outside it or hidden (``listing`` names where files are listed)."""
+#: Files of an output folder that record the run's settings, which can name the operator's model folders.
+RECORDS = ("run.json",)
+
+
+def job_file(job: Job, rel: str, *, listing: str, config: ServerConfig | None = None) -> Response:
+    """One file of the job's folder; 404 for anything outside it or hidden (``listing`` names where files are listed).
+
+    With the server's ``config``, the run's record (``run.json``, which names the weights used)
+    is served without the server's paths (a configured model's folder shows as ``<model NAME>``).
+    """
     if job.folder is None:
         raise HTTPException(404, "this job has no files")
     root = job.folder.resolve()
@@ -148,4 +156,10 @@ def job_file(job: Job, rel: str, *, listing: str) -> Response:
     if not path.is_relative_to(root) or not path.is_file() or any(p.startswith(".") for p in path.relative_to(root).parts):
         raise HTTPException(404, f"job {job.id} has no file {rel!r}; {listing} lists its files")
     media, _ = mimetypes.guess_type(path.name)
+    if config is not None and path.relative_to(root).as_posix() in RECORDS:
+        from .redact import redact
+
+        text = redact(path.read_text(encoding="utf-8"), out_dir=config.out_dir,
+                      named={"model": config.models, "font": config.fonts})
+        return Response(text.encode("utf-8"), media_type=media or "application/json")
     return FileResponse(path, media_type=media or "application/octet-stream")

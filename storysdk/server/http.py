@@ -203,7 +203,7 @@ class BodyLimitMiddleware:
             return "the Content-Length header is not a number of bytes"
         return (
             f"the request body is larger than this server's limit of {self.limit} bytes; send less "
-            "(or start the server with a larger --max-body-mb)"
+            "(or start the server with a larger --limit body=... or --max-body-mb)"
         )
 
 

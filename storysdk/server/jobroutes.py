@@ -14,7 +14,7 @@ from starlette.exceptions import HTTPException
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 
-from .api import describe_job, job_file
+from .api import describe_job, job_file, server_config
 from .jobs import Job, JobQueue
 
 __all__ = ["cancel_job", "get_job", "get_job_file", "list_jobs"]
@@ -48,4 +48,4 @@ async def cancel_job(request: Request) -> Response:
 
 async def get_job_file(request: Request) -> Response:
     job = _job(request)
-    return job_file(job, request.path_params["path"], listing=f"GET /v1/jobs/{job.id}")
+    return job_file(job, request.path_params["path"], listing=f"GET /v1/jobs/{job.id}", config=server_config(request))

@@ -219,4 +219,4 @@ async def cancel_story(request: Request) -> Response:
 
 async def story_file(request: Request) -> Response:
     job = _job(request)
-    return job_file(job, request.path_params["path"], listing=f"GET /v1/stories/{job.id}")
+    return job_file(job, request.path_params["path"], listing=f"GET /v1/stories/{job.id}", config=server_config(request))
