@@ -195,3 +195,72 @@ def test_wrong_method_unknown_url_and_bad_fields(server: RunningServer) -> None:
     r = requests.post(url, data={"comic_description": "x" * (65 * 1024)})
     assert r.status_code == 413 and "limit of 65536 bytes" in r.json()["error"]
     assert requests.get(server.url + "/v1/jobs").json()["jobs"] == []  # nothing was queued
+
+
+def test_hostile_fields_are_refused_before_queueing_on_one_kept_connection(tmp_path: Path) -> None:
+    import http.client
+
+    from storysdk import Limits
+
+    cfg = ServerConfig(port=0, out_dir=tmp_path, defaults={"preset": "tiny"}, limits=Limits(caption=100),
+                       max_field_bytes=32 * 1024)
+    with RunningServer(cfg, registry=make_registry(plugin, fakes=False)) as srv:
+        conn = http.client.HTTPConnection("127.0.0.1", srv.port, timeout=60)
+        conn.connect()
+        sock = conn.sock
+        form = {"content-type": "application/x-www-form-urlencoded"}
+        jsonct = {"content-type": "application/json"}
+        cases: list[tuple[bytes, dict[str, str], int, str | None, str]] = [
+            (b"seed=" + str(10**26).encode(), form, 422, "seed", "in the range 0 - 18446744073709551615"),
+            (b"seed=" + b"9" * 5000, form, 422, "seed", "(5000 characters)"),
+            (b"num_steps=" + str(10**30).encode(), form, 422, "num_steps", "range 20 - 50"),
+            (b"image_width=1e400", form, 422, "image_width", "whole number"),
+            (b"guidance_scale=nan", form, 422, "guidance_scale", "finite"),
+            (b'{"guidance_scale": Infinity}', jsonct, 422, None, "Infinity"),
+            (b"sa32_setting=inf", form, 422, "sa32_setting", "finite"),
+            (b"sa64_setting=-1e999", form, 422, "sa64_setting", "finite"),
+            (b"output_quality=" + b"1" * 30, form, 422, "output_quality", "range 0 - 100"),
+            (b"seed=1&seed=2", form, 422, "seed", "given twice"),
+            (b"num_ids=1&comic_description=a%20%23" + b"w" * 200, form, 422, "comic_description", "--limit caption=200"),
+            (b"character_description=" + b"a" * 20000, form, 422, "character_description", "over the limit prompt"),
+            (b"negative_prompt=" + b"a" * 20000, form, 422, "negative_prompt", "over the limit prompt"),
+            (b"comic_description=" + b"x" * 40000, form, 413, "comic_description", "per field"),
+            (b"[" * 50000 + b"]" * 50000, jsonct, 400, None, "nested too deeply"),
+            (b'{"seed": 1' + b"0" * 5000 + b"}", jsonct, 400, None, "thousands of digits"),
+            (b"--B\r\nContent-Disposition: form-data; name=\"seed\"\r\n\r\n7\r\n",
+             {"content-type": "multipart/form-data; boundary=B"}, 400, None, "cut off"),
+            (b"seed=%ff", form, 400, None, "not UTF-8"),
+            (b"<xml/>", {"content-type": "text/xml"}, 415, None, "unsupported content type"),
+        ]
+        for body, headers, status, field, words in cases:
+            conn.request("POST", "/v1/storydiffusion", body=body, headers=headers)
+            response = conn.getresponse()
+            answer = json.loads(response.read())
+            assert (response.status, answer.get("field")) == (status, field), (body[:40], answer)
+            assert words in answer["error"] and len(answer["error"]) < 600, (body[:40], answer)
+            assert str(tmp_path) not in answer["error"] and conn.sock is sock
+        assert requests.get(srv.url + "/v1/jobs").json()["jobs"] == []  # nothing was queued
+        conn.request("POST", "/v1/storydiffusion", body=json.dumps({**THREE, "num_steps": 20}),
+                     headers={**jsonct, "Prefer": "respond-async"})
+        response = conn.getresponse()
+        assert response.status == 202 and conn.sock is sock
+        job = json.loads(response.read())
+        queue = srv.app.state.queue
+        queue.get(job["id"]).future.result(300)
+
+
+def test_delete_stops_a_hosted_render_within_one_denoising_step(server: RunningServer) -> None:
+    url = server.url + "/v1/storydiffusion"
+    job = requests.post(url, data={**THREE, "num_steps": 50}, headers={"Prefer": "respond-async"}).json()
+    deadline = time.monotonic() + 180
+    while (now := requests.get(job["url"]).json())["progress"] is None or now["progress"]["stage"] != "step" \
+            or now["progress"]["done"] < 2:
+        assert now["status"] in ("queued", "running") and time.monotonic() < deadline, now
+        time.sleep(0.01)
+    at_cancel = requests.delete(job["url"]).json()
+    while (final := requests.get(job["url"]).json())["status"] not in ("cancelled", "done", "failed"):
+        time.sleep(0.02)
+    assert final["status"] == "cancelled", final["error"]
+    assert final["events"] - at_cancel["events"] <= 1  # the step in flight at most
+    assert final["progress"]["stage"] == "step" and final["progress"]["total"] == 50
+    assert final["progress"]["done"] <= at_cancel["progress"]["done"] + 1 < 50

@@ -27,6 +27,7 @@ import io
 import json
 import math
 import os
+import re
 import tempfile
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -305,20 +306,22 @@ def build_pipeline(
 
 
 def _limit_field(exc: LimitError) -> str:
-    """The hosted field a :class:`LimitError` is about (its ``where``)."""
-    where = exc.where
-    for words, field in (
-        (("negative_prompt",), "negative_prompt"),
-        (("style",), "style_name"),
-        (("scene", "script", "caption", "title"), "comic_description"),
-        (("character",), "character_description"),
-        (("width",), "image_width"),
-        (("height",), "image_height"),
-        (("steps",), "num_steps"),
+    """The hosted field a :class:`LimitError` is about (the words of its ``where``)."""
+    if "request characters" in exc.where or "plan characters" in exc.where:
+        return "character_description"
+    words = set(re.findall(r"[a-z_]+", exc.where))
+    for names, field in (
+        ({"negative_prompt"}, "negative_prompt"),
+        ({"style"}, "style_name"),
+        ({"scene", "script", "caption", "title", "scenes"}, "comic_description"),
+        ({"character"}, "character_description"),
+        ({"width"}, "image_width"),
+        ({"height"}, "image_height"),
+        ({"steps"}, "num_steps"),
     ):
-        if any(w in where for w in words):
+        if words & names:
             return field
-    return "comic_description"  # the script, a scene's prompt or caption, the number of scenes
+    return "comic_description"
 
 
 def check_request(
