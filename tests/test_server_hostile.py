@@ -487,3 +487,45 @@ def test_images_embedded_as_data_uris_are_still_taken(served: tuple[RunningServe
     r = requests.post(srv.url + "/v1/stories", data=story(f'start_image = "{uri}"'), headers={"content-type": TOML})
     assert r.status_code == 202, r.text
     assert wait_for(r.json()["url"])["status"] == "done"
+
+
+def test_the_story_of_docs_serving_md_runs_with_the_operators_names(tmp_path: Path) -> None:
+    import re
+
+    doc = (Path(__file__).resolve().parents[1] / "docs" / "serving.md").read_text(encoding="utf-8")
+    section = doc.split("### What a story job may name", 1)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"^```toml\n(.*?)^```", section, flags=re.S | re.M)
+    assert len(blocks) == 1 and 'model = "house-sd"' in blocks[0]
+    folder = tmp_path / "sdxl-base"
+    folder.mkdir()
+    text = blocks[0].replace('name = "frames"', 'name = "frames"\nfont_path = "house"')
+    cfg = ServerConfig(port=0, out_dir=tmp_path / "serve", defaults={"preset": "tiny"},  # the doc: auto, real weights
+                       models={"house-sd": str(folder)}, fonts={"house": str(font_file(tmp_path))})
+    with RunningServer(cfg, registry=make_registry()) as srv:
+        r = requests.post(srv.url + "/v1/stories", data=text.encode(), headers={"content-type": TOML})
+        assert r.status_code == 202, r.text
+        job = wait_for(r.json()["url"])
+        assert job["status"] == "done" and job["scenes"] == 2, job["error"]
+        assert job["outputs"]["frames"] == ["frames/scene-000.png", "frames/scene-001.png"]  # captioned in the font
+        # the same story naming the folder itself is refused, naming the server's names
+        r = requests.post(srv.url + "/v1/stories", data=text.replace('"house-sd"', f'"{folder}"').encode(),
+                          headers={"content-type": TOML})
+        assert r.status_code == 422 and "this server's models: house-sd" in r.json()["error"]
+        assert str(folder) not in r.text
+
+
+def test_run_json_is_served_without_the_operators_paths(tmp_path: Path) -> None:
+    from storysdk.server.api import job_file
+
+    folder = tmp_path / "models" / "sdxl"
+    folder.mkdir(parents=True)
+    cfg = ServerConfig(out_dir=tmp_path / "serve", models={"house-sd": str(folder)})
+    job = Job("story", lambda job, ctx: None)
+    job.folder = tmp_path / "serve" / "stories" / job.id
+    job.folder.mkdir(parents=True)
+    record = {"weights": {"generator diffusers-image": str(folder)}, "seed": 1}
+    (job.folder / "run.json").write_text(json.dumps(record))
+    (job.folder / "plan.json").write_text(json.dumps({"note": str(folder)}))
+    served = job_file(job, "run.json", listing="here", config=cfg)
+    assert json.loads(served.body) == {"weights": {"generator diffusers-image": "<model house-sd>"}, "seed": 1}
+    assert job_file(job, "run.json", listing="here").__class__.__name__ == "FileResponse"  # no config: as written
