@@ -502,8 +502,12 @@ def test_the_story_of_docs_serving_md_runs_with_the_operators_names(tmp_path: Pa
     cfg = ServerConfig(port=0, out_dir=tmp_path / "serve", defaults={"preset": "tiny"},  # the doc: auto, real weights
                        models={"house-sd": str(folder)}, fonts={"house": str(font_file(tmp_path))})
     with RunningServer(cfg, registry=make_registry()) as srv:
+        status = requests.get(srv.url + "/v1/status").json()
+        assert (status["models"], status["fonts"], status["limits"]["steps"]) == (["house-sd"], ["house"], 200)
+        assert str(tmp_path) not in json.dumps(status)
         r = requests.post(srv.url + "/v1/stories", data=text.encode(), headers={"content-type": TOML})
         assert r.status_code == 202, r.text
+        assert json.loads(r.headers["x-storysdk-weights"]) == {"generator diffusers-image": "tiny"}
         job = wait_for(r.json()["url"])
         assert job["status"] == "done" and job["scenes"] == 2, job["error"]
         assert job["outputs"]["frames"] == ["frames/scene-000.png", "frames/scene-001.png"]  # captioned in the font

@@ -9,6 +9,13 @@ python-multipart). The core's endpoints (docs/serving.md):
   job, whichever endpoint queued it;
 - ``GET /v1/status``: workers, queue, kept components, endpoints.
 
+Every request is checked before anything is queued (docs/serving.md, "Hostile input"): bodies
+by :mod:`.fields` (UTF-8, complete, per-field and body size caps), story files by
+:mod:`.stories` and :mod:`.choices` (models and fonts only by the operator's names, the
+server's :class:`~storysdk.limits.Limits`); errors reach clients without the server's paths
+(:mod:`.redact`), bugs are logged and answered 500 (:mod:`.http`), and slow clients are
+dropped (:mod:`.protocol`, the body deadline in :mod:`.http`).
+
 Plugins add endpoints through the ``register_routes`` hook; they reach the server through
 the functions of :mod:`storysdk.server.api`, importable from here: :func:`read_fields`, :func:`submit_job`,
 :func:`job_result`, :func:`job_accepted`, :func:`describe_job`, :func:`job_root`,

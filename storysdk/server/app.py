@@ -60,12 +60,16 @@ async def _status(request: Request) -> Response:
     from .. import __version__
 
     queue: JobQueue = request.app.state.queue
+    cfg: ServerConfig = request.app.state.config
     return JSONResponse(
         {
             "storysdk": __version__,
             "uptime": time.time() - request.app.state.started,
             "endpoints": request.app.state.endpoints,
             "route_errors": request.app.state.route_errors,
+            "limits": cfg.limits.to_dict(),
+            "models": sorted(cfg.models),  # the names story jobs may give, never the paths
+            "fonts": sorted(cfg.fonts),
             **queue.stats(),
         }
     )

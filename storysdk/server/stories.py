@@ -22,6 +22,7 @@ paths would read the server's own files.
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -189,7 +190,8 @@ async def submit_story(request: Request) -> Response:
     job.folder = root / job.id
     submit_job(request, job)
     data = _describe(request, job)
-    return JSONResponse(data, status_code=202, headers={"Location": data["url"]})
+    weights = json.dumps(story.weights, sort_keys=True, ensure_ascii=True)
+    return JSONResponse(data, status_code=202, headers={"Location": data["url"], "x-storysdk-weights": weights})
 
 
 def _job(request: Request) -> Job:
