@@ -420,7 +420,7 @@ def load_state_dict(
     ``source`` names where ``state`` came from (a file, a folder and prefix) for the message.
     Keys starting with one of ``ignore_missing``/``ignore_unexpected`` are expected to be absent
     or extra (buffers that are recomputed, heads that inference does not use): name them here,
-    never load with ``strict=False``. Shapes that differ are reported with both shapes.
+    never load non-strictly (missing weights would stay random). Shapes that differ are reported with both shapes.
     """
     own = module.state_dict()
     missing = [k for k in own if k not in state and not (ignore_missing and k.startswith(ignore_missing))]

@@ -11,7 +11,6 @@ fix, and never suggests ``weights_only=False``.
 
 from __future__ import annotations
 
-import builtins
 import json
 import shutil
 from collections.abc import Callable
@@ -25,43 +24,13 @@ from storysdk import runtime
 from storysdk.builtins.clip_text import ClipTextTokenizer
 from storysdk.builtins.diffusers_audio import DiffusersAudioGenerator
 from storysdk.builtins.diffusers_image import DiffusersImageGenerator
-from storysdk.errors import CheckpointError, ConfigError, StorySDKError
+from storysdk.errors import CheckpointError, ConfigError
 from storysdk.tiny import tiny_sdxl_pipeline, tiny_stable_audio_pipeline
+from storysdk.testing.faults import assert_clear, truncate, UnsafePickle as Evil
 
 UNET = "unet/diffusion_pytorch_model.safetensors"
 TE = "text_encoder/model.safetensors"
 TE2 = "text_encoder_2/model.safetensors"
-FIXES = ("download", "restore", "give ", "get these weights", "pass ")
-
-
-class Evil:
-    """Unpickling this would create the file ``target`` (a stand-in for arbitrary code)."""
-
-    def __init__(self, target: Path) -> None:
-        self.target = str(target)
-
-    def __reduce__(self):
-        return (builtins.open, (self.target, "w"))
-
-
-def assert_clear(err: BaseException, *names: object) -> str:
-    """The message names every ``names`` item, says how to fix it, and never advises unsafe unpickling."""
-    msg = str(err)
-    assert isinstance(err, StorySDKError)
-    for name in names:
-        assert str(name) in msg, f"{name!s} not in: {msg}"
-    assert any(fix in msg for fix in FIXES), f"no fix in: {msg}"
-    assert "weights_only" not in msg and "ignore_mismatched_sizes" not in msg
-    cause = err.__cause__
-    while cause is not None:  # nor does anything it was raised from (what --traceback would show)
-        assert "weights_only` set to `False`" not in str(cause) and "weights_only=False" not in str(cause)
-        cause = cause.__cause__
-    return msg
-
-
-def truncate(path: Path, keep: float = 0.5) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * keep)])
 
 
 def edit_tensors(path: Path, change: Callable[[dict[str, torch.Tensor]], None]) -> None:

@@ -9,8 +9,7 @@ step of the raise, keeps what it finished, and renders the same bytes afterwards
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +24,7 @@ from storysdk.errors import JobCancelled
 from storysdk.interfaces import PlanContext, Planner, ProgressEvent, RenderContext, StepContext
 from storysdk.model import Scene, Story, StoryPlan, StoryRequest
 from storysdk.testing.contract import folder_bytes
+from storysdk.testing.faults import forward_calls, stop_at, StopRun as Stop
 
 PROMPTS = ["a girl in a dark forest", "a dragon over the castle", "a boy on a boat", "the end"]
 
@@ -39,40 +39,6 @@ def _one_thread() -> Iterator[None]:
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
-
-
-class Stop(Exception):
-    """What the test's progress callback raises (a cancelled job raises JobCancelled)."""
-
-
-def stop_at(n: int, stage: str = "step") -> Callable[[ProgressEvent], None]:
-    """A progress callback that raises :class:`Stop` at its ``n``-th event of ``stage`` (from 1)."""
-    seen: list[ProgressEvent] = []
-
-    def progress(ev: ProgressEvent) -> None:
-        if ev.stage == stage:
-            seen.append(ev)
-            if len(seen) == n:
-                raise Stop(f"stopped at {stage} event {n}")
-
-    progress.seen = seen  # type: ignore[attr-defined]
-    return progress
-
-
-@contextmanager
-def forward_calls(*modules: Any) -> Iterator[list[int]]:
-    """Counts the forward calls of ``modules`` (all together) while the block runs."""
-    calls = [0]
-
-    def hook(_module: Any, _args: Any) -> None:
-        calls[0] += 1
-
-    handles = [m.register_forward_pre_hook(hook) for m in modules]
-    try:
-        yield calls
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def _plan(n: int = 4, **kw: Any) -> StoryPlan:

@@ -43,6 +43,9 @@ EXPORTED = {
         "FakeAudioGenerator", "FakeComposer", "FakeImageGenerator", "FakeInterleavedPlanner", "FakePlanner",
         "FakeTokenizer", "FakesPlugin", "make_registry",
     ],
+    "storysdk.testing.faults": [
+        "FIXES", "StopRun", "UnsafePickle", "assert_clear", "forward_calls", "stop_at", "truncate",
+    ],
     "storysdk.testing.contract": [
         "ComponentContract", "ComposerContract", "GeneratorContract", "PlannerContract", "TokenizerContract",
         "folder_bytes",

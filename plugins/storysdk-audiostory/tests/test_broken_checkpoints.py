@@ -10,7 +10,6 @@ and the fix, and never suggest ``weights_only=False``.
 
 from __future__ import annotations
 
-import builtins
 import json
 import shutil
 from pathlib import Path
@@ -19,7 +18,8 @@ import pytest
 import torch
 import yaml
 from safetensors.torch import load_file, save_file
-from storysdk.errors import CheckpointError, StorySDKError
+from storysdk.errors import CheckpointError
+from storysdk.testing.faults import assert_clear, truncate, UnsafePickle as Evil
 from storysdk_audiostory import constants as C
 from storysdk_audiostory.lora import lora_deltas_and_plain
 from storysdk_audiostory.presets import TINY, build_bridge, build_dit, build_llm, build_t5, build_vae
@@ -34,36 +34,6 @@ from storysdk_audiostory.release import (
 CPU = torch.device("cpu")
 F32 = torch.float32
 PRE = "seedx.llm.base_model.model."
-FIXES = ("download", "restore", "give ", "get these weights", "pass ")
-
-
-class Evil:
-    """Unpickling this would create ``target`` (a stand-in for arbitrary code)."""
-
-    def __init__(self, target: Path) -> None:
-        self.target = str(target)
-
-    def __reduce__(self):
-        return (builtins.open, (self.target, "w"))
-
-
-def assert_clear(err: BaseException, *names: object) -> str:
-    msg = str(err)
-    assert isinstance(err, StorySDKError)
-    for name in names:
-        assert str(name) in msg, f"{name!s} not in: {msg}"
-    assert any(fix in msg for fix in FIXES), f"no fix in: {msg}"
-    assert "weights_only" not in msg
-    cause = err.__cause__
-    while cause is not None:
-        assert "weights_only` set to `False`" not in str(cause)
-        cause = cause.__cause__
-    return msg
-
-
-def truncate(path: Path, keep: float = 0.5) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * keep)])
 
 
 @pytest.fixture(scope="module")

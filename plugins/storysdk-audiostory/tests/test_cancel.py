@@ -4,8 +4,6 @@ every clip already made, and the components render the same afterwards."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -17,30 +15,13 @@ from storysdk.errors import JobCancelled
 from storysdk.interfaces import PlanContext, ProgressEvent, RenderContext
 from storysdk.model import Scene, StoryPlan, StoryRequest, Tokens
 from storysdk.testing.contract import folder_bytes
+from storysdk.testing.faults import forward_calls, stop_at, StopRun as Stop
 from storysdk_audiostory.decoding import greedy_decode
 from storysdk_audiostory.generators import AudioStoryGenerator
 from storysdk_audiostory.planner import AudioStoryPlanner
 from storysdk_audiostory.streams import response_text
 
 REQUEST = StoryRequest(prompt="A dog barks, then rain.", duration=10.0, seed=2)
-
-
-class Stop(Exception):
-    pass
-
-
-def stop_at(n: int | None) -> Callable[[ProgressEvent], None]:
-    """Records every step event; raises :class:`Stop` at the ``n``-th (never when ``None``)."""
-    seen: list[ProgressEvent] = []
-
-    def progress(ev: ProgressEvent) -> None:
-        if ev.stage == "step":
-            seen.append(ev)
-            if len(seen) == n:
-                raise Stop(n)
-
-    progress.seen = seen  # type: ignore[attr-defined]
-    return progress
 
 
 class ScriptedLM(torch.nn.Module):
@@ -83,16 +64,6 @@ def _scenes(durations: list[float], width: int = 32) -> list[Scene]:
     return [Scene(i, prompt=f"sound {i}", duration=d,
                   tokens={"tangoflux-cond": Tokens("tangoflux-cond", "test", {"cond": torch.randn(64, width, generator=g)})})
             for i, d in enumerate(durations)]
-
-
-@contextmanager
-def forward_calls(module: Any) -> Iterator[list[int]]:
-    calls = [0]
-    handle = module.register_forward_pre_hook(lambda _m, _a: calls.__setitem__(0, calls[0] + 1))
-    try:
-        yield calls
-    finally:
-        handle.remove()
 
 
 @pytest.mark.parametrize("one_pass", [True, False], ids=["one-pass", "forced-steps"])

@@ -9,7 +9,6 @@ pickle an incomplete download.
 
 from __future__ import annotations
 
-import builtins
 import json
 import shutil
 from pathlib import Path
@@ -18,7 +17,8 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from storysdk.errors import CheckpointError, StorySDKError
+from storysdk.errors import CheckpointError
+from storysdk.testing.faults import assert_clear, truncate, UnsafePickle as Evil
 from storysdk_seed_story.checkpoints import read_prefixed, read_state_dict
 from storysdk_seed_story.configs import TINY
 from storysdk_seed_story.constants import LORA_TARGETS
@@ -27,36 +27,6 @@ from storysdk_seed_story.mllm import build_llama
 from storysdk_seed_story.text import tiny_llama_tokenizer
 
 P = "llm.base_model.model."
-FIXES = ("download", "restore", "give ", "get these weights", "pass ", "finish the download")
-
-
-class Evil:
-    """Unpickling this would create ``target`` (a stand-in for arbitrary code)."""
-
-    def __init__(self, target: Path) -> None:
-        self.target = str(target)
-
-    def __reduce__(self):
-        return (builtins.open, (self.target, "w"))
-
-
-def assert_clear(err: BaseException, *names: object) -> str:
-    msg = str(err)
-    assert isinstance(err, StorySDKError)
-    for name in names:
-        assert str(name) in msg, f"{name!s} not in: {msg}"
-    assert any(fix in msg for fix in FIXES), f"no fix in: {msg}"
-    assert "weights_only" not in msg
-    cause = err.__cause__
-    while cause is not None:
-        assert "weights_only` set to `False`" not in str(cause)
-        cause = cause.__cause__
-    return msg
-
-
-def truncate(path: Path, keep: float = 0.5) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * keep)])
 
 
 # -- read_state_dict / read_prefixed ---------------------------------------------------------

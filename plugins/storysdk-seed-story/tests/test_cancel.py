@@ -5,8 +5,6 @@ the next step writes the scene an uninterrupted run writes."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -19,38 +17,11 @@ from storysdk.errors import JobCancelled
 from storysdk.interfaces import ProgressEvent, StepContext
 from storysdk.model import Story, StoryPlan
 from storysdk.testing.contract import folder_bytes
+from storysdk.testing.faults import forward_calls, stop_at, StopRun as Stop
 from storysdk_seed_story.detokenizer import SeedStoryDetokenizer
 from storysdk_seed_story.planner import SeedStoryPlanner
 
 CAPTION = "Lily and the fox walked to the old bridge."
-
-
-class Stop(Exception):
-    pass
-
-
-def stop_at(n: int | None) -> Callable[[ProgressEvent], None]:
-    """Records every step event; raises :class:`Stop` at the ``n``-th (never when ``None``)."""
-    seen: list[ProgressEvent] = []
-
-    def progress(ev: ProgressEvent) -> None:
-        if ev.stage == "step":
-            seen.append(ev)
-            if len(seen) == n:
-                raise Stop(n)
-
-    progress.seen = seen  # type: ignore[attr-defined]
-    return progress
-
-
-@contextmanager
-def forward_calls(module: Any) -> Iterator[list[int]]:
-    calls = [0]
-    handle = module.register_forward_pre_hook(lambda _m, _a: calls.__setitem__(0, calls[0] + 1))
-    try:
-        yield calls
-    finally:
-        handle.remove()
 
 
 def planner(**options: Any) -> SeedStoryPlanner:

@@ -10,7 +10,6 @@ folder, for key lists) and the fix, and never suggests ``weights_only=False``.
 
 from __future__ import annotations
 
-import builtins
 import json
 import shutil
 from pathlib import Path
@@ -20,43 +19,14 @@ import pytest
 import torch
 from safetensors.torch import load_file, save_file
 
-from storysdk.errors import CheckpointError, ConfigError, StorySDKError
+from storysdk.errors import CheckpointError, ConfigError
+from storysdk.testing.faults import assert_clear, truncate, UnsafePickle as Evil
 from storysdk_storydiffusion.generator import StoryDiffusionGenerator
 from storysdk_storydiffusion.loading import load_pipeline
 
 UNET = "unet/diffusion_pytorch_model.safetensors"
 TE2 = "text_encoder_2/model.safetensors"
-FIXES = ("download", "restore", "give ", "get these weights", "pass ")
 CPU = torch.device("cpu")
-
-
-class Evil:
-    """Unpickling this would create ``target`` (a stand-in for arbitrary code)."""
-
-    def __init__(self, target: Path) -> None:
-        self.target = str(target)
-
-    def __reduce__(self) -> Any:
-        return (builtins.open, (self.target, "w"))
-
-
-def assert_clear(err: BaseException, *names: object) -> str:
-    msg = str(err)
-    assert isinstance(err, StorySDKError)
-    for name in names:
-        assert str(name) in msg, f"{name!s} not in: {msg}"
-    assert any(fix in msg for fix in FIXES), f"no fix in: {msg}"
-    assert "weights_only" not in msg and "ignore_mismatched_sizes" not in msg
-    cause = err.__cause__
-    while cause is not None:
-        assert "weights_only` set to `False`" not in str(cause)
-        cause = cause.__cause__
-    return msg
-
-
-def truncate(path: Path, keep: float = 0.5) -> None:
-    data = path.read_bytes()
-    path.write_bytes(data[: int(len(data) * keep)])
 
 
 def tensors(rel: str, change: Any) -> Any:

@@ -4,7 +4,7 @@ server worker keeps it loaded) renders the same bytes afterwards."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -17,28 +17,12 @@ from storysdk.builtins.script import ScriptPlanner
 from storysdk.errors import JobCancelled
 from storysdk.interfaces import ProgressEvent
 from storysdk.testing.contract import folder_bytes
+from storysdk.testing.faults import stop_at, StopRun as Stop
 from storysdk_storydiffusion.generator import StoryDiffusionGenerator
 
 CHARS = "[Bob] a man in a black suit\n[Ann] a girl with red hair"
 SCRIPT = "[Bob] at home\n[Bob] on the road\n[Ann] in the park\n[Ann] reading\n[Bob] and [Ann] talking\n[Bob] running"
 STEPS = 3
-
-
-class Stop(Exception):
-    pass
-
-
-def stop_at(n: int) -> Callable[[ProgressEvent], None]:
-    seen: list[ProgressEvent] = []
-
-    def progress(ev: ProgressEvent) -> None:
-        if ev.stage == "step":
-            seen.append(ev)
-            if len(seen) == n:
-                raise Stop(n)
-
-    progress.seen = seen  # type: ignore[attr-defined]
-    return progress
 
 
 @contextmanager
