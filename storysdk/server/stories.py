@@ -39,11 +39,12 @@ from ..options import DeviceOptions
 from ..pipeline import Pipeline
 from ..registry import Registry
 from ..storyfile import parse_story_file
-from .api import describe_job, job_file, job_root, read_fields, server_config, server_registry, submit_job
+from .api import describe_job, job_root, read_fields, server_config, server_registry, submit_job
 from .choices import check_story_options
 from .config import ServerConfig
 from .fields import content_type
-from .jobs import Job, JobQueue, WorkerContext
+from .jobroutes import JobEndpoints
+from .jobs import Job, WorkerContext
 from .redact import redact
 
 __all__ = ["PreparedStory", "cancel_story", "get_story", "list_stories", "prepare_story", "story_file", "submit_story"]
@@ -194,31 +195,8 @@ async def submit_story(request: Request) -> Response:
     return JSONResponse(data, status_code=202, headers={"Location": data["url"], "x-storysdk-weights": weights})
 
 
-def _job(request: Request) -> Job:
-    queue: JobQueue = request.app.state.queue
-    job = queue.get(request.path_params["job_id"])
-    if job is None or job.kind != "story":
-        raise HTTPException(404, f"no story job {request.path_params['job_id']!r} (finished jobs are forgotten after a while)")
-    return job
-
-
-async def list_stories(request: Request) -> Response:
-    queue: JobQueue = request.app.state.queue
-    return JSONResponse({"jobs": [_describe(request, j) for j in queue.jobs("story")]})
-
-
-async def get_story(request: Request) -> Response:
-    return JSONResponse(_describe(request, _job(request)))
-
-
-async def cancel_story(request: Request) -> Response:
-    job = _job(request)
-    queue: JobQueue = request.app.state.queue
-    if not queue.cancel(job):
-        raise HTTPException(409, f"job {job.id} has already finished ({job.status}); nothing to cancel")
-    return JSONResponse(_describe(request, job), status_code=202)
-
-
-async def story_file(request: Request) -> Response:
-    job = _job(request)
-    return job_file(job, request.path_params["path"], listing=f"GET /v1/stories/{job.id}", config=server_config(request))
+_stories = JobEndpoints(kind="story", what="story job", prefix="/v1/stories", describe=_describe)
+list_stories = _stories.list
+get_story = _stories.get
+cancel_story = _stories.cancel
+story_file = _stories.file
