@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 import attrs
 
-from .model import Asset, Modality, Scene, Story, StoryPlan, StoryRequest, Tokens
+from .model import Asset, Cue, Modality, Scene, Story, StoryPlan, StoryRequest, Tokens
 from .options import Options, validate_options
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "RenderContext",
     "StepContext",
     "Tokenizer",
+    "TrackContext",
     "derive_seed",
 ]
 
@@ -97,11 +98,23 @@ class RenderContext:
     component: str = ""
     progress: ProgressCallback | None = None
     story: Story | None = None
+    #: The track being rendered (``""`` outside a pipeline). ``plan.scenes`` are that track's
+    #: cues (:class:`~storysdk.model.Cue`), the story's other fields unchanged.
+    track: str = ""
 
     def scene_seed(self, scene: Scene | int, *salt: object) -> int:
         """The seed of one scene; independent of which other scenes are rendered with it."""
         index = scene.index if isinstance(scene, Scene) else int(scene)
         return derive_seed(self.seed, "scene", index, *salt)
+
+    def finished(self, modality: Modality = "image") -> dict[int, Asset]:
+        """The assets already made on this context's track, by cue index (a resumed run's,
+        loaded from the folder); outside a track, the story's assets of ``modality``."""
+        if self.story is None:
+            return {}
+        if self.track and self.track in self.story.tracks:
+            return dict(self.story.tracks[self.track].assets)
+        return self.story.assets(modality)
 
     def report(self, done: int, total: int, scene_index: int | None = None, message: str = "") -> None:
         """Report step-level progress (``done`` of ``total`` denoising steps, ...) as a ``"step"`` event.
@@ -126,6 +139,35 @@ class PlanContext:
 
     def report(self, done: int, total: int, scene_index: int | None = None, message: str = "") -> None:
         """Report ``done`` of ``total`` (tokens, ...) as a ``"step"`` event; may raise to cancel the run."""
+        _report(self.progress, self.component, done, total, scene_index, message)
+
+
+@attrs.define(eq=False)
+class TrackContext:
+    """What a track planner gets: the request, the story plan, the story's clock and the track.
+
+    ``timeline`` (a :class:`storysdk.timeline.Timeline`) holds every scene's start and duration;
+    the cues :meth:`Planner.plan_track` returns go on that clock. :meth:`text` is the track's
+    ``text`` template filled for a scene (``None``: the scene has no text for this track and
+    gets no cue). :meth:`report` is the progress channel and cancellation point, as
+    :meth:`RenderContext.report`.
+    """
+
+    request: StoryRequest
+    plan: StoryPlan
+    timeline: Any
+    track: str
+    template: str = "{prompt}"
+    component: str = ""
+    progress: ProgressCallback | None = None
+
+    def text(self, scene: Scene) -> str | None:
+        from .tracks import render_text
+
+        return render_text(self.template, scene)
+
+    def report(self, done: int, total: int, scene_index: int | None = None, message: str = "") -> None:
+        """Report ``done`` of ``total`` as a ``"step"`` event; may raise to cancel the run."""
         _report(self.progress, self.component, done, total, scene_index, message)
 
 
@@ -193,7 +235,8 @@ class Component:
 def capabilities_of(cls: type) -> dict[str, Any]:
     """The capability flags a component class declares, as plain data."""
     caps: dict[str, Any] = {"needs_gpu": cls.needs_gpu, "tiny_preset": cls.tiny_preset}
-    for flag in ("modality", "batching", "interleaved", "produces", "consumes", "requires"):
+    for flag in ("modality", "batching", "needs_whole_plan", "interleaved", "plans_tracks", "produces", "consumes",
+                 "requires"):
         if hasattr(cls, flag):
             value = getattr(cls, flag)
             caps[flag] = list(value) if isinstance(value, tuple) else value
@@ -210,6 +253,8 @@ class Planner(Component, ABC):
 
     kind = "planner"
     interleaved: ClassVar[bool] = False
+    #: Whether :meth:`plan_track` is implemented: the planner can be a track's planner.
+    plans_tracks: ClassVar[bool] = False
 
     @abstractmethod
     def plan(self, request: StoryRequest) -> StoryPlan:
@@ -227,6 +272,16 @@ class Planner(Component, ABC):
     def step(self, ctx: StepContext) -> Scene | None:
         """Interleaved planners: the next scene given ``ctx``, or ``None`` when the story ends."""
         raise NotImplementedError(f"planner {self.name!r} is not interleaved")
+
+    def plan_track(self, plan: StoryPlan, ctx: TrackContext) -> list[Cue]:
+        """Track planners (``plans_tracks = True``): the cues of track ``ctx.track`` for ``plan``.
+
+        Each :class:`~storysdk.model.Cue` has its own ``index`` (unique in the track), the
+        ``scene`` it belongs to, and a ``start`` and ``duration`` on ``ctx.timeline``'s clock
+        (cues of one scene within that scene's span). Attach the conditioning the track's
+        generator needs as the cues' tokens; the pipeline saves them with the cues.
+        """
+        raise NotImplementedError(f"planner {self.name!r} cannot plan a track's cues")
 
 
 class Tokenizer(Component, ABC):
@@ -253,6 +308,10 @@ class Generator(Component, ABC):
     kind = "generator"
     modality: ClassVar[Modality] = "image"
     batching: ClassVar[bool] = False
+    #: Whether the generator needs the whole plan before it renders (StoryDiffusion renders a
+    #: character's id frames together): under an interleaved planner its track renders once
+    #: the story is written; otherwise each scene renders before the planner is stepped again.
+    needs_whole_plan: ClassVar[bool] = False
     consumes: ClassVar[tuple[str, ...]] = ()
 
     @abstractmethod

@@ -29,6 +29,7 @@ __all__ = [
     "Asset",
     "AudioAsset",
     "Character",
+    "Cue",
     "ImageAsset",
     "ImageLike",
     "Modality",
@@ -37,6 +38,7 @@ __all__ = [
     "StoryPlan",
     "StoryRequest",
     "Tokens",
+    "Track",
     "load_image",
 ]
 
@@ -400,7 +402,9 @@ class Tokens:
         return self.tensors[key]
 
 
-SCENE_KEYS = ("index", "prompt", "caption", "characters", "duration", "metadata")
+SCENE_KEYS = ("index", "prompt", "caption", "characters", "duration", "texts", "metadata")
+#: The keys of a cue (a :class:`Scene` placed on a track): the scene's, plus its place on the clock.
+CUE_KEYS = (*SCENE_KEYS, "start", "scene")
 PLAN_KEYS = ("format", "title", "planner", "seed", "style", "negative_prompt", "width", "height",
              "characters", "scenes", "metadata")
 
@@ -415,11 +419,14 @@ def _names(value: Iterable[str]) -> tuple[str, ...]:
 class Scene:
     """One scene of a story: a picture and/or an audio clip.
 
-    ``prompt`` is what generators render, ``caption`` what composers print, ``characters``
-    the names present (empty for a no-character ``[NC]`` frame), ``duration`` the length
-    of the scene's audio in seconds (``None``: the audio generator's default).
-    ``tokens`` maps a token kind to the :class:`Tokens` made for this scene; it is not part
-    of the plan's JSON.
+    ``prompt`` is what image generators render, ``caption`` what composers print,
+    ``characters`` the names present (empty for a no-character ``[NC]`` frame), ``duration``
+    the scene's length on the story's clock in seconds (``None``: the pipeline's timing
+    decides, see :class:`storysdk.timeline.Timing`). ``texts`` holds the scene's other texts
+    by role, for the tracks that render them: ``{"narration": "...", "ambience": "rain on a
+    tin roof", "music": "calm piano"}`` (a track's ``text`` template picks one, see
+    docs/data-flow.md). ``tokens`` maps a token kind to the :class:`Tokens` made for this
+    scene; it is not part of the plan's JSON.
     """
 
     index: int
@@ -429,6 +436,12 @@ class Scene:
     duration: float | None = None
     metadata: dict[str, Any] = attrs.field(factory=dict)
     tokens: dict[str, Tokens] = attrs.field(factory=dict, repr=False)
+    texts: dict[str, str] = attrs.field(factory=dict)
+
+    @property
+    def narration(self) -> str:
+        """The text a narration track speaks: ``texts["narration"]``, else the caption."""
+        return self.texts.get("narration") or self.caption
 
     def __attrs_post_init__(self) -> None:
         if self.index < 0:
@@ -445,6 +458,7 @@ class Scene:
             "caption": self.caption,
             "characters": list(self.characters),
             "duration": self.duration,
+            "texts": dict(self.texts),
             "metadata": dict(self.metadata),
         }
 
@@ -453,7 +467,7 @@ class Scene:
         """A scene from :meth:`to_dict` data, every field checked (``where`` names it in errors)."""
         if not isinstance(data, Mapping):
             raise ConfigError(f"{where} must be an object with at least an \"index\", got {_shown(data)}")
-        _known_keys("scene", data, SCENE_KEYS, where=f"{where}: ")
+        _known_keys("scene", data, CUE_KEYS if cls is Cue else SCENE_KEYS, where=f"{where}: ")
         if "index" not in data:
             raise ConfigError(f"{where} has no \"index\"; give every scene its own index (0, 1, 2, ...)")
         _whole(f"{where}: index", data["index"], minimum=0)
@@ -468,6 +482,18 @@ class Scene:
         metadata = data.get("metadata")
         metadata = {} if metadata is None else metadata
         _table(f"{where}: metadata", metadata)
+        texts = data.get("texts")
+        texts = {} if texts is None else texts
+        _table(f"{where}: texts", texts)
+        for key, value in texts.items():
+            _text(f"{where}: texts.{key}", value)
+        extra: dict[str, Any] = {}
+        if cls is Cue:
+            start = data.get("start", 0.0)
+            if isinstance(start, bool) or not isinstance(start, (int, float)) or not math.isfinite(start) or start < 0:
+                raise ConfigError(f"{where}: start must be a number of seconds >= 0, got {_shown(start)}")
+            _whole(f"{where}: scene", data.get("scene", 0), minimum=0)
+            extra = {"start": float(start), "scene": data.get("scene", 0)}
         return cls(
             index=data["index"],
             prompt=data.get("prompt", ""),
@@ -475,10 +501,50 @@ class Scene:
             characters=tuple(names),
             duration=data.get("duration"),
             metadata=dict(metadata),
+            texts=dict(texts),
+            **extra,
         )
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, Scene) and self.to_dict() == other.to_dict()
+        return isinstance(other, Scene) and type(other) is type(self) and self.to_dict() == other.to_dict()
+
+
+@attrs.define(eq=False)
+class Cue(Scene):
+    """One item of a track: a :class:`Scene` (what to render) placed on the story's clock.
+
+    ``start`` is in seconds from the start of the story, ``scene`` the index of the story scene
+    the cue belongs to, ``duration`` its length (``None`` until the timeline is known: a track
+    that sets the scenes' timing renders its cues at their own length). A track without a track
+    planner has one cue per scene, with the scene's index; a track planner (AudioStory's events)
+    makes any number per scene. Generators get cues as scenes and render them unchanged.
+    """
+
+    start: float = 0.0
+    scene: int = 0
+
+    @property
+    def end(self) -> float | None:
+        return None if self.duration is None else self.start + self.duration
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**super().to_dict(), "start": self.start, "scene": self.scene}
+
+    @classmethod
+    def of_scene(cls, scene: Scene, *, start: float = 0.0, duration: float | None = None, prompt: str | None = None) -> Cue:
+        """The cue of a track without a track planner for ``scene``: a copy (own token dict) at ``start``."""
+        return cls(
+            index=scene.index,
+            prompt=scene.prompt if prompt is None else prompt,
+            caption=scene.caption,
+            characters=scene.characters,
+            duration=scene.duration if duration is None else duration,
+            metadata=dict(scene.metadata),
+            tokens=dict(scene.tokens),
+            texts=dict(scene.texts),
+            start=start,
+            scene=scene.index,
+        )
 
 
 @attrs.define(eq=False, on_setattr=_on_set_plan)
@@ -695,9 +761,56 @@ Asset = Union[ImageAsset, AudioAsset]
 
 
 @attrs.define(eq=False)
-class Story:
-    """A plan with the assets made for it, and the files composers wrote.
+class Track:
+    """One track of a story: its cues (on the story's clock) and the assets made for them.
 
+    ``name`` is the track's name (``frames``, ``narration``, ``ambience``...), ``modality`` its
+    generator's, ``generator`` the generator's name and ``planner`` its track planner's (``""``
+    when its cues are the story's scenes). ``assets`` maps a cue index to its asset. The mixing
+    settings of an audio track: ``gain`` in dB, and ``duck``: by how many dB this track lowers
+    every audio track that does not duck while one of its clips plays (``None``: it ducks
+    nothing), fading down over ``attack`` seconds before the clip and back up over ``release``
+    seconds after it (docs/data-flow.md, "Mixing").
+    """
+
+    name: str
+    modality: Modality
+    cues: list[Cue] = attrs.field(factory=list)
+    assets: dict[int, Asset] = attrs.field(factory=dict)
+    generator: str = ""
+    planner: str = ""
+    gain: float = 0.0
+    duck: float | None = None
+    attack: float = 0.1
+    release: float = 0.3
+
+    def cue(self, index: int) -> Cue:
+        for c in self.cues:
+            if c.index == index:
+                return c
+        raise KeyError(index)
+
+    def ordered(self) -> list[tuple[Cue, Asset]]:
+        """(cue, asset) pairs in cue order (by start, then index), for cues that have an asset."""
+        cues = sorted(self.cues, key=lambda c: (c.start, c.index))
+        return [(c, self.assets[c.index]) for c in cues if c.index in self.assets]
+
+    def of_scene(self, scene_index: int) -> list[tuple[Cue, Asset]]:
+        """The (cue, asset) pairs that belong to story scene ``scene_index``, in order."""
+        return [(c, a) for c, a in self.ordered() if c.scene == scene_index]
+
+
+@attrs.define(eq=False)
+class Story:
+    """A plan with the tracks rendered for it, its timeline, and the files composers wrote.
+
+    ``tracks`` maps a track name to its :class:`Track` (in the pipeline's order); ``timeline``
+    is the :class:`storysdk.timeline.Timeline` every composer lays the story out on (``None``
+    for a story assembled by hand: :func:`storysdk.timeline.timeline_of` derives one).
+    ``images`` and ``audio`` are the first image and the first audio track whose cues are the
+    scenes, by scene index (what a one-track story had; a story assembled by hand may give only
+    these, and composers then read them as tracks named ``images`` and ``audio``).
+    ``mix`` holds the master mix settings (:class:`storysdk.mixing.Mix`; ``None``: defaults).
     ``weights`` says which weights each model-backed component used (``{"generator
     diffusers-image": "tiny (fallback: ...)"}``, see :meth:`storysdk.Pipeline.weights`).
     """
@@ -708,17 +821,63 @@ class Story:
     files: dict[str, list[Path]] = attrs.field(factory=dict)
     out_dir: Path | None = None
     weights: dict[str, str] = attrs.field(factory=dict)
+    tracks: dict[str, Track] = attrs.field(factory=dict)
+    timeline: Any = None
+    mix: Any = None
 
-    def add(self, asset: Asset) -> None:
+    def add(self, asset: Asset, track: str | None = None) -> None:
+        """Add ``asset``: to track ``track`` (keyed by its cue index), or without a track to
+        :attr:`images` / :attr:`audio` (keyed by scene index)."""
+        if not isinstance(asset, (ImageAsset, AudioAsset)):  # pragma: no cover - guarded by the pipeline
+            raise ConfigError(f"not an asset: {asset!r}")
+        if track is not None:
+            self.track(track).assets[asset.scene_index] = asset
+            return
         if isinstance(asset, ImageAsset):
             self.images[asset.scene_index] = asset
-        elif isinstance(asset, AudioAsset):
+        else:
             self.audio[asset.scene_index] = asset
-        else:  # pragma: no cover - guarded by the pipeline
-            raise ConfigError(f"not an asset: {asset!r}")
 
     def assets(self, modality: Modality) -> dict[int, Asset]:
         return dict(self.images) if modality == "image" else dict(self.audio)
+
+    def track(self, name: str) -> Track:
+        """The track called ``name`` (a story assembled by hand has ``images`` and ``audio``)."""
+        tracks = self.all_tracks()
+        if name not in tracks:
+            known = ", ".join(tracks) or "(none)"
+            raise ConfigError(f"the story has no track {name!r}; its tracks: {known}")
+        return tracks[name]
+
+    def all_tracks(self) -> dict[str, Track]:
+        """Every track; for a story assembled by hand without tracks, ``images``/``audio`` as tracks."""
+        if self.tracks:
+            return dict(self.tracks)
+        out: dict[str, Track] = {}
+        for name, modality, assets in (("images", "image", self.images), ("audio", "audio", self.audio)):
+            if assets:
+                scenes = [s for s in self.plan.scenes if s.index in assets]
+                cues = [Cue.of_scene(s) for s in scenes]
+                made_by = next(iter(assets.values())).made_by
+                out[name] = Track(name, modality, cues, dict(assets), generator=made_by)  # type: ignore[arg-type]
+        return out
+
+    def image_tracks(self) -> list[Track]:
+        return [t for t in self.all_tracks().values() if t.modality == "image"]
+
+    def audio_tracks(self) -> list[Track]:
+        return [t for t in self.all_tracks().values() if t.modality == "audio"]
+
+    def image_track(self, name: str | None = None) -> Track | None:
+        """The image track ``name`` (``None``: the first image track, or ``None`` when there is none)."""
+        if name is None:
+            tracks = self.image_tracks()
+            return tracks[0] if tracks else None
+        track = self.track(name)
+        if track.modality != "image":
+            names = ", ".join(t.name for t in self.image_tracks()) or "(none)"
+            raise ConfigError(f"track {name!r} is an {track.modality} track; choose an image track: {names}")
+        return track
 
     def ordered_images(self) -> list[tuple[Scene, ImageAsset]]:
         """(scene, image) pairs in scene order, for scenes that have a picture."""

@@ -5,10 +5,12 @@ Layout::
     run.json                      fingerprint of the request and pipeline (resume guard), digest of plan.json
     plan.json                     the plan (``storysdk run --plan`` renders an edited copy)
     tokens/scene-0003.<kind>.safetensors   tokens a planner attached to a scene
-    images/scene-0003.png         one picture per scene (lossless, so a resume is bit-exact)
-    images/scene-0003.json        its metadata, and the size and SHA-256 of the PNG
-    audio/scene-0003.wav          one clip per scene (float32 WAV, so a resume is bit-exact)
-    audio/scene-0003.json         its metadata, and the length and SHA-256 of the WAV
+    timeline.json                 every scene's and cue's start and duration (storysdk.timeline)
+    tracks/<name>/scene-0003.png  a picture of track <name> (lossless, so a resume is bit-exact)
+    tracks/<name>/scene-0003.json its metadata, and the size and SHA-256 of the PNG
+    tracks/<name>/scene-0003.wav  a clip of an audio track (float32 WAV, so a resume is bit-exact)
+    tracks/<name>/cue-0007.wav    a cue of a track with a track planner (AudioStory's events)
+    tracks/<name>/cues.json       that track's cues, with its tokens in tracks/<name>/tokens/
     .storysdk.lock                the folder's lock (an empty file; the OS lock on it is what counts)
     .storysdk.lock.json           who holds the lock (pid, host, since when); removed on release
     ...                           whatever the composers write
@@ -54,11 +56,14 @@ from .audio import as_samples, encode_audio
 from .errors import OutputFolderError, StorySDKError
 from .model import AudioAsset, ImageAsset, Scene, StoryPlan, Tokens
 
-__all__ = ["DamagedCallback", "OutputFolder", "atomic_path", "atomic_write", "fingerprint"]
+__all__ = ["DamagedCallback", "OutputFolder", "TrackFolder", "atomic_path", "atomic_write", "fingerprint"]
 
 RUN_FILE = "run.json"
 PLAN_FILE = "plan.json"
 FILES_FILE = "files.json"
+TIMELINE_FILE = "timeline.json"
+TRACKS_DIR = "tracks"
+CUES_FILE = "cues.json"
 #: The folder's lock file (kept, empty: waiters must lock the same file) and its holder's record.
 LOCK_FILE = ".storysdk.lock"
 OWNER_FILE = ".storysdk.lock.json"
@@ -275,7 +280,7 @@ class OutputFolder:
     def _holds_nothing_yet(self) -> bool:
         """Whether an earlier run here stopped before it wrote anything but ``run.json`` (a story
         refused by its limits or its checks): such a folder is free for another story."""
-        if (self.root / PLAN_FILE).exists():
+        if (self.root / PLAN_FILE).exists() or (self.root / TRACKS_DIR).exists():
             return False
         return not any(
             f.is_file() for sub in ("tokens", "images", "audio") if (self.root / sub).is_dir()
@@ -328,8 +333,17 @@ class OutputFolder:
                     parent.rmdir()
                 except OSError:
                     break
-        for name in (PLAN_FILE, FILES_FILE, RUN_FILE):
+        for name in (PLAN_FILE, FILES_FILE, RUN_FILE, TIMELINE_FILE):
             (self.root / name).unlink(missing_ok=True)
+        tracks = self.root / TRACKS_DIR
+        if tracks.is_dir() and not tracks.is_symlink():
+            for top, _dirs, files in os.walk(tracks, topdown=False):
+                for name in files:
+                    (Path(top) / name).unlink(missing_ok=True)
+                try:
+                    Path(top).rmdir()
+                except OSError:
+                    pass
         for sub in ("tokens", "images", "audio"):
             folder = self.root / sub
             if folder.is_dir():
@@ -418,9 +432,12 @@ class OutputFolder:
             self.load_tokens(scene)
         return plan
 
+    #: The stem of the files of a scene (``scene-0003.png``); a :class:`TrackFolder` of cues uses ``cue``.
+    prefix = "scene"
+
     def _token_path(self, scene: Scene, kind: str) -> Path:
         safe = "".join(ch if ch.isalnum() or ch in "-_" else "_" for ch in kind)
-        return self.root / "tokens" / f"scene-{scene.index:04d}.{safe}.safetensors"
+        return self.root / "tokens" / f"{self.prefix}-{scene.index:04d}.{safe}.safetensors"
 
     def save_tokens(self, scene: Scene) -> None:
         """Save the tokens a scene holds now (the pipeline calls it before tokenizers run, so
@@ -458,7 +475,7 @@ class OutputFolder:
         folder = self.root / "tokens"
         if not folder.is_dir():
             return
-        for path in sorted(folder.glob(f"scene-{scene.index:04d}.*.safetensors")):
+        for path in sorted(folder.glob(f"{self.prefix}-{scene.index:04d}.*.safetensors")):
             try:
                 kind, tok = self._read_tokens(path)
             except StorySDKError:
@@ -500,6 +517,15 @@ class OutputFolder:
 
     def audio_path(self, index: int) -> Path:
         return self.root / "audio" / f"scene-{index:04d}.wav"
+
+    def track(self, name: str, *, cues: bool = False) -> TrackFolder:
+        """The files of track ``name`` (``tracks/<name>/``); ``cues``: the track has a track planner,
+        so its files are named after cues (``cue-0007.wav``) and it keeps ``cues.json``."""
+        return TrackFolder(self, name, prefix="cue" if cues else "scene")
+
+    def save_timeline(self, timeline: Any) -> Path:
+        """Write ``timeline.json`` (a :class:`storysdk.timeline.Timeline`)."""
+        return self._write(self.root / TIMELINE_FILE, timeline.to_json().encode("utf-8"))
 
     def _meta_path(self, asset_path: Path) -> Path:
         return asset_path.with_suffix(".json")
@@ -668,3 +694,62 @@ def _decode_wav(data: bytes, record: Mapping[str, Any]) -> tuple[str, Any]:
         if isinstance(record.get(key), int) and record[key] != have:
             return f"has {key.replace('_', ' ')} {have}, the run's clip has {record[key]}", None
     return "", (np.ascontiguousarray(samples.T), int(sr))
+
+
+class TrackFolder(OutputFolder):
+    """The files of one track: ``tracks/<name>/`` in the output folder (see the module docstring).
+
+    The same asset API as :class:`OutputFolder` (:meth:`save_asset`, :meth:`load_image`,
+    :meth:`load_audio`, with verified resume), files named ``<prefix>-NNNN.*``. A track with a
+    track planner also keeps its cues (:meth:`save_cues`, :meth:`load_cues`) and their tokens.
+    It takes no lock of its own: the output folder's lock covers it.
+    """
+
+    def __init__(self, parent: OutputFolder, name: str, *, prefix: str = "scene") -> None:
+        super().__init__(parent.root / TRACKS_DIR / name)
+        self.parent = parent
+        self.name = name
+        self.prefix = prefix
+
+    def __repr__(self) -> str:
+        return f"TrackFolder({str(self.root)!r})"
+
+    def image_path(self, index: int) -> Path:
+        return self.root / f"{self.prefix}-{index:04d}.png"
+
+    def audio_path(self, index: int) -> Path:
+        return self.root / f"{self.prefix}-{index:04d}.wav"
+
+    @property
+    def cues_path(self) -> Path:
+        return self.root / CUES_FILE
+
+    def save_cues(self, cues: list[Any], *, planner: str = "") -> Path:
+        """Write ``cues.json`` (the track planner's cues) and the cues' tokens."""
+        for cue in cues:
+            self.save_tokens(cue)
+        data = {"format": 1, "track": self.name, "planner": planner, "cues": [c.to_dict() for c in cues]}
+        return self._write(self.cues_path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    def load_cues(self) -> list[Any] | None:
+        """The saved cues with their tokens, or ``None`` when there are none; a damaged file is an
+        :class:`OutputFolderError`."""
+        from .model import Cue
+
+        try:
+            text = self.cues_path.read_text(encoding="utf-8")
+        except FileNotFoundError:
+            return None
+        except (OSError, UnicodeDecodeError) as exc:
+            raise OutputFolderError(f"cannot read {self.cues_path} ({exc}); pass --overwrite to start the folder over") from exc
+        try:
+            data = json.loads(text)
+            cues = [Cue.from_dict(c, where=f"{CUES_FILE} cue {i}") for i, c in enumerate(data["cues"])]
+        except (ValueError, KeyError, TypeError, StorySDKError) as exc:
+            raise OutputFolderError(
+                f"{self.cues_path} is damaged ({exc}); delete it to have track {self.name!r} planned again, "
+                "or pass --overwrite to start the folder over"
+            ) from exc
+        for cue in cues:
+            self.load_tokens(cue)
+        return cues

@@ -1,21 +1,36 @@
-"""The pipeline: planner -> tokenizers -> generators -> composers, in both story shapes (docs/data-flow.md).
+"""The pipeline: a story planner, then tracks on one timeline, then composers (docs/data-flow.md).
 
-*Plan, then render*: the planner writes every scene first; each generator then renders all
-pending scenes (in one call when it batches). *Interleaved*: the planner writes the opening
-scenes, and after each scene is rendered it is stepped for the next one with the assets
-made so far.
+A pipeline is a story planner plus named **tracks**. Each track has a generator (any number of
+tracks per modality: ``frames``, ``narration``, ``ambience``, ``music``...), optional tokenizers
+and optionally its own **track planner** that turns the story plan into the track's cues
+(AudioStory's timed sound events); without one a track has one cue per scene. Every scene and
+every cue has a start and a duration on one clock, the :class:`~storysdk.timeline.Timeline`,
+decided by a :class:`~storysdk.timeline.Timing` policy; composers lay the story out on it.
 
-With ``out_dir`` every asset is saved the moment it exists, with the plan; running the same
-pipeline on the same request and folder again resumes: finished scenes are loaded, not
-rendered again, and the final files are byte-identical to an uninterrupted run.
+*Plan, then render*: the planner writes every scene; the track that sets the pace renders first
+(timing mode ``track``), then the timeline is fixed, track planners place their cues, and the
+other tracks render, side by side where their generators sit on different devices.
+*Interleaved* (SEED-Story): the planner writes the opening scenes and is stepped for each next
+one; after each scene, the tracks that can render it scene by scene do so before the planner is
+stepped again (their pictures may feed back into it); tracks whose generator needs the whole plan
+(StoryDiffusion's id frames) and tracks with a track planner render once the story is written.
+
+With ``out_dir`` every asset is saved the moment it exists (``tracks/<name>/``), with the plan,
+each track planner's cues and ``timeline.json``; running the same pipeline on the same request
+and folder again resumes per track and cue: finished assets are loaded, not rendered again, and
+the final files are byte-identical to an uninterrupted run.
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Literal, Union
+
+import attrs
 
 from .cache import ComponentCache
 from .errors import ComponentError, ConfigError, StorySDKError
@@ -30,19 +45,30 @@ from .interfaces import (
     RenderContext,
     StepContext,
     Tokenizer,
+    TrackContext,
 )
 from .limits import Limits
-from .model import MODALITIES, AudioAsset, ImageAsset, Scene, Story, StoryPlan, StoryRequest
-from .output import OutputFolder, atomic_write, fingerprint
+from .mixing import Mix
+from .model import MODALITIES, AudioAsset, Cue, ImageAsset, Scene, Story, StoryPlan, StoryRequest, Track
 from .options import suggest, validate_options
+from .output import OutputFolder, TrackFolder, atomic_write, fingerprint
 from .registry import KINDS, ComponentInfo, Registry, get_registry
+from .timeline import Timeline, Timing, check_timing, scene_durations
+from .tracks import TrackSettings, check_template, check_track_name, render_text, split_track_table
 
-__all__ = ["ComponentSpec", "Pipeline"]
+__all__ = ["ComponentSpec", "Pipeline", "PipelineTrack", "TrackSpec"]
 
 #: A component given by name, by ``(name, options)``, by ``{"name": ..., **options}``, or as an instance.
 ComponentSpec = Union[str, tuple[str, Mapping[str, Any]], Mapping[str, Any], Component]
+#: A track: ``{"generator": ComponentSpec, "planner": ..., "tokenizers": [...], **settings}`` (storysdk.tracks).
+TrackSpec = Mapping[str, Any]
+#: Which tracks render side by side: ``"devices"`` (tracks whose generators sit on different
+#: devices), ``True`` (every track in its own thread, also on one device), ``False`` (one by one).
+Parallel = Union[bool, Literal["devices"]]
 
 DEFAULT_MAX_SCENES = 64
+#: The key of a composer table naming the sub-folder it writes into (not one of its options).
+COMPOSER_DIR_KEY = "dir"
 
 
 def _add_note(exc: BaseException, note: str) -> None:
@@ -50,12 +76,56 @@ def _add_note(exc: BaseException, note: str) -> None:
         exc.add_note(note)
 
 
-class Pipeline:
-    """A planner, tokenizers, generators (at most one per modality) and composers.
+class _Stopped(StorySDKError):
+    """Raised in a track rendering side by side with one that failed: it stops at its next report."""
 
-    >>> pipe = Pipeline(planner="script", generators=[("diffusers-image", {"preset": "tiny"})],
-    ...                 composers=["comic"])                                   # doctest: +SKIP
+
+@attrs.define(eq=False)
+class PipelineTrack:
+    """A track of a pipeline: its name, generator, optional track planner and tokenizers, settings."""
+
+    name: str
+    generator: Generator
+    planner: Planner | None = None
+    tokenizers: list[Tokenizer] = attrs.field(factory=list)
+    settings: TrackSettings = attrs.field(factory=TrackSettings)
+
+    @property
+    def modality(self) -> str:
+        return self.generator.modality
+
+    @property
+    def device(self) -> str:
+        """The device its generator renders on, as its options say (``auto`` when they do not)."""
+        value = getattr(getattr(self.generator, "options", None), "device", None)
+        return str(value) if value not in (None, "", "auto") else "auto"
+
+    def components(self) -> list[Component]:
+        return [c for c in (self.planner, *self.tokenizers, self.generator) if c is not None]
+
+    def new_track(self) -> Track:
+        st = self.settings
+        return Track(self.name, self.modality, generator=self.generator.name,  # type: ignore[arg-type]
+                     planner=self.planner.name if self.planner is not None else "",
+                     gain=st.gain, duck=st.duck, attack=st.attack, release=st.release)
+
+
+class Pipeline:
+    """A story planner, tracks (each with a generator) and composers.
+
+    >>> pipe = Pipeline(planner="script",
+    ...                 tracks={"frames": {"generator": ("diffusers-image", {"preset": "tiny"})},
+    ...                         "ambience": {"generator": "diffusers-audio", "gain": -6}},
+    ...                 composers=["comic", "soundtrack"])                        # doctest: +SKIP
     >>> story = pipe.run(StoryRequest(script="...", seed=1), out_dir="out")   # doctest: +SKIP
+
+    ``generators=[...]`` is the one-track-per-modality shorthand: each generator becomes a track
+    named after it. ``tokenizers`` are story tokenizers: they run on the story's scenes and every
+    track's cues get their tokens (a track's own ``tokenizers`` run on its cues). ``timing`` (a
+    :class:`~storysdk.timeline.Timing` or its fields) decides each scene's length, ``mix`` (a
+    :class:`~storysdk.mixing.Mix` or its fields) the master settings of the soundtrack, and
+    ``parallel`` which tracks render side by side (:data:`Parallel`). A composer table may name
+    a ``dir`` to write into (two composers of one kind need distinct ones).
 
     ``defaults`` are options given to every named component that declares them
     (``{"preset": "tiny", "steps": 4}``); explicit options win, and a key that no component
@@ -77,6 +147,10 @@ class Pipeline:
         generators: Sequence[ComponentSpec] = (),
         composers: Sequence[ComponentSpec] = (),
         *,
+        tracks: Mapping[str, TrackSpec] | None = None,
+        timing: Timing | Mapping[str, Any] | None = None,
+        mix: Mix | Mapping[str, Any] | None = None,
+        parallel: Parallel = "devices",
         registry: Registry | None = None,
         defaults: Mapping[str, Any] | None = None,
         runtime: Mapping[str, Any] | None = None,
@@ -89,29 +163,134 @@ class Pipeline:
         self.limits = limits if limits is not None else Limits()
         self.defaults = dict(defaults or {})
         self.runtime = dict(runtime or {})
-        self._specs: dict[str, list[dict[str, Any]]] = {k: [] for k in KINDS}
-        self.planner: Planner = self._build("planner", planner)  # type: ignore[assignment]
-        self.tokenizers: list[Tokenizer] = [self._build("tokenizer", s) for s in tokenizers]  # type: ignore[misc]
-        self.generators: list[Generator] = [self._build("generator", s) for s in generators]  # type: ignore[misc]
-        self.composers: list[Composer] = [self._build("composer", s) for s in composers]  # type: ignore[misc]
-        self._check_defaults()
+        self._specs: dict[str, Any] = {k: [] for k in KINDS}
         if max_scenes < 1:
             raise ConfigError(f"max_scenes must be at least 1, got {max_scenes}")
         self.max_scenes = max_scenes
-        seen: dict[str, str] = {}
-        for g in self.generators:
-            if g.modality not in MODALITIES:
-                raise ConfigError(
-                    f"generator {g.name!r} declares modality {g.modality!r}; use one of {', '.join(MODALITIES)}"
-                )
-            if g.modality in seen:
-                raise ConfigError(
-                    f"two {g.modality} generators ({seen[g.modality]!r} and {g.name!r}); a pipeline takes "
-                    "one generator per modality — build a second pipeline for the other one"
-                )
-            seen[g.modality] = g.name
+        if parallel not in (True, False, "devices"):
+            raise ConfigError(f"parallel must be True, False or 'devices', got {parallel!r}")
+        self.parallel: Parallel = parallel
+        self.timing = timing if isinstance(timing, Timing) else validate_options(Timing, dict(timing or {}),
+                                                                                  kind="pipeline", name="timing")
+        self.mix = mix if isinstance(mix, Mix) else validate_options(Mix, dict(mix or {}), kind="pipeline", name="mix")
+        check_timing(self.timing)
+        self.planner: Planner = self._build("planner", planner)  # type: ignore[assignment]
+        if not isinstance(self.planner, Planner):
+            raise ConfigError(f"{self.planner!r} is not a planner")
+        self.tokenizers: list[Tokenizer] = [self._build("tokenizer", s) for s in tokenizers]  # type: ignore[misc]
+        if tracks is not None and generators:
+            raise ConfigError(
+                "give tracks={...} or the generators=[...] shorthand, not both; with tracks, every generator "
+                "belongs to a track: tracks={'frames': {'generator': 'diffusers-image'}, ...}"
+            )
+        self.tracks: dict[str, PipelineTrack] = {}
+        if tracks is not None:
+            if not isinstance(tracks, Mapping):
+                raise ConfigError(f"tracks must map track names to track tables, got {type(tracks).__name__}")
+            for name, table in tracks.items():
+                self._add_track(check_track_name(name), table)
+        else:
+            self._shorthand(generators)
+        self.composers: list[Composer] = []
+        self._composer_dirs: list[str] = []
+        for spec in composers:
+            self._add_composer(spec)
+        self._check_defaults()
+        self._check_tracks()
 
     # -- construction ----------------------------------------------------------------------
+    def _shorthand(self, generators: Sequence[ComponentSpec]) -> None:
+        seen: dict[str, str] = {}
+        for spec in generators:
+            gen = self._build("generator", spec)
+            assert isinstance(gen, Generator)
+            if gen.modality not in MODALITIES:
+                raise ConfigError(
+                    f"generator {gen.name!r} declares modality {gen.modality!r}; use one of {', '.join(MODALITIES)}"
+                )
+            if gen.modality in seen:
+                raise ConfigError(
+                    f"two {gen.modality} generators ({seen[gen.modality]!r} and {gen.name!r}): the generators=[...] "
+                    "shorthand makes one track per modality. Name the tracks instead, any number per modality: "
+                    f"tracks={{'{seen[gen.modality]}': {{'generator': '{seen[gen.modality]}'}}, "
+                    f"'{gen.name}-2': {{'generator': '{gen.name}'}}}} (a story file: [tracks.<name>] tables)"
+                )
+            seen[gen.modality] = gen.name
+            self._specs.setdefault("tracks", {})[gen.name] = {"generator": self._specs["generator"][-1]}
+            self.tracks[gen.name] = PipelineTrack(gen.name, gen)
+
+    def _add_track(self, name: str, table: TrackSpec) -> None:
+        components, settings_data = split_track_table(name, table)
+        settings = validate_options(TrackSettings, settings_data, kind="track", name=name)
+        check_template(settings.text, track=name)
+        gen = self._build("generator", components["generator"])
+        assert isinstance(gen, Generator)
+        if gen.modality not in MODALITIES:
+            raise ConfigError(f"track {name!r}: generator {gen.name!r} declares modality {gen.modality!r}; "
+                              f"use one of {', '.join(MODALITIES)}")
+        described: dict[str, Any] = {"generator": self._specs["generator"][-1], "settings": settings.model_dump()}
+        planner = None
+        if components.get("planner") is not None:
+            planner = self._build("planner", components["planner"])
+            assert isinstance(planner, Planner)
+            if not planner.plans_tracks:
+                able = sorted(i.name for i in self.registry.list("planner") if getattr(i.factory, "plans_tracks", False))
+                raise ConfigError(
+                    f"track {name!r}: planner {planner.name!r} cannot plan a track's cues (it plans whole stories); "
+                    f"track planners: {', '.join(able) or '(none installed)'}; or leave the track's planner out "
+                    "for one cue per scene"
+                )
+            described["planner"] = self._specs["planner"][-1]
+        toks = components.get("tokenizers", [])
+        if isinstance(toks, (str, Mapping)):
+            toks = [toks]
+        if not isinstance(toks, (list, tuple)):
+            raise ConfigError(f"track {name!r}: tokenizers must be a list of tokenizers, got {type(toks).__name__}")
+        tokenizers = [self._build("tokenizer", t) for t in toks]
+        described["tokenizers"] = self._specs["tokenizer"][-len(tokenizers):] if tokenizers else []
+        self._specs.setdefault("tracks", {})[name] = described
+        self.tracks[name] = PipelineTrack(name, gen, planner, tokenizers, settings)  # type: ignore[arg-type]
+
+    def _add_composer(self, spec: ComponentSpec) -> None:
+        sub = ""
+        if isinstance(spec, Mapping) and COMPOSER_DIR_KEY in spec:
+            spec = dict(spec)
+            sub = spec.pop(COMPOSER_DIR_KEY)
+            if not isinstance(sub, str) or not sub.strip() or Path(sub).is_absolute() or ".." in Path(sub).parts:
+                raise ConfigError(f"composer dir must be a folder inside the output folder (e.g. \"comic-b\"), got {sub!r}")
+        comp = self._build("composer", spec)
+        assert isinstance(comp, Composer)
+        for other, other_dir in zip(self.composers, self._composer_dirs):
+            if other.name == comp.name and other_dir == sub:
+                where = f"dir {sub!r}" if sub else "the output folder"
+                raise ConfigError(
+                    f"two {comp.name!r} composers would write the same files into {where}; give one of them its own "
+                    f"dir = \"{comp.name}-2\" (a sub-folder of the output folder), or drop one"
+                )
+        if sub:
+            self._specs["composer"][-1] = {**self._specs["composer"][-1], COMPOSER_DIR_KEY: sub}
+        self.composers.append(comp)
+        self._composer_dirs.append(sub)
+
+    def _check_tracks(self) -> None:
+        if self.timing.mode == "track":
+            name = self.timing.track
+            if name not in self.tracks:
+                raise ConfigError(f"timing track {name!r} is not one of the pipeline's tracks ({', '.join(self.tracks) or 'none'})"
+                                  f".{suggest(str(name), self.tracks)}")
+            pace = self.tracks[str(name)]
+            if pace.modality != "audio" or pace.planner is not None:
+                raise ConfigError(f"timing track {name!r} must be an audio track without a track planner "
+                                  "(its clip for each scene sets that scene's length)")
+        for track in self.tracks.values():
+            if track.modality != "audio" and (track.settings.duck is not None or track.settings.gain != 0.0):
+                raise ConfigError(f"track {track.name!r} is an image track: gain and duck are for audio tracks")
+
+    @property
+    def generators(self) -> list[Generator]:
+        """Every track's generator, in track order."""
+        return [t.generator for t in self.tracks.values()]
+
     def _build(self, kind: str, spec: ComponentSpec) -> Component:
         base = KINDS[kind][1]
         if isinstance(spec, Component):
@@ -192,8 +371,11 @@ class Pipeline:
         return out
 
     def components(self) -> list[Component]:
-        """Every component of the pipeline: planner, tokenizers, generators, composers."""
-        return [self.planner, *self.tokenizers, *self.generators, *self.composers]
+        """Every component of the pipeline: planner, story tokenizers, each track's, composers."""
+        out: list[Component] = [self.planner, *self.tokenizers]
+        for track in self.tracks.values():
+            out.extend(track.components())
+        return [*out, *self.composers]
 
     def _check_defaults(self) -> None:
         """A ``defaults`` key that no component of this pipeline takes is an error, not a no-op."""
@@ -229,15 +411,42 @@ class Pipeline:
 
     def check_plan(self, plan: StoryPlan) -> None:
         """Check ``plan`` against :attr:`limits`, then ask every component whether it can render it
-        (before any model is loaded)."""
+        (before any model is loaded).
+
+        The story planner, story tokenizers, track planners and composers see ``plan``; the
+        generator and tokenizers of a track without a track planner see the track's plan (its
+        cues: one per scene that has the track's text, timed by :attr:`timing` as far as it is
+        known before rendering). A track planner's cues are checked once they are planned.
+        """
         self._limits.check_plan(plan)
-        for comp in self.components():
+        for comp in (self.planner, *self.tokenizers, *self.composers):
             comp.check_plan(plan)
+        durations = scene_durations(plan.scenes, self.timing)
+        timeline = Timeline.of_scenes(plan.scenes, durations, self.timing)
+        for track in self.tracks.values():
+            if track.planner is not None:
+                track.planner.check_plan(plan)
+                continue
+            pace = self.timing.mode == "track" and track.name == self.timing.track
+            cues = _scene_cues(track, plan.scenes, timeline, pace=pace)
+            self._check_track_plan(track, _track_plan(plan, cues))
+
+    def _check_track_plan(self, track: PipelineTrack, track_plan: StoryPlan) -> None:
+        for comp in (*track.tokenizers, track.generator):
+            try:
+                comp.check_plan(track_plan)
+            except StorySDKError as exc:
+                if len(self.tracks) > 1 and f"track {track.name!r}" not in str(exc):
+                    _add_note(exc, f"storysdk: in track {track.name!r}")
+                raise
 
     def describe(self) -> dict[str, Any]:
-        """The components with their options, as JSON-able data (part of the run fingerprint)."""
-        return {k: list(v) for k, v in self._specs.items()}
-
+        """The components with their options, the tracks, timing and mix, as JSON-able data
+        (part of the run fingerprint)."""
+        out: dict[str, Any] = {k: (list(v) if isinstance(v, list) else dict(v)) for k, v in self._specs.items()}
+        out["timing"] = self.timing.model_dump()
+        out["mix"] = self.mix.model_dump()
+        return out
     # -- planning --------------------------------------------------------------------------
     def plan(self, request: StoryRequest, *, progress: ProgressCallback | None = None) -> StoryPlan:
         """Run the planner alone (for an interleaved planner: only the opening scenes).
@@ -266,7 +475,7 @@ class Pipeline:
         progress: ProgressCallback | None = None,
         overwrite: bool = False,
     ) -> Story:
-        """Plan (unless ``plan`` is given), render and compose a story.
+        """Plan (unless ``plan`` is given), render every track and compose a story.
 
         With ``out_dir``, assets are saved as they are made and a run on a folder that holds
         an unfinished run of the same request and pipeline resumes it, after checking every
@@ -280,25 +489,69 @@ class Pipeline:
         self.check_limits(request, plan)  # before the folder is claimed or any model loads
         folder = OutputFolder(out_dir) if out_dir is not None else None
         try:
-            return self._run_claimed(request, folder, plan, progress, overwrite)
+            return _Run(self, request, folder, _locked(progress)).run(plan, overwrite)
         finally:
             if folder is not None:
                 folder.release()
 
-    def _run_claimed(
-        self,
-        request: StoryRequest,
-        folder: OutputFolder | None,
-        plan: StoryPlan | None,
-        progress: ProgressCallback | None,
-        overwrite: bool,
-    ) -> Story:
+
+def _locked(progress: ProgressCallback | None) -> ProgressCallback | None:
+    """``progress`` made safe to call from tracks rendering side by side (one call at a time)."""
+    if progress is None:
+        return None
+    lock = threading.Lock()
+
+    def call(event: ProgressEvent) -> None:
+        with lock:
+            progress(event)
+
+    return call
+
+
+def _track_plan(plan: StoryPlan, cues: Sequence[Cue]) -> StoryPlan:
+    """The plan a track's components see: the story plan with the track's cues as its scenes."""
+    return StoryPlan(scenes=list(cues), characters=plan.characters, title=plan.title, style=plan.style,
+                     negative_prompt=plan.negative_prompt, width=plan.width, height=plan.height, seed=plan.seed,
+                     planner=plan.planner, metadata=plan.metadata)
+
+
+def _scene_cues(track: PipelineTrack, scenes: Sequence[Scene], timeline: Timeline | None, *, pace: bool) -> list[Cue]:
+    """One cue per scene that has the track's text; timed by ``timeline`` (the pace track's cues
+    keep their planned duration: their clips set the timeline)."""
+    cues = []
+    for scene in scenes:
+        text = render_text(track.settings.text, scene)
+        if text is None:
+            continue
+        span = timeline.scene(scene.index) if timeline is not None and not pace else None
+        cue = Cue.of_scene(scene, start=span.start if span else 0.0, duration=span.duration if span else None,
+                           prompt=text)
+        cues.append(cue)
+    return cues
+
+
+class _Run:
+    """One run of a pipeline: the story, its folder, the timeline as it is known."""
+
+    def __init__(self, pipe: Pipeline, request: StoryRequest, folder: OutputFolder | None,
+                 progress: ProgressCallback | None) -> None:
+        self.pipe = pipe
+        self.request = request
+        self.folder = folder
+        self.progress = progress
+        self.story: Story = None  # type: ignore[assignment]
+        self.durations: dict[int, float] = {}
+        self.stop = threading.Event()
+
+    # -- the whole run ----------------------------------------------------------------------
+    def run(self, plan: StoryPlan | None, overwrite: bool) -> Story:
+        pipe, request, folder, progress = self.pipe, self.request, self.folder, self.progress
         resumed = False
-        weights = self.weights()
+        weights = pipe.weights()
         if folder is not None:
             run_info = {
                 "request": request.to_dict(),
-                "pipeline": self.describe(),
+                "pipeline": pipe.describe(),
                 "plan": plan.to_dict() if plan is not None else None,
                 "weights": weights,
             }
@@ -313,99 +566,288 @@ class Pipeline:
         if plan is None and resumed and folder is not None:
             plan = folder.load_plan()
         if plan is None:
-            plan = self.plan(request, progress=progress)
+            plan = pipe.plan(request, progress=progress)
         else:
             _check_indices(plan.scenes, "the given plan")
-        self.check_plan(plan)
+        pipe.check_plan(plan)
         if folder is not None:
             folder.save_plan(plan)
             for scene in plan.scenes:
                 folder.save_tokens(scene)
-        story = Story(plan=plan, out_dir=folder.root if folder is not None else None, weights=weights)
-        if folder is not None:
-            self._load_finished(story, folder, progress)
+        story = Story(plan=plan, out_dir=folder.root if folder is not None else None, weights=weights, mix=pipe.mix)
+        for track in pipe.tracks.values():
+            story.tracks[track.name] = track.new_track()
+        self.story = story
 
-        if self.planner.interleaved:
-            self._run_interleaved(request, story, folder, progress)
+        scene_tracks, later = self._split_tracks()
+        if pipe.planner.interleaved:
+            self._scenes(list(plan.scenes), scene_tracks)
+            self._interleave(scene_tracks)
         else:
-            self._render(story, list(plan.scenes), folder, progress)
-
-        self._compose(story, folder, progress)
+            later = [*scene_tracks, *later]
+            self._pace(list(plan.scenes))
+            self._durations(list(plan.scenes))
+            self._place_pace(list(plan.scenes))
+        timeline = Timeline.of_scenes(plan.scenes, self.durations, pipe.timing)
+        self._whole_story(later, timeline)
+        for name in pipe.tracks:
+            timeline.place(story.tracks[name])
+        story.timeline = timeline
+        if folder is not None:
+            folder.save_timeline(timeline)
+        self._compose()
         return story
 
-    def _load_finished(self, story: Story, folder: OutputFolder, progress: ProgressCallback | None = None) -> None:
-        """Load every saved asset of the plan's scenes, verified; a damaged one is removed (and
-        so rendered again) with a ``resume`` progress event naming the file and the problem."""
-        plan = story.plan
-        size = (plan.width, plan.height) if plan.width and plan.height else None
-        for g in self.generators:
-            for scene in plan.scenes:
+    def _split_tracks(self) -> tuple[list[PipelineTrack], list[PipelineTrack]]:
+        """(tracks rendered scene by scene under an interleaved planner, tracks rendered once the story is written)."""
+        now, later = [], []
+        for track in self.pipe.tracks.values():
+            if track.planner is None and not track.generator.needs_whole_plan:
+                now.append(track)
+            else:
+                later.append(track)
+        pace = self._pace_track()
+        if pace is not None and pace not in now:  # pragma: no cover - _check_tracks refuses a planned pace track
+            raise ConfigError(f"timing track {pace.name!r} must render scene by scene")
+        if pace is not None:  # the pace track first: its clips time the other tracks' cues
+            now.remove(pace)
+            now.insert(0, pace)
+        return now, later
 
-                def damaged(path: Path, problem: str, g: Generator = g, index: int = scene.index) -> None:
-                    rel = path.relative_to(folder.root).as_posix() if path.is_relative_to(folder.root) else str(path)
-                    _emit(progress, "resume", g.name, 1, 1, index, message=f"{rel} is damaged ({problem}); rendering it again")
+    def _pace_track(self) -> PipelineTrack | None:
+        t = self.pipe.timing
+        return self.pipe.tracks[str(t.track)] if t.mode == "track" else None
 
-                asset = (
-                    folder.load_image(scene.index, g.name, size=size, damaged=damaged)
-                    if g.modality == "image"
-                    else folder.load_audio(scene.index, g.name, damaged=damaged)
-                )
-                if asset is not None:
-                    story.add(asset)
+    # -- timing -----------------------------------------------------------------------------
+    def _durations(self, scenes: Sequence[Scene]) -> None:
+        """Fix the length of ``scenes`` (the pace track's clips for them are rendered by now)."""
+        pace = self._pace_track()
+        todo = [s for s in scenes if s.index not in self.durations]
+        self.durations.update(scene_durations(todo, self.pipe.timing, self.story.tracks[pace.name] if pace else None))
 
-    def _run_interleaved(
-        self,
-        request: StoryRequest,
-        story: Story,
-        folder: OutputFolder | None,
-        progress: ProgressCallback | None,
-    ) -> None:
-        plan = story.plan
-        limit = min(request.num_scenes or self.max_scenes, self.max_scenes)
-        if self._limits.scenes is not None:  # an interleaved story stops at the scenes limit
-            limit = min(limit, int(self._limits.scenes))
-        ctx = StepContext(request=request, plan=plan, story=story, component=self.planner.name, progress=progress)
-        self._render(story, list(plan.scenes), folder, progress)
+    def _timeline_so_far(self) -> Timeline:
+        scenes = [s for s in self.story.plan.scenes if s.index in self.durations]
+        return Timeline.of_scenes(scenes, self.durations, self.pipe.timing)
+
+    def _pace(self, scenes: Sequence[Scene]) -> None:
+        """Render the pace track's cues for ``scenes`` (timing mode ``track``), then place them."""
+        pace = self._pace_track()
+        if pace is None:
+            return
+        self._story_tokens(scenes)
+        self._add_scene_cues(pace, scenes, None, pace=True)
+        self._render_track(pace, scenes_only={s.index for s in scenes})
+
+    def _place_pace(self, scenes: Sequence[Scene]) -> None:
+        pace = self._pace_track()
+        if pace is None:
+            return
+        timeline = self._timeline_so_far()
+        wanted = {s.index for s in scenes}
+        track = self.story.tracks[pace.name]
+        for cue in track.cues:
+            if cue.scene in wanted:
+                cue.start = timeline.scene(cue.scene).start
+                asset = track.assets.get(cue.index)
+                if isinstance(asset, AudioAsset):  # the cue spans what its clip sounds
+                    cue.duration = round(max(_sounding(asset), 1e-6), 6)
+
+    # -- scene by scene ---------------------------------------------------------------------
+    def _scenes(self, scenes: list[Scene], tracks: list[PipelineTrack]) -> None:
+        """Render ``scenes`` (just planned) on the tracks that render scene by scene."""
+        pace = self._pace_track()
+        self._story_tokens(scenes)
+        if pace is not None:
+            self._pace(scenes)
+        self._durations(scenes)
+        self._place_pace(scenes)
+        timeline = self._timeline_so_far()
+        for track in tracks:
+            if track is pace:
+                continue
+            self._add_scene_cues(track, scenes, timeline, pace=False)
+            self.pipe._check_track_plan(track, _track_plan(self.story.plan, self.story.tracks[track.name].cues))
+            self._render_track(track, scenes_only={s.index for s in scenes})
+
+    def _interleave(self, tracks: list[PipelineTrack]) -> None:
+        pipe, plan = self.pipe, self.story.plan
+        limit = min(self.request.num_scenes or pipe.max_scenes, pipe.max_scenes)
+        if pipe._limits.scenes is not None:  # an interleaved story stops at the scenes limit
+            limit = min(limit, int(pipe._limits.scenes))
+        ctx = StepContext(request=self.request, plan=plan, story=self.story, component=pipe.planner.name,
+                          progress=self.progress)
         while len(plan.scenes) < limit:
-            _emit(progress, "plan", self.planner.name, len(plan.scenes), limit, message="next scene")
+            _emit(self.progress, "plan", pipe.planner.name, len(plan.scenes), limit, message="next scene")
             try:
-                scene = self.planner.step(ctx)
+                scene = pipe.planner.step(ctx)
             except StorySDKError:
                 raise
             except Exception as exc:
-                _add_note(exc, f"storysdk: while planner {self.planner.name!r} wrote scene {ctx.next_index}")
+                _add_note(exc, f"storysdk: while planner {pipe.planner.name!r} wrote scene {ctx.next_index}")
                 raise
             if scene is None:
                 break
             if not isinstance(scene, Scene):
                 raise ComponentError(
-                    f"planner {self.planner.name!r} step() returned {type(scene).__name__}, not a Scene or None"
+                    f"planner {pipe.planner.name!r} step() returned {type(scene).__name__}, not a Scene or None"
                 )
             plan.scenes.append(scene)
-            _check_indices(plan.scenes, self.planner.name)
-            self.check_plan(plan)
-            if folder is not None:
-                folder.save_plan(plan)
-                folder.save_tokens(scene)
-            self._render(story, [scene], folder, progress)
+            _check_indices(plan.scenes, pipe.planner.name)
+            pipe.check_plan(plan)
+            if self.folder is not None:
+                self.folder.save_plan(plan)
+                self.folder.save_tokens(scene)
+            self._scenes([scene], tracks)
 
-    def _render(
-        self,
-        story: Story,
-        scenes: list[Scene],
-        folder: OutputFolder | None,
-        progress: ProgressCallback | None,
-    ) -> None:
-        plan = story.plan
-        pending_any = [
-            s for s in scenes if any(s.index not in story.assets(g.modality) for g in self.generators)
-        ]
-        for tok in self.tokenizers:
-            todo = [s for s in pending_any if tok.produces not in s.tokens or not tok.produces]
+    # -- once the story is written ------------------------------------------------------------
+    def _whole_story(self, tracks: list[PipelineTrack], timeline: Timeline) -> None:
+        """Make the cues of ``tracks`` (track planners plan theirs) and render them, side by side
+        where :attr:`Pipeline.parallel` allows."""
+        plan = self.story.plan
+        pace = self._pace_track()
+        self._story_tokens(plan.scenes)
+        for track in tracks:
+            if track is pace:
+                continue
+            if track.planner is not None:
+                self._plan_cues(track, timeline)
+            else:
+                self._add_scene_cues(track, plan.scenes, timeline, pace=False)
+            self.pipe._check_track_plan(track, _track_plan(plan, self.story.tracks[track.name].cues))
+        todo = [t for t in tracks if t is not pace]
+        groups = self._groups(todo)
+        if len(groups) <= 1:
+            for track in todo:
+                self._render_track(track)
+            return
+        errors: list[BaseException] = []
+
+        def work(group: list[PipelineTrack]) -> None:
+            try:
+                for track in group:
+                    self._render_track(track)
+            except BaseException as exc:  # noqa: BLE001 - handed to the main thread below
+                errors.append(exc)
+                self.stop.set()
+
+        with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="storysdk-track") as pool:
+            list(pool.map(work, groups))
+        real = [e for e in errors if not isinstance(e, _Stopped)]
+        if real or errors:
+            raise (real or errors)[0]
+
+    def _groups(self, tracks: list[PipelineTrack]) -> list[list[PipelineTrack]]:
+        parallel = self.pipe.parallel
+        if parallel is False or len(tracks) <= 1:
+            return [tracks] if tracks else []
+        if parallel is True:
+            return [[t] for t in tracks]
+        by_device: dict[str, list[PipelineTrack]] = {}
+        for t in tracks:
+            by_device.setdefault(t.device, []).append(t)
+        return list(by_device.values())
+
+    def _plan_cues(self, track: PipelineTrack, timeline: Timeline) -> None:
+        """The track planner's cues: loaded from the folder on a resume, else planned and saved."""
+        assert track.planner is not None
+        out = self.story.tracks[track.name]
+        tf = self._track_folder(track)
+        cues = tf.load_cues() if tf is not None else None
+        if cues is None:
+            _emit(self.progress, "plan", track.planner.name, 0, 1, message=f"track {track.name}")
+            ctx = TrackContext(request=self.request, plan=self.story.plan, timeline=timeline, track=track.name,
+                               template=track.settings.text, component=track.planner.name, progress=self.progress)
+            try:
+                cues = track.planner.plan_track(self.story.plan, ctx)
+            except StorySDKError:
+                raise
+            except Exception as exc:
+                _add_note(exc, f"storysdk: while planner {track.planner.name!r} planned track {track.name!r}")
+                raise
+            _check_cues(track, cues, timeline)
+            if tf is not None:
+                tf.save_cues(list(cues), planner=track.planner.name)
+            _emit(self.progress, "plan", track.planner.name, 1, 1, message=f"track {track.name}: {len(cues)} cues")
+        out.cues = list(cues)
+        self._load_finished(track, out.cues)
+
+    def _add_scene_cues(self, track: PipelineTrack, scenes: Sequence[Scene], timeline: Timeline | None,
+                        *, pace: bool) -> None:
+        out = self.story.tracks[track.name]
+        have = {c.index for c in out.cues}
+        new = [c for c in _scene_cues(track, scenes, timeline, pace=pace) if c.index not in have]
+        out.cues.extend(new)
+        self._load_finished(track, new)
+
+    def _track_folder(self, track: PipelineTrack) -> TrackFolder | None:
+        if self.folder is None:
+            return None
+        return self.folder.track(track.name, cues=track.planner is not None)
+
+    def _load_finished(self, track: PipelineTrack, cues: Sequence[Cue]) -> None:
+        """Load every saved asset of ``cues``, verified; a damaged one is removed (and so rendered
+        again) with a ``resume`` progress event naming the file and the problem."""
+        tf = self._track_folder(track)
+        if tf is None or not tf.root.is_dir():
+            return
+        plan = self.story.plan
+        size = (plan.width, plan.height) if plan.width and plan.height else None
+        out = self.story.tracks[track.name]
+        for cue in cues:
+            if cue.index in out.assets:
+                continue
+
+            def damaged(path: Path, problem: str, index: int = cue.index) -> None:
+                root = self.folder.root if self.folder is not None else path.parent
+                rel = path.relative_to(root).as_posix() if path.is_relative_to(root) else str(path)
+                _emit(self.progress, "resume", track.generator.name, 1, 1, index,
+                      message=f"{rel} is damaged ({problem}); rendering it again")
+
+            name = track.generator.name
+            asset = (tf.load_image(cue.index, name, size=size, damaged=damaged) if track.modality == "image"
+                     else tf.load_audio(cue.index, name, damaged=damaged))
+            if asset is not None:
+                self._record(track, cue, asset)
+
+    def _record(self, track: PipelineTrack, cue: Cue, asset: ImageAsset | AudioAsset) -> None:
+        """Keep ``asset`` on its track, and on :attr:`Story.images`/:attr:`Story.audio` (by scene)
+        when the track is the first scene-cued track of its modality (what an interleaved
+        planner reads back: SEED-Story's pictures)."""
+        self.story.tracks[track.name].assets[cue.index] = asset
+        if track.planner is None and self._primary_of(track.modality) is track:
+            target = self.story.images if track.modality == "image" else self.story.audio
+            target[cue.scene] = asset  # type: ignore[assignment]
+
+    def _primary_of(self, modality: str) -> PipelineTrack | None:
+        for track in self.pipe.tracks.values():
+            if track.modality == modality and track.planner is None:
+                return track
+        return None
+
+    # -- rendering --------------------------------------------------------------------------
+    def _story_tokens(self, scenes: Sequence[Scene]) -> None:
+        """Run the story tokenizers on ``scenes`` that some scene-cued track still has to render."""
+        if not self.pipe.tokenizers:
+            return
+        pending = []
+        for s in scenes:
+            for track in self.pipe.tracks.values():
+                if track.planner is None and s.index not in self.story.tracks[track.name].assets:
+                    pending.append(s)
+                    break
+        if not pending:
+            return
+        # a track's saved assets are loaded when its cues are made; look in the folders first
+        self._tokenize(self.pipe.tokenizers, pending, self.story.plan, "")
+
+    def _tokenize(self, tokenizers: Sequence[Tokenizer], items: Sequence[Scene], plan: StoryPlan, track: str) -> None:
+        for tok in tokenizers:
+            todo = [s for s in items if tok.produces not in s.tokens or not tok.produces]
             if not todo:
                 continue
-            ctx = RenderContext(plan=plan, seed=plan.seed, component=tok.name, progress=progress, story=story)
-            _emit(progress, "tokenize", tok.name, 0, len(todo))
+            ctx = RenderContext(plan=plan, seed=plan.seed, component=tok.name, progress=self._progress(), story=self.story,
+                                track=track)
+            _emit(self.progress, "tokenize", tok.name, 0, len(todo))
             made = tok.tokenize(todo, ctx)
             if len(made) != len(todo):
                 raise ComponentError(
@@ -413,68 +855,145 @@ class Pipeline:
                 )
             for scene, t in zip(todo, made):
                 scene.tokens[t.kind] = t
-            _emit(progress, "tokenize", tok.name, len(todo), len(todo))
+            _emit(self.progress, "tokenize", tok.name, len(todo), len(todo))
 
-        for gen in self.generators:
-            have = story.assets(gen.modality)
-            todo = [s for s in scenes if s.index not in have]
-            if not todo:
-                continue
-            ctx = RenderContext(plan=plan, seed=plan.seed, component=gen.name, progress=progress, story=story)
-            batches = [todo] if gen.batching else [[s] for s in todo]
-            done = 0
-            _emit(progress, "generate", gen.name, 0, len(todo))
-            for batch in batches:
-                wanted = {s.index for s in batch}
-                try:
-                    for asset in gen.generate(batch, ctx):
-                        _check_asset(gen, asset, wanted)
-                        if folder is not None:
-                            folder.save_asset(asset)
-                        wanted.discard(asset.scene_index)  # after the save: a failed save names its scene
-                        story.add(asset)
-                        done += 1
-                        _emit(progress, "generate", gen.name, done, len(todo), asset.scene_index)
-                except StorySDKError:
-                    raise
-                except Exception as exc:
-                    where = f"; finished assets are saved in {folder.root}, run again to resume" if folder else ""
-                    _add_note(exc, f"storysdk: while generator {gen.name!r} rendered scenes {sorted(wanted)}{where}")
-                    raise
-                if wanted:
-                    raise ComponentError(
-                        f"generator {gen.name!r} made no asset for scene(s) {sorted(wanted)}; "
-                        "a generator must yield one asset per scene it is given"
-                    )
+    def _progress(self) -> ProgressCallback | None:
+        """The progress channel of a track's components: also where a track stops when another
+        track rendering side by side failed."""
+        progress, stop = self.progress, self.stop
 
-    def _compose(self, story: Story, folder: OutputFolder | None, progress: ProgressCallback | None) -> None:
+        def call(event: ProgressEvent) -> None:
+            if stop.is_set():
+                raise _Stopped("stopped: another track rendering side by side failed")
+            if progress is not None:
+                progress(event)
+
+        return call
+
+    def _render_track(self, track: PipelineTrack, *, scenes_only: set[int] | None = None) -> None:
+        out = self.story.tracks[track.name]
+        if scenes_only is not None and track.planner is None:
+            # the story tokens may have arrived after the cues were made (a resumed scene)
+            for cue in out.cues:
+                if cue.scene in scenes_only:
+                    scene = self.story.plan.scene(cue.scene)
+                    for kind, tok in scene.tokens.items():
+                        cue.tokens.setdefault(kind, tok)
+        elif track.planner is None:
+            for cue in out.cues:
+                scene = self.story.plan.scene(cue.scene)
+                for kind, tok in scene.tokens.items():
+                    cue.tokens.setdefault(kind, tok)
+        cues = [c for c in out.cues if scenes_only is None or c.scene in scenes_only]
+        todo = [c for c in cues if c.index not in out.assets]
+        if not todo:
+            return
+        plan = _track_plan(self.story.plan, out.cues)
+        self._tokenize(track.tokenizers, todo, plan, track.name)
+        gen = track.generator
+        seed = track.settings.seed if track.settings.seed is not None else plan.seed
+        ctx = RenderContext(plan=plan, seed=seed, component=gen.name, progress=self._progress(), story=self.story,
+                            track=track.name)
+        tf = self._track_folder(track)
+        batches = [todo] if gen.batching else [[c] for c in todo]
+        done = 0
+        label = gen.name if len(self.pipe.tracks) == 1 else f"{gen.name} ({track.name})"
+        _emit(self.progress, "generate", label, 0, len(todo))
+        for batch in batches:
+            wanted = {c.index for c in batch}
+            try:
+                for asset in gen.generate(batch, ctx):
+                    if self.stop.is_set():
+                        raise _Stopped("stopped: another track rendering side by side failed")
+                    _check_asset(gen, asset, wanted)
+                    if tf is not None:
+                        tf.save_asset(asset)
+                    wanted.discard(asset.scene_index)  # after the save: a failed save names its cue
+                    self._record(track, out.cue(asset.scene_index), asset)
+                    done += 1
+                    _emit(self.progress, "generate", label, done, len(todo), asset.scene_index)
+            except StorySDKError:
+                raise
+            except Exception as exc:
+                where = f"; finished assets are saved in {self.folder.root}, run again to resume" if self.folder else ""
+                what = "scenes" if track.planner is None else "cues"
+                _add_note(exc, f"storysdk: while generator {gen.name!r} rendered {what} {sorted(wanted)} of track "
+                               f"{track.name!r}{where}")
+                raise
+            if wanted:
+                raise ComponentError(
+                    f"generator {gen.name!r} made no asset for scene(s) {sorted(wanted)} of track {track.name!r}; "
+                    "a generator must yield one asset per scene it is given"
+                )
+
+    # -- composing --------------------------------------------------------------------------
+    def _compose(self) -> None:
+        story, folder, progress, pipe = self.story, self.folder, self.progress, self.pipe
         if folder is None:
             return
         failures: list[tuple[str, BaseException]] = []
-        for i, comp in enumerate(self.composers):
+        written: dict[Path, str] = {}
+        names = [c.name for c in pipe.composers]
+        n = len(pipe.composers)
+        for i, (comp, sub) in enumerate(zip(pipe.composers, pipe._composer_dirs)):
+            key = f"{sub}/{comp.name}" if sub else comp.name
             needed = comp.requires
-            if needed and not any(story.assets(m) for m in needed):
-                _emit(progress, "compose", comp.name, i, len(self.composers), message=f"skipped: no {'/'.join(needed)}")
+            if needed and not any(t.assets and t.modality in needed for t in story.all_tracks().values()):
+                _emit(progress, "compose", key, i, n, message=f"skipped: no {'/'.join(needed)}")
                 continue
-            _emit(progress, "compose", comp.name, i, len(self.composers))
+            _emit(progress, "compose", key, i, n)
+            out_dir = folder.root / sub if sub else folder.root
             try:
-                paths = comp.compose(story, folder.root)
+                out_dir.mkdir(parents=True, exist_ok=True)
+                paths = [Path(p) for p in comp.compose(story, out_dir)]
             except Exception as exc:  # noqa: BLE001 - the other composers still run
-                failures.append((comp.name, exc))
+                failures.append((key, exc))
                 continue
-            story.files[comp.name] = [Path(p) for p in paths]
-            _emit(progress, "compose", comp.name, i + 1, len(self.composers))
+            clash = [(p, written[p.resolve()]) for p in paths if p.resolve() in written]
+            for p in paths:
+                written.setdefault(p.resolve(), key)
+            story.files[key] = paths
+            if clash:
+                path, other = clash[0]
+                failures.append((key, ComponentError(
+                    f"composer {key!r} wrote {path.name}, which composer {other!r} had written: give one of them its "
+                    f"own dir = \"{comp.name}-2\" or another file name")))
+                continue
+            _emit(progress, "compose", key, i + 1, n)
+        del names
         manifest = {name: [str(p.relative_to(folder.root)) if p.is_relative_to(folder.root) else str(p)
                            for p in paths] for name, paths in story.files.items()}
         with atomic_write(folder.root / "files.json", "w") as fh:
             fh.write(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         if failures:
             name, first = failures[0]
-            names = ", ".join(n for n, _ in failures)
+            names_failed = ", ".join(n for n, _ in failures)
             raise ComponentError(
-                f"composer(s) {names} failed ({type(first).__name__}: {first}); the scenes' assets and the "
+                f"composer(s) {names_failed} failed ({type(first).__name__}: {first}); the tracks' assets and the "
                 f"other composers' files are saved in {folder.root}"
             ) from first
+
+
+def _sounding(asset: AudioAsset) -> float:
+    """Seconds a clip sounds on its track: its length less the crossfade padding it declares."""
+    pad = asset.metadata.get("crossfade")
+    pad = float(pad) if isinstance(pad, (int, float)) and not isinstance(pad, bool) and pad > 0 else 0.0
+    return max(asset.seconds - pad, 0.0)
+
+
+def _check_cues(track: PipelineTrack, cues: object, timeline: Timeline) -> None:
+    assert track.planner is not None
+    who = f"track planner {track.planner.name!r} (track {track.name!r})"
+    if not isinstance(cues, list) or not all(isinstance(c, Cue) for c in cues):
+        raise ComponentError(f"{who} must return a list of storysdk.Cue objects, got {type(cues).__name__}")
+    _check_indices(cues, who)
+    scenes = {s.index for s in timeline.scenes}
+    for c in cues:
+        if c.scene not in scenes:
+            raise ComponentError(f"{who}: cue {c.index} belongs to scene {c.scene}, which the story does not have")
+        if c.start < 0 or c.start > timeline.total + 1e-6:
+            raise ComponentError(f"{who}: cue {c.index} starts at {c.start:.3f} s, outside the story's "
+                                 f"0-{timeline.total:.3f} s")
 
 
 def _emit(
@@ -498,7 +1017,7 @@ def _check_indices(scenes: Iterable[Scene], who: str) -> None:
         seen.add(s.index)
 
 
-def _check_asset(gen: Generator, asset: object, wanted: set[int]) -> None:
+def _check_asset(gen: Generator, asset: object, wanted: set[int]) -> None:  # noqa: D103
     expected = ImageAsset if gen.modality == "image" else AudioAsset
     if not isinstance(asset, expected):
         raise ComponentError(

@@ -26,6 +26,24 @@
     name = "comic"
     layout_seed = 3
 
+Tracks instead of ``[[generators]]`` (any number per modality; docs/story-files.md)::
+
+    [tracks.frames]
+    generator = { name = "storydiffusion", steps = 30 }
+
+    [tracks.ambience]
+    planner = "audiostory"             # a track planner: this track's cues (timed sound events)
+    tokenizers = ["audiostory-bridge"]
+    generator = "audiostory"
+    text = "{ambience}"
+    gain = -6
+
+    [timing]                           # storysdk.timeline.Timing
+    mode = "plan"
+
+    [mix]                              # storysdk.mixing.Mix
+    loudness = -16.0
+
 Relative image paths in ``[story]`` (``start_image``, characters' ``reference_image``) are
 resolved against the story file's folder.
 
@@ -62,7 +80,8 @@ else:  # pragma: no cover - exercised on 3.10 only
 
 __all__ = ["StoryFile", "load_story_file", "parse_story_file"]
 
-TOP_LEVEL = ("story", "defaults", "planner", "tokenizers", "generators", "composers", "output")
+TOP_LEVEL = ("story", "defaults", "planner", "tokenizers", "generators", "tracks", "timing", "mix", "composers",
+             "output")
 #: The keys of ``[output]``.
 OUTPUT_KEYS = ("dir",)
 
@@ -76,6 +95,9 @@ class StoryFile:
     tokenizers: list[dict[str, Any]] = attrs.field(factory=list)
     generators: list[dict[str, Any]] = attrs.field(factory=list)
     composers: list[dict[str, Any]] = attrs.field(factory=list)
+    tracks: dict[str, dict[str, Any]] | None = None
+    timing: dict[str, Any] = attrs.field(factory=dict)
+    mix: dict[str, Any] = attrs.field(factory=dict)
     defaults: dict[str, Any] = attrs.field(factory=dict)
     output: dict[str, Any] = attrs.field(factory=dict)
     path: Path | None = None
@@ -101,6 +123,9 @@ class StoryFile:
             tokenizers=self.tokenizers,
             generators=self.generators,
             composers=self.composers,
+            tracks=self.tracks,
+            timing=self.timing,
+            mix=self.mix,
             registry=registry,
             defaults=own,
             runtime=runtime,
@@ -128,6 +153,37 @@ def _components(data: Mapping[str, Any], key: str) -> list[dict[str, Any]]:
     if not isinstance(value, list):
         raise ConfigError(f"[[{key}]] must be an array of tables, got {_shown(value)}")
     return [_component(v, f"[[{key}]] #{i + 1}") for i, v in enumerate(value)]
+
+
+def _tracks(data: Mapping[str, Any]) -> dict[str, dict[str, Any]] | None:
+    """The ``[tracks.<name>]`` tables, their components normalised (a name or a table)."""
+    if "tracks" not in data:
+        return None
+    value = data["tracks"]
+    if isinstance(value, list):
+        raise ConfigError(
+            "tracks are named tables: write [tracks.frames] (with generator = ...), not [[tracks]]"
+        )
+    if not isinstance(value, Mapping) or not value:
+        raise ConfigError(f"[tracks] must hold [tracks.<name>] tables, got {_shown(value)}")
+    out: dict[str, dict[str, Any]] = {}
+    for name, table in value.items():
+        where = f"[tracks.{name}]"
+        if not isinstance(table, Mapping):
+            raise ConfigError(f"{where} must be a table with a generator, got {_shown(table)}")
+        track = dict(table)
+        if "generator" in track:
+            track["generator"] = _component(track["generator"], f"{where} generator")
+        if "planner" in track:
+            track["planner"] = _component(track["planner"], f"{where} planner")
+        if "tokenizers" in track:
+            toks = track["tokenizers"]
+            toks = [toks] if isinstance(toks, (str, Mapping)) else toks
+            if not isinstance(toks, list):
+                raise ConfigError(f"{where} tokenizers must be an array of names or tables, got {_shown(toks)}")
+            track["tokenizers"] = [_component(t, f"{where} tokenizers #{i + 1}") for i, t in enumerate(toks)]
+        out[str(name)] = track
+    return out
 
 
 def _loads(text: str, source: str) -> dict[str, Any]:
@@ -213,19 +269,30 @@ def parse_story_file(text: str, *, base_dir: Path | None = None, source: str = "
         raise ConfigError(f"{source}: [story] {exc}") from exc
     defaults = _table(data, "defaults", source)
     output = _output(data, source)
+    timing = _table(data, "timing", source)
+    mix = _table(data, "mix", source)
     try:
         planner = _component(data.get("planner", {"name": "script"}), "[planner]")
         tokenizers = _components(data, "tokenizers")
         generators = _components(data, "generators")
         composers = _components(data, "composers")
+        tracks = _tracks(data)
     except ConfigError as exc:
         raise ConfigError(f"{source}: {exc}") from exc
+    if tracks is not None and generators:
+        raise ConfigError(
+            f"{source}: give [tracks.<name>] tables or [[generators]], not both; with tracks every generator "
+            "belongs to a track: [tracks.frames] generator = \"diffusers-image\""
+        )
     return StoryFile(
         request=request,
         planner=planner,
         tokenizers=tokenizers,
         generators=generators,
         composers=composers,
+        tracks=tracks,
+        timing=timing,
+        mix=mix,
         defaults=defaults,
         output=output,
     )

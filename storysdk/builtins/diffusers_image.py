@@ -363,7 +363,7 @@ class DiffusersImageGenerator(Generator):
         known.update((s.index, s) for s in scenes)
         earlier: dict[int, list[int]] = {}  # scene -> the batch a finished asset says it was in
         if ctx.story is not None:
-            for asset in ctx.story.images.values():
+            for asset in ctx.finished("image").values():
                 group = asset.metadata.get("batch")
                 if asset.made_by == self.name and isinstance(group, list) and all(i in known for i in group):
                     for i in group:

@@ -15,6 +15,7 @@ from ..hookspecs import Register, hookimpl
 from ..registry import Registry
 from .fakes import (
     FakeAudioGenerator,
+    FakeEventPlanner,
     FakeComposer,
     FakeImageGenerator,
     FakeInterleavedPlanner,
@@ -24,6 +25,7 @@ from .fakes import (
 
 __all__ = [
     "FakeAudioGenerator",
+    "FakeEventPlanner",
     "FakeComposer",
     "FakeImageGenerator",
     "FakeInterleavedPlanner",
@@ -43,6 +45,7 @@ class FakesPlugin:
     def register_planners(self, register: Register) -> None:
         register(FakePlanner)
         register(FakeInterleavedPlanner)
+        register(FakeEventPlanner)
 
     @hookimpl
     def register_tokenizers(self, register: Register) -> None:

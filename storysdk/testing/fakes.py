@@ -15,14 +15,15 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
-from ..interfaces import Composer, Generator, Planner, RenderContext, StepContext, Tokenizer
-from ..model import AudioAsset, ImageAsset, Modality, Scene, Story, StoryPlan, StoryRequest, Tokens
+from ..interfaces import Composer, Generator, Planner, RenderContext, StepContext, Tokenizer, TrackContext
+from ..model import AudioAsset, Cue, ImageAsset, Modality, Scene, Story, StoryPlan, StoryRequest, Tokens
 from ..options import Field, Options
 from ..output import atomic_write
 
 __all__ = [
     "FakeAudioGenerator",
     "FakeComposer",
+    "FakeEventPlanner",
     "FakeImageGenerator",
     "FakeInterleavedPlanner",
     "FakePlanner",
@@ -135,16 +136,57 @@ class FakeAudioGenerator(Generator):
             1.0, gt=0, allow_inf_nan=False, description="seconds of a clip for a scene without a duration"
         )
         channels: int = Field(1, ge=1, description="channels of each clip (the same sine in each)")
+        per_character: float | None = Field(
+            None, gt=0, allow_inf_nan=False,
+            description="seconds per character of the prompt, for a clip whose length its text sets (a voice); "
+            "None: the scene's duration",
+        )
+        fail_scenes: list[int] = Field(
+            default_factory=list, description="scene indices whose rendering raises RuntimeError (failure tests)"
+        )
 
     def generate(self, scenes: Sequence[Scene], ctx: RenderContext) -> Iterator[AudioAsset]:
         opts = self.options
         for scene in scenes:
-            seconds = scene.duration or opts.duration
+            if scene.index in opts.fail_scenes:
+                raise RuntimeError(f"fake-audio was told to fail on scene {scene.index} (fail_scenes)")
+            if opts.per_character is not None:
+                seconds = max(len(scene.prompt), 1) * opts.per_character
+            else:
+                seconds = scene.duration or opts.duration
             n = int(round(seconds * opts.sample_rate))
             freq = 200.0 + float(_rng(ctx, scene).integers(0, 600))
             t = np.arange(n) / opts.sample_rate
             wave = (0.3 * np.sin(2 * np.pi * freq * t)).astype(np.float32)
             yield AudioAsset(scene.index, np.tile(wave, (opts.channels, 1)), opts.sample_rate, made_by=self.name)
+
+
+class FakeEventPlanner(Planner):
+    """A track planner: ``per_scene`` cues splitting each scene's span evenly (AudioStory's shape)."""
+
+    name = "fake-events"
+    description = "a track planner: even sound events per scene; for tests"
+    plans_tracks: ClassVar[bool] = True
+
+    class Options(Options):
+        per_scene: int = Field(2, ge=1, le=16, description="cues per scene")
+
+    def plan(self, request: StoryRequest) -> StoryPlan:
+        raise NotImplementedError("fake-events only plans tracks")
+
+    def plan_track(self, plan: StoryPlan, ctx: TrackContext) -> list[Cue]:
+        cues: list[Cue] = []
+        n = self.options.per_scene
+        for scene in plan.scenes:
+            text = ctx.text(scene)
+            if text is None:
+                continue
+            span = ctx.timeline.scene(scene.index)
+            for k in range(n):
+                cues.append(Cue(index=len(cues), prompt=f"{text} (event {k + 1})", caption=scene.caption,
+                                duration=span.duration / n, start=span.start + k * span.duration / n,
+                                scene=scene.index))
+        return cues
 
 
 class FakeTokenizer(Tokenizer):
