@@ -328,6 +328,10 @@ class Composer(Component, ABC):
 
     kind = "composer"
     requires: ClassVar[tuple[Modality, ...]] = ()
+    #: Options that name tracks, with the modality the track must have (``{"track": "image"}``);
+    #: the pipeline checks their values (a name, a list of names, or ``None``) against its tracks
+    #: when it is built, before anything renders.
+    track_options: ClassVar[dict[str, Modality]] = {}
 
     @abstractmethod
     def compose(self, story: Story, out_dir: Path) -> list[Path]:

@@ -197,6 +197,7 @@ class Pipeline:
             self._add_composer(spec)
         self._check_defaults()
         self._check_tracks()
+        self._check_composer_tracks()
 
     # -- construction ----------------------------------------------------------------------
     def _shorthand(self, generators: Sequence[ComponentSpec]) -> None:
@@ -285,6 +286,23 @@ class Pipeline:
         for track in self.tracks.values():
             if track.modality != "audio" and (track.settings.duck is not None or track.settings.gain != 0.0):
                 raise ConfigError(f"track {track.name!r} is an image track: gain and duck are for audio tracks")
+
+    def _check_composer_tracks(self) -> None:
+        """A composer option naming a track (``track = "frames"``) must name one of the right modality."""
+        for comp in self.composers:
+            for option, modality in type(comp).track_options.items():
+                value = getattr(getattr(comp, "options", None), option, None)
+                names = [value] if isinstance(value, str) else list(value or [])
+                fitting = [t.name for t in self.tracks.values() if t.modality == modality]
+                for name in names:
+                    if name in fitting:
+                        continue
+                    what = (f"is an {self.tracks[name].modality} track" if name in self.tracks
+                            else "is not one of the pipeline's tracks")
+                    raise ConfigError(
+                        f"composer {comp.name!r}: {option} = {name!r} {what}; {modality} tracks: "
+                        f"{', '.join(fitting) or '(none)'}{suggest(str(name), fitting)}"
+                    )
 
     @property
     def generators(self) -> list[Generator]:
