@@ -31,6 +31,8 @@ from storysdk import (
 from storysdk.testing import FakeAudioGenerator, FakeImageGenerator, FakePlanner, make_registry
 
 SCRIPT = "a red fox\na blue bird\na green frog\na white owl"
+#: Where the generators=[...] shorthand saves each track: tracks/<generator name>/.
+IMAGES, AUDIO = "tracks/fake-image", "tracks/fake-audio"
 
 
 def tree(root: Path) -> dict[str, str]:
@@ -57,14 +59,15 @@ def test_plan_then_render_writes_every_asset_and_the_plan(tmp_path: Path) -> Non
     assert sorted(story.images) == sorted(story.audio) == [0, 1, 2, 3]
     files = tree(tmp_path)
     for i in range(4):
-        assert f"images/scene-{i:04d}.png" in files and f"audio/scene-{i:04d}.wav" in files
+        assert f"{IMAGES}/scene-{i:04d}.png" in files and f"{AUDIO}/scene-{i:04d}.wav" in files
+    assert not (tmp_path / "images").exists() and not (tmp_path / "audio").exists()
     assert {"plan.json", "run.json", "story.json", "files.json"} <= set(files)
     assert StoryPlan.load(tmp_path / "plan.json") == story.plan
     assert all(s.tokens["fake"].tensors["bytes"].tobytes() == s.prompt.encode() for s in story.plan.scenes)
     assert story.files["fake-composer"] == [tmp_path / "story.json"]
     umask = os.umask(0)
     os.umask(umask)
-    for name in ("plan.json", "images/scene-0000.png", "audio/scene-0000.wav", "story.json"):
+    for name in ("plan.json", f"{IMAGES}/scene-0000.png", f"{AUDIO}/scene-0000.wav", "story.json"):
         assert (tmp_path / name).stat().st_mode & 0o777 == 0o666 & ~umask  # not mkstemp's 0600
 
 
@@ -74,7 +77,7 @@ def test_same_seed_gives_byte_identical_files_and_other_seed_differs(tmp_path: P
     mixed().run(StoryRequest(script=SCRIPT, seed=8), out_dir=tmp_path / "c")
     a, b, c = tree(tmp_path / "a"), tree(tmp_path / "b"), tree(tmp_path / "c")
     assert a == b
-    assert a["images/scene-0000.png"] != c["images/scene-0000.png"]
+    assert a[f"{IMAGES}/scene-0000.png"] != c[f"{IMAGES}/scene-0000.png"]
 
 
 def test_scene_seed_does_not_depend_on_batch_company() -> None:
@@ -123,15 +126,15 @@ def test_interrupted_run_resumes_to_the_same_files(tmp_path: Path) -> None:
     with pytest.raises(KeyboardInterrupt):
         mixed().run(req, out_dir=tmp_path / "cut", progress=Interrupt(6))
     partial = tree(tmp_path / "cut")
-    assert "images/scene-0003.png" in partial and "audio/scene-0001.wav" in partial
-    assert "audio/scene-0002.wav" not in partial and "story.json" not in partial
+    assert f"{IMAGES}/scene-0003.png" in partial and f"{AUDIO}/scene-0001.wav" in partial
+    assert f"{AUDIO}/scene-0002.wav" not in partial and "story.json" not in partial
     assert not [p for p in (tmp_path / "cut").rglob("*.part")]
 
     # the resumed pipeline has the same fingerprint (same names and options); swap in a
     # generator that records what it is asked to render
     counting = CountingImages()
     pipe = mixed()
-    pipe.generators[0] = counting
+    pipe.tracks["fake-image"].generator = counting
     story = pipe.run(req, out_dir=tmp_path / "cut")
     assert getattr(counting, "calls", []) == []  # every picture was already there
     assert sorted(story.audio) == [0, 1, 2, 3]
@@ -144,7 +147,7 @@ def test_resume_renders_only_missing_scenes(tmp_path: Path) -> None:
         mixed().run(req, out_dir=tmp_path, progress=Interrupt(2))
     pipe = mixed()
     counting = CountingImages()
-    pipe.generators[0] = counting
+    pipe.tracks["fake-image"].generator = counting
     pipe.run(req, out_dir=tmp_path)
     assert counting.calls == [2, 3]
 
@@ -154,7 +157,7 @@ def test_folder_of_another_story_is_refused_unless_overwrite(tmp_path: Path) -> 
     with pytest.raises(OutputFolderError, match="different story.*--overwrite"):
         mixed().run(StoryRequest(script=SCRIPT, seed=2), out_dir=tmp_path)
     mixed().run(StoryRequest(script="one\ntwo", seed=2), out_dir=tmp_path, overwrite=True)
-    assert not (tmp_path / "images" / "scene-0003.png").exists()
+    assert (tmp_path / IMAGES / "scene-0001.png").is_file() and not (tmp_path / IMAGES / "scene-0003.png").exists()
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     (foreign / "notes.txt").write_text("mine")
@@ -276,7 +279,7 @@ def test_a_crash_keeps_finished_assets_and_says_how_to_resume(tmp_path: Path) ->
         pipe.run(StoryRequest(script=SCRIPT), out_dir=tmp_path)
     notes = "\n".join(getattr(info.value, "__notes__", []))
     assert "crash" in notes and "run again to resume" in notes
-    assert (tmp_path / "images/scene-0001.png").is_file() and not (tmp_path / "images/scene-0002.png").exists()
+    assert (tmp_path / "tracks/crash/scene-0001.png").is_file() and not (tmp_path / "tracks/crash/scene-0002.png").exists()
 
 
 def test_two_generators_of_one_modality_are_refused() -> None:
@@ -341,7 +344,7 @@ def test_a_default_no_component_takes_is_an_error_with_a_suggestion() -> None:
                  registry=make_registry())
     text = str(err.value)
     assert text.startswith("defaults: no component of this pipeline takes the option 'sample_rat'. Did you mean 'sample_rate'?")
-    assert "Options they take: channels, duration, fail_scenes, height, sample_rate, width" in text
+    assert "Options they take: channels, duration, fail_scenes, height, per_character, sample_rate, width" in text
     with pytest.raises(ConfigError, match="takes the option 'preset'"):  # no model-backed component here
         Pipeline("fake-planner", generators=["fake-image"], defaults={"preset": "tiny"}, registry=make_registry())
 
