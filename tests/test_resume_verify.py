@@ -89,11 +89,11 @@ def drop_record(sidecar: Path) -> None:
 )
 def test_a_damaged_picture_is_rendered_again(tmp_path: Path, ref: dict[str, str], damage, problem: str) -> None:  # type: ignore[no-untyped-def]
     folder = finished(tmp_path)
-    damage(folder / "images" / "scene-0001.png")
+    damage(folder / "tracks" / "fake-image" / "scene-0001.png")
     notes, rendered = resume(folder)
     assert rendered == [("fake-image", 1)]
     assert len(notes) == 1 and notes[0].component == "fake-image" and notes[0].scene_index == 1
-    assert notes[0].message.startswith("images/scene-0001.png is damaged (")
+    assert notes[0].message.startswith("tracks/fake-image/scene-0001.png is damaged (")
     assert notes[0].message.endswith("); rendering it again")
     assert re.search(problem, notes[0].message), notes[0].message
     assert tree(folder) == ref
@@ -109,10 +109,10 @@ def test_a_damaged_picture_is_rendered_again(tmp_path: Path, ref: dict[str, str]
 )
 def test_a_damaged_clip_is_rendered_again(tmp_path: Path, ref: dict[str, str], damage, problem: str) -> None:  # type: ignore[no-untyped-def]
     folder = finished(tmp_path)
-    damage(folder / "audio" / "scene-0002.wav")
+    damage(folder / "tracks" / "fake-audio" / "scene-0002.wav")
     notes, rendered = resume(folder)
     assert rendered == [("fake-audio", 2)]
-    assert len(notes) == 1 and notes[0].message.startswith("audio/scene-0002.wav is damaged (")
+    assert len(notes) == 1 and notes[0].message.startswith("tracks/fake-audio/scene-0002.wav is damaged (")
     assert re.search(problem, notes[0].message), notes[0].message
     assert tree(folder) == ref
 
@@ -122,21 +122,21 @@ def test_files_without_a_record_are_checked_against_the_plan_and_the_wav_header(
     """Sidecars written before files were recorded: the PNG must decode at the plan's size,
     the WAV must be whole."""
     folder = finished(tmp_path)
-    for name in ("images/scene-0000", "images/scene-0001", "images/scene-0002", "audio/scene-0000", "audio/scene-0001"):
+    for name in ("tracks/fake-image/scene-0000", "tracks/fake-image/scene-0001", "tracks/fake-image/scene-0002", "tracks/fake-audio/scene-0000", "tracks/fake-audio/scene-0001"):
         drop_record(folder / f"{name}.json")
-    (folder / "images" / "scene-0000.png").write_bytes(png((32, 16)))  # a sound PNG of the wrong size
-    cut = folder / "images" / "scene-0001.png"
+    (folder / "tracks" / "fake-image" / "scene-0000.png").write_bytes(png((32, 16)))  # a sound PNG of the wrong size
+    cut = folder / "tracks" / "fake-image" / "scene-0001.png"
     cut.write_bytes(cut.read_bytes()[:-12])  # the IEND chunk is gone
-    wav = folder / "audio" / "scene-0001.wav"
+    wav = folder / "tracks" / "fake-audio" / "scene-0001.wav"
     wav.write_bytes(wav.read_bytes()[:-40])  # the data chunk is shorter than its header says
     notes, rendered = resume(folder)
     assert sorted(rendered) == [("fake-audio", 1), ("fake-image", 0), ("fake-image", 1)]
     messages = {e.message.split(" is damaged")[0]: e.message for e in notes}
-    assert "is 32x16 pixels, the run's picture is 16x16" in messages["images/scene-0000.png"]
-    assert "truncated: the PNG has no end chunk" in messages["images/scene-0001.png"]
-    assert re.search(r"truncated: \d+ bytes, the WAV header declares \d+", messages["audio/scene-0001.wav"])
+    assert "is 32x16 pixels, the run's picture is 16x16" in messages["tracks/fake-image/scene-0000.png"]
+    assert "truncated: the PNG has no end chunk" in messages["tracks/fake-image/scene-0001.png"]
+    assert re.search(r"truncated: \d+ bytes, the WAV header declares \d+", messages["tracks/fake-audio/scene-0001.wav"])
     # scene 2's picture and scene 0's clip, recordless but sound, were kept as they are
-    now, kept = tree(folder), {"images/scene-0002.json", "audio/scene-0000.json"}
+    now, kept = tree(folder), {"tracks/fake-image/scene-0002.json", "tracks/fake-audio/scene-0000.json"}
     assert {k: v for k, v in now.items() if k not in kept} == {k: v for k, v in ref.items() if k not in kept}
     assert all(now[k] != ref[k] for k in kept)
 
@@ -145,13 +145,13 @@ def test_a_wrong_sample_rate_or_length_is_caught_by_the_record(tmp_path: Path, r
     from storysdk.audio import encode_audio
 
     folder = finished(tmp_path)
-    sidecar = folder / "audio" / "scene-0000.json"
+    sidecar = folder / "tracks" / "fake-audio" / "scene-0000.json"
     meta = json.loads(sidecar.read_text())
     record = meta[FILE_RECORD_KEY]
     assert set(record) == {"bytes", "sha256", "sample_rate", "channels", "frames"}
     # a sound WAV at another rate whose digest is recorded: the length check still holds
     other = encode_audio(np.zeros((1, record["frames"]), np.float32), record["sample_rate"] * 2, "wav", "FLOAT")
-    (folder / "audio" / "scene-0000.wav").write_bytes(other)
+    (folder / "tracks" / "fake-audio" / "scene-0000.wav").write_bytes(other)
     meta[FILE_RECORD_KEY] = {**record, "bytes": len(other), "sha256": hashlib.sha256(other).hexdigest()}
     sidecar.write_text(json.dumps(meta))
     notes, rendered = resume(folder)
@@ -172,16 +172,16 @@ def test_sound_assets_resume_with_their_metadata_and_no_events(tmp_path: Path, r
 
 def test_loading_a_damaged_asset_without_a_callback_is_an_error(tmp_path: Path) -> None:
     folder = finished(tmp_path)
-    path = folder / "images" / "scene-0002.png"
+    path = folder / "tracks" / "fake-image" / "scene-0002.png"
     path.write_bytes(path.read_bytes()[:40])
     with pytest.raises(OutputFolderError, match=r"scene-0002.png is damaged \(truncated: 40 bytes, \d+ were written\); "
                                                 r"delete it .* to have the scene rendered again"):
-        OutputFolder(folder).load_image(2)
+        OutputFolder(folder).track("fake-image").load_image(2)
     assert path.is_file()  # only reported, not removed
     seen: list[tuple[Path, str]] = []
-    assert OutputFolder(folder).load_image(2, damaged=lambda p, why: seen.append((p, why))) is None
+    assert OutputFolder(folder).track("fake-image").load_image(2, damaged=lambda p, why: seen.append((p, why))) is None
     assert seen and seen[0][0] == path and not path.exists() and not path.with_suffix(".json").exists()
-    assert OutputFolder(folder).load_audio(7) is None  # none saved
+    assert OutputFolder(folder).track("fake-audio").load_audio(7) is None  # none saved
 
 
 def test_the_cli_says_which_file_it_renders_again(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
@@ -202,13 +202,13 @@ name = "fake-planner"
 name = "fake-image"
 """)
     assert main(["run", str(story), "--out", str(tmp_path / "o"), "--quiet"]) == 0
-    png_path = tmp_path / "o" / "images" / "scene-0000.png"
+    png_path = tmp_path / "o" / "tracks" / "fake-image" / "scene-0000.png"
     good = png_path.read_bytes()
     png_path.write_bytes(good[:100])
     capsys.readouterr()
     assert main(["run", str(story), "--out", str(tmp_path / "o")]) == 0
     err = capsys.readouterr().err
-    assert "resume   fake-image scene 0 (images/scene-0000.png is damaged (truncated: 100 bytes" in err
+    assert "resume   fake-image scene 0 (tracks/fake-image/scene-0000.png is damaged (truncated: 100 bytes" in err
     assert "rendering it again)" in err
     assert png_path.read_bytes() == good
 
@@ -272,7 +272,7 @@ def test_an_interleaved_story_resumes_after_a_damaged_picture(tmp_path: Path) ->
     req = StoryRequest(prompt="go", num_scenes=4, seed=9, width=16, height=16)
     interleaved().run(req, out_dir=tmp_path / "full")
     interleaved().run(req, out_dir=tmp_path / "cut")
-    (tmp_path / "cut" / "images" / "scene-0002.png").write_bytes(b"")
+    (tmp_path / "cut" / "tracks" / "fake-image" / "scene-0002.png").write_bytes(b"")
     events: list[ProgressEvent] = []
     interleaved().run(req, out_dir=tmp_path / "cut", progress=events.append)
     assert [e.scene_index for e in events if e.stage == "resume"] == [2]
