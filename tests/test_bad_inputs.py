@@ -75,7 +75,7 @@ def test_corpus_case(case: dict[str, Any], tmp_path: Path, capsys: pytest.Captur
     assert case["expect"] in err, f"expected {case['expect']!r} in {err!r}"
     if case["kind"] in ("story", "plan") and case["field"] not in COMPONENT_FIELDS and case.get("names_file", True):
         assert str(CORPUS / case["file"]) in err  # the file is named
-    assert not (out / "images").exists() and not (out / "plan.json").exists()  # refused before any work
+    assert not (out / "tracks").exists() and not (out / "plan.json").exists()  # refused before any work
 
 
 def test_the_corpus_manifest_lists_every_file_once() -> None:
@@ -121,7 +121,8 @@ def test_the_good_files_of_the_corpus_pass(tmp_path: Path, capsys: pytest.Captur
     assert main(["plan", str(CORPUS / "story" / "good.toml"), "--out", str(tmp_path / "good.plan.json")]) == 0
     base = str(CORPUS / "plan" / "base.toml")
     assert main(["run", base, "--plan", str(CORPUS / "plan" / "good.json"), "--out", str(tmp_path / "p"), "--quiet"]) == 0
-    assert sorted(p.name for p in (tmp_path / "p" / "images").glob("*.png")) == ["scene-0000.png", "scene-0001.png"]
+    pictures = tmp_path / "p" / "tracks" / "fake-image"  # the [[generators]] shorthand: a track per generator
+    assert sorted(p.name for p in pictures.glob("*.png")) == ["scene-0000.png", "scene-0001.png"]
     assert main(["batch", str(CORPUS / "batch" / "good.jsonl"), "--out", str(tmp_path / "b"), "--quiet",
                  "--device", "cpu"]) == 0
     assert capsys.readouterr().err.count("storysdk: error") == 0
@@ -243,15 +244,15 @@ def test_a_full_disk_names_the_file_and_keeps_finished_assets(tmp_path: Path, mo
     assert main(["run", str(story), "--out", str(out), "--quiet"]) == 2
     err = one_error_line(capsys.readouterr().err)
     assert "no space left on the device while writing" in err.lower() or "No space left on device" in err
-    assert str(out / "images" / "scene-0001.png") in err
+    assert str(out / "tracks" / "fake-image" / "scene-0001.png") in err
     assert "run the same command again" in err or "run again to resume" in err
-    first = (out / "images" / "scene-0000.png").read_bytes()  # the finished picture is kept
-    assert not (out / "images" / "scene-0001.png").exists()
-    assert [p.name for p in (out / "images").iterdir() if p.name.endswith(".part")] == []
+    first = (out / "tracks" / "fake-image" / "scene-0000.png").read_bytes()  # the finished picture is kept
+    assert not (out / "tracks" / "fake-image" / "scene-0001.png").exists()
+    assert [p.name for p in (out / "tracks" / "fake-image").iterdir() if p.name.endswith(".part")] == []
     monkeypatch.setattr(Image.Image, "save", real_save)
     assert main(["run", str(story), "--out", str(out), "--quiet"]) == 0  # the same command resumes
-    assert (out / "images" / "scene-0000.png").read_bytes() == first
-    assert (out / "images" / "scene-0001.png").is_file()
+    assert (out / "tracks" / "fake-image" / "scene-0000.png").read_bytes() == first
+    assert (out / "tracks" / "fake-image" / "scene-0001.png").is_file()
 
 
 # -- errors that are not the user's -----------------------------------------------------------------
