@@ -1,45 +1,52 @@
-"""The ``video`` composer: the story as one MP4, each picture on screen while its audio plays.
+"""The ``video`` composer: the story as one MP4 on the story's timeline, with the story's mix.
 
-Timeline (every time is on the joined soundtrack, see :func:`~storysdk.builtins.soundtrack.join_clips`):
+Timeline. The scenes' spans are the story's timeline, :func:`storysdk.timeline.timeline_of`
+(the pipeline's ``timeline.json``; for a story assembled by hand one derived from it, each
+scene as long as its clip on the first audio track, else its planned ``Scene.duration``,
+else ``Timing.seconds``, 3 s). Every scene of the timeline takes part, in its order, and the
+video lasts the timeline's total. How long a scene lasts is the pipeline's ``[timing]``
+policy (:class:`storysdk.timeline.Timing`), not this composer's.
 
-* The scenes that have a picture or a clip take part, in plan order (scenes with neither
-  are left out). Scene *k*'s span starts where its clip starts on the joined track, and ends
-  where the next scene's span starts; the last one ends with the audio. ``crossfade`` has
-  the ``soundtrack`` composer's meaning (``None``: the clips' declared padding, else hard
-  cuts), so with a crossfade a picture changes when the next clip starts fading in.
-* A scene without audio lasts ``still_duration`` seconds (``None``: its planned
-  ``Scene.duration``, else 3 s), with that much silence in the audio track, joined by hard
-  cuts, so the scenes after it stay aligned. A story without any audio is a silent video of
-  such stills (``audio="always"`` adds a silent AAC track, which some platforms require).
-* A scene with audio but no picture keeps the previous picture on screen (black before the
-  first picture). Its caption is still its own.
+* Pictures come from one image track, ``track`` (``None``: the story's first image track).
+  Each scene shows its picture on that track (the first, when a track planner gave the scene
+  several); a scene without one keeps the previous picture on screen (black before the first
+  picture). Its caption is still its own.
 * Spans become video frames by rounding: the span starting at ``t`` seconds starts with
-  frame ``round(t * fps)``, so each picture change is within half a frame of its audio
-  boundary; the video has ``round(duration * fps)`` frames. A span shorter than half a frame
-  can round to nothing: a clip that starts before the previous one (a crossfade longer than
-  a short clip) gets an empty span.
-* ``transition`` (seconds) dissolves between consecutive pictures, centred on the picture
-  change: frame ``n`` near the change at frame ``F`` shows ``(1 - w) * old + w * new`` with
+  frame ``round(t * fps)``, so each picture change is within half a frame of its scene
+  boundary; the video has ``round(total * fps)`` frames (at least one). A span shorter than
+  half a frame can round to nothing.
+* ``transition`` (seconds) dissolves between consecutive scenes, centred on the scene
+  boundary: frame ``n`` near the change at frame ``F`` shows ``(1 - w) * old + w * new`` with
   ``w = (n - F) / (transition * fps) + 1/2`` clipped to [0, 1], so the frame at the change is
   an even mix. A dissolve never takes more than half of either neighbouring span (it is made
   shorter there); the first picture does not fade in and the last does not fade out.
 
+Audio: the story's mix, :func:`storysdk.mixing.mixdown` (every audio track placed on the same
+timeline, with its gain and ducking, at the mix's loudness: the samples the ``soundtrack``
+composer writes), encoded as AAC. ``sample_rate``/``channels`` (``None``: the mix's, with
+48000 Hz when AAC cannot store the mix's rate) mix the story again at that rate or channel
+count (``[mix]`` otherwise unchanged). A story without audio is a silent video of its timeline
+(``audio="always"`` adds a silent AAC track, which some platforms require).
+
 Captions: with ``subtitles`` (default) the MP4 has a ``mov_text`` subtitle track with one cue
-per span whose caption is not empty, shown over the span's frames (times in whole ms);
-with ``burn_captions`` the caption is also drawn on the pictures as the comic composer draws
-it (:func:`storysdk.captions.draw_caption`). No caption at all: no subtitle track.
+per span whose text is not empty, shown over the span's frames (times in whole ms); the text is
+the scene's caption (``captions="caption"``) or the text its narration speaks
+(``captions="narration"``: ``Scene.narration``). With ``burn_captions`` that text is also drawn
+on the pictures as the comic composer draws it (:func:`storysdk.captions.draw_caption`). No
+text at all: no subtitle track.
 
 Pictures are fitted to the frame size aspect kept, centred on black (letterbox); a picture
 at most one pixel larger in each direction (an odd size rounded down to even) is cropped at
 the right and bottom instead of being scaled. Encoding is :func:`storysdk.video_encode.write_mp4`.
-Besides ``story.mp4`` the composer writes ``video.json``, the timeline it used.
+Besides ``story.mp4`` the composer writes ``video.json``: the timeline it used (each scene's
+span, frame range, the picture it shows), the picture track and the audio track.
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -52,48 +59,40 @@ from pydantic import ValidationInfo, field_validator, model_validator
 from ..captions import draw_caption
 from ..errors import ConfigError
 from ..interfaces import Composer
-from ..model import AudioAsset, Modality, Scene, Story
+from ..mixing import Mix, Mixdown, mixdown
+from ..model import AudioAsset, ImageAsset, Modality, Story
 from ..options import Field, Options
 from ..output import atomic_path
-from ..video_encode import (
-    AAC_SAMPLE_RATES,
-    AudioSettings,
-    Cue,
-    VideoSettings,
-    X264Preset,
-    require_av,
-    write_mp4,
-)
+from ..timeline import Timeline, timeline_of
+from ..tracks import check_track_name
+from ..video_encode import AAC_SAMPLE_RATES, AudioSettings, VideoSettings, X264Preset, require_av, write_mp4
+from ..video_encode import Cue as Subtitle
 from .fields import check_font_path, font_path_field, font_size_field, pair
 from .frames import atomic_write_bytes
-from .soundtrack import JoinedTrack, Silence, join_clips
 
-__all__ = [
-    "DEFAULT_STILL_DURATION",
-    "Shot",
-    "Timeline",
-    "VideoComposer",
-    "fit_picture",
-    "frame_rate",
-    "plan_timeline",
-]
+__all__ = ["Shot", "VideoComposer", "VideoPlan", "fit_picture", "frame_rate", "plan_video"]
 
-DEFAULT_STILL_DURATION = 3.0  # seconds a scene without audio (and without a planned duration) lasts
-_AUDIO_MODES = ("auto", "always", "none")
+_MOVED_CROSSFADE = (
+    "clips are placed on the story's timeline now and the video's audio is the story's mix (storysdk.mixing), "
+    "where clips that declare crossfade padding (AudioStory's) are joined as AudioStory joins them; remove crossfade"
+)
+_MOVED_STILL = (
+    "a scene's length is the [timing] policy's now: Pipeline(timing={'mode': 'fixed', 'seconds': 2}), or "
+    "[timing] seconds = 2 in a story file (a story made by hand: Scene.duration); remove still_duration"
+)
 
 
 @attrs.frozen
 class Shot:
-    """One scene's span: ``[start, end)`` seconds and video frames ``[first_frame, end_frame)``.
+    """One scene's span on the timeline: ``[start, end)`` seconds, video frames ``[first_frame, end_frame)``.
 
-    ``picture`` is the scene whose image is shown (``None``: black), ``audio`` whether the
-    scene had its own clip.
+    ``picture`` is the scene whose picture is shown (``None``: black), ``text`` the scene's
+    caption or narration (the ``captions`` option).
     """
 
     index: int
     picture: int | None
-    caption: str
-    audio: bool
+    text: str
     start: Fraction
     end: Fraction
     first_frame: int
@@ -101,67 +100,67 @@ class Shot:
 
 
 @attrs.frozen(eq=False)
-class Timeline:
-    """The shots of a video, its frame count and rate, and its audio track (if any)."""
+class VideoPlan:
+    """The shots of a video, its frame count and rate, the picture track and the timeline they follow.
+
+    ``pictures`` maps a scene index to the picture shown from that scene on.
+    """
 
     shots: tuple[Shot, ...]
     frames: int
     fps: Fraction
-    track: JoinedTrack | None
+    track: str
+    pictures: Mapping[int, ImageAsset]
+    timeline: Timeline
+
+    @property
+    def total(self) -> Fraction:
+        """The timeline's length in seconds (the video's, within half a frame)."""
+        return _exact(self.timeline.total)
 
 
 def _round_half_up(value: Fraction) -> int:
     return int((value * 2 + 1) // 2)
 
 
-def _still(scene: Scene, still_duration: float | None) -> Fraction:
-    seconds = still_duration if still_duration is not None else (scene.duration or DEFAULT_STILL_DURATION)
-    return Fraction(repr(float(seconds)))  # the decimal the user wrote, exactly
+def _exact(seconds: float) -> Fraction:
+    return Fraction(repr(round(float(seconds), 6)))  # the decimal timeline.json records, exactly
 
 
-def plan_timeline(
+def plan_video(
     story: Story,
     fps: Fraction,
-    still_duration: float | None = None,
-    crossfade: float | None = None,
-    sample_rate: int | None = None,
-    channels: int | None = None,
-) -> Timeline | None:
-    """The video timeline of ``story`` (see the module docstring); ``None`` without pictures.
+    track: str | None = None,
+    captions: Literal["caption", "narration"] = "caption",
+) -> VideoPlan | None:
+    """The video of ``story`` on its timeline (see the module docstring); ``None`` without pictures.
 
-    With audio, the track is :func:`join_clips` of the clips with a :class:`Silence` for
-    each scene without one, at ``sample_rate``/``channels`` (``None``: the clips' highest).
+    ``track`` is the image track shown (``None``: the first one; a name the story does not
+    have, or an audio track, is a :class:`ConfigError` listing its image tracks).
     """
-    if not story.images:
+    images = story.image_track(track)
+    if images is None or not any(isinstance(a, ImageAsset) for a in images.assets.values()):
         return None
-    scenes = [s for s in story.plan.scenes if s.index in story.images or s.index in story.audio]
-    track: JoinedTrack | None = None
-    if any(s.index in story.audio for s in scenes):
-        items: list[AudioAsset | Silence] = [
-            story.audio[s.index] if s.index in story.audio else Silence(float(_still(s, still_duration)))
-            for s in scenes
-        ]
-        track = join_clips(items, crossfade, sample_rate, channels)
-        starts = [Fraction(v, track.sample_rate) for v in track.starts]
-        total = Fraction(track.frames, track.sample_rate)
-    else:
-        starts, total = [], Fraction(0)
-        for s in scenes:
-            starts.append(total)
-            total += _still(s, still_duration)
-    for k in range(1, len(starts)):  # a clip that starts before the previous one: an empty span
-        starts[k] = max(starts[k], starts[k - 1])
-    ends = starts[1:] + [max(total, starts[-1])]
-    frames = max(1, _round_half_up(total * fps))
+    timeline = timeline_of(story)
+    frames = max(1, _round_half_up(_exact(timeline.total) * fps))
+    pictures: dict[int, ImageAsset] = {}
     shots: list[Shot] = []
     picture: int | None = None
-    for s, start, end in zip(scenes, starts, ends):
-        if s.index in story.images:
-            picture = s.index
+    for k, span in enumerate(timeline.scenes):
+        own = [a for _, a in images.of_scene(span.index) if isinstance(a, ImageAsset)]
+        if own:
+            picture = span.index
+            pictures[span.index] = own[0]
+        scene = story.plan.scene(span.index)
+        text = scene.caption if captions == "caption" else scene.narration
+        start = _exact(span.start)
+        end = _exact(timeline.scenes[k + 1].start) if k + 1 < len(timeline.scenes) else max(_exact(timeline.total), start)
         first, last = (min(frames, _round_half_up(t * fps)) for t in (start, end))
-        shots.append(Shot(s.index, picture, s.caption, s.index in story.audio, start, end, first, last))
+        shots.append(Shot(span.index, picture, text, start, end, first, last))
+    if not shots:
+        return None
     shots[-1] = attrs.evolve(shots[-1], end_frame=frames)
-    return Timeline(tuple(shots), frames, fps, track)
+    return VideoPlan(tuple(shots), frames, fps, images.name, pictures, timeline)
 
 
 def fit_picture(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -203,48 +202,56 @@ def frame_rate(fps: float) -> Fraction:
     return Fraction(repr(rate)).limit_denominator(1001)
 
 
+def _has_audio(story: Story) -> bool:
+    return any(isinstance(a, AudioAsset) for t in story.audio_tracks() for a in t.assets.values())
+
+
 class VideoComposer(Composer):
     """Writes the story as ``story.mp4`` (H.264 + AAC + mov_text subtitles) and ``video.json``.
 
     Options (declared in :class:`Options`; see the module docstring for the timeline):
 
+    * ``track``: the image track whose pictures are shown (``None``: the first image track).
     * ``fps`` frames per second (default 24; 29.97 is stored as 30000/1001).
-    * ``still_duration`` seconds for scenes without audio (``None``: the scene's planned
-      ``duration``, else 3).
-    * ``transition`` seconds of picture dissolve centred on each change (0: cuts).
-    * ``subtitles`` (default true): captions as a ``mov_text`` track; ``burn_captions``
-      (default false): captions drawn on the pictures, with ``font_size``/``font_path``.
+    * ``transition`` seconds of picture dissolve centred on each scene boundary (0: cuts).
+    * ``subtitles`` (default true): the scenes' texts as a ``mov_text`` track; ``burn_captions``
+      (default false): drawn on the pictures, with ``font_size``/``font_path``; ``captions``:
+      which text, ``"caption"`` (default) or ``"narration"``.
     * ``size`` ``[width, height]``, or ``width`` and/or ``height`` (the other follows the first
       picture's aspect); even numbers. Default: the first picture's size rounded down to even.
     * ``crf`` x264 quality (0-51, lower is better, default 18); ``x264_preset`` (default
       ``"medium"``; not ``preset``, which names model presets in storysdk); ``threads`` x264
       threads (default 4: a fixed count gives the same bytes on every machine; 0: x264 chooses).
-    * ``audio``: ``"auto"`` (an AAC track when the story has audio), ``"always"`` (a silent
-      track when it has none) or ``"none"`` (never; the timeline still follows the clips).
-    * ``audio_bitrate`` bits/s (default 192000), ``sample_rate`` (``None``: the clips' highest
-      when AAC supports it, else 48000), ``channels`` 1 or 2 (``None``: the clips' most),
-      ``crossfade`` as the ``soundtrack`` composer's.
+    * ``audio``: ``"auto"`` (the story's mix as an AAC track when the story has audio),
+      ``"always"`` (a silent track when it has none) or ``"none"`` (never).
+    * ``audio_bitrate`` bits/s (default 192000), ``sample_rate`` (``None``: the mix's when AAC
+      can store it, else 48000), ``channels`` 1 or 2 (``None``: the mix's).
     * ``filename`` of the video (default ``"story.mp4"``).
+
+    ``crossfade`` and ``still_duration`` are gone: the story's timeline and mix decide both.
     """
 
     name = "video"
-    description = "an MP4: each picture for its clip's duration, captions as subtitles, the soundtrack"
+    description = "an MP4 of the story's timeline: each scene's picture, its caption as subtitles, the story's mix"
     requires: ClassVar[tuple[Modality, ...]] = ("image",)
+    track_options: ClassVar[dict[str, Modality]] = {"track": "image"}
 
     class Options(Options):
+        track: str | None = Field(
+            None, description="the image track whose pictures are shown; None: the story's first image track"
+        )
         fps: float = Field(
             24.0, gt=0, le=240, allow_inf_nan=False,
             description="frames per second, e.g. 24 or 29.97 (stored exactly as 30000/1001)",
         )
-        still_duration: float | None = Field(
-            None, gt=0, allow_inf_nan=False,
-            description="seconds on screen for a scene without audio; None: its planned duration, else 3",
-        )
         transition: float = Field(
-            0.0, ge=0, allow_inf_nan=False, description="seconds of dissolve centred on each picture change; 0: cuts"
+            0.0, ge=0, allow_inf_nan=False, description="seconds of dissolve centred on each scene boundary; 0: cuts"
         )
-        subtitles: bool = Field(True, description="put the captions in a mov_text subtitle track")
-        burn_captions: bool = Field(False, description="draw the captions on the pictures, as the comic composer does")
+        subtitles: bool = Field(True, description="put the scenes' texts in a mov_text subtitle track")
+        burn_captions: bool = Field(False, description="draw the scenes' texts on the pictures, as the comic composer does")
+        captions: Literal["caption", "narration"] = Field(
+            "caption", description="the text of each scene's subtitle: its caption, or the text its narration speaks"
+        )
         font_size: int | None = font_size_field()
         font_path: str | None = font_path_field()
         size: tuple[int, int] | None = Field(
@@ -271,26 +278,29 @@ class VideoComposer(Composer):
         )
         audio: Literal["auto", "always", "none"] = Field(
             "auto",
-            description="AAC track: auto (when the story has audio), always (silent when it has none) or none",
+            description="AAC track: auto (the story's mix, when it has audio), always (silent when it has none) or none",
         )
         audio_bitrate: int = Field(192000, ge=8000, le=512000, description="AAC bit rate in bits/s")
         sample_rate: int | None = Field(
             None,
-            description="AAC sample rate in Hz; None: the clips' highest when AAC can store it, else 48000",
+            description="AAC sample rate in Hz (the story is mixed at it); None: the mix's when AAC can store it, "
+            "else 48000",
             json_schema_extra={"constraint": "one of " + ", ".join(map(str, AAC_SAMPLE_RATES))},
         )
         channels: int | None = Field(
-            None, ge=1, le=2, description="AAC channels, 1 (mono) or 2 (stereo); None: the clips' most"
-        )
-        crossfade: float | None = Field(
-            None, ge=0, allow_inf_nan=False,
-            description="seconds of crossfade between clips, as the soundtrack composer's; None: the clips' "
-            "declared padding, else hard cuts",
+            None, ge=1, le=2, description="AAC channels, 1 (mono) or 2 (stereo), the story mixed to them; None: the mix's"
         )
         filename: str = Field("story.mp4", description="file name of the video in the output folder, ending in .mp4")
 
+        moved: ClassVar[dict[str, str]] = {"crossfade": _MOVED_CROSSFADE, "still_duration": _MOVED_STILL}
+
         _pair = pair("size")
         _font = check_font_path()
+
+        @field_validator("track")
+        @classmethod
+        def _track(cls, value: str | None) -> str | None:
+            return None if value is None else check_track_name(value)
 
         @field_validator("size")
         @classmethod
@@ -343,47 +353,71 @@ class VideoComposer(Composer):
 
     def compose(self, story: Story, out_dir: Path) -> list[Path]:
         require_av()
-        images = story.ordered_images()
-        if not images:
+        opts = self.options
+        plan = plan_video(story, self._fps, opts.track, opts.captions)
+        if plan is None:
             return []
-        clips = [a for _, a in story.ordered_audio()]
-        rate = self.options.sample_rate
-        if rate is None and clips:
-            top = max(a.sample_rate for a in clips)
-            rate = top if top in AAC_SAMPLE_RATES else 48000
-        channels = self.options.channels
-        if channels is None and clips:
-            channels = max(a.channels for a in clips)
-            if channels > 2:
-                raise ConfigError(
-                    f"the clips have {channels} channels but the video's AAC track is mono or stereo; "
-                    "pass channels=1 or 2"
-                )
-        timeline = plan_timeline(story, self._fps, self.options.still_duration, self.options.crossfade, rate, channels)
-        assert timeline is not None  # there are images
-        size = self._size(images[0][1].image)
+        size = self._size(next(iter(plan.pictures.values())).image)  # the first picture on the timeline
 
-        samples: np.ndarray | None = None
+        mixed: Mixdown | None = None
         settings: AudioSettings | None = None
-        if self.options.audio != "none" and timeline.track is not None:
-            samples = timeline.track.samples
-            settings = AudioSettings(timeline.track.sample_rate, timeline.track.channels, self.options.audio_bitrate)
-        elif self.options.audio == "always":
-            settings = AudioSettings(rate or 48000, channels or 2, self.options.audio_bitrate)
-            length = int(timeline.frames * settings.sample_rate / self._fps)
-            samples = np.zeros((settings.channels, length), np.float32)
-        cues = self._cues(timeline)
-        video = VideoSettings(size[0], size[1], self._fps, self.options.crf, self.options.x264_preset, self.options.threads)
+        samples: np.ndarray | None = None
+        if opts.audio != "none" and _has_audio(story):
+            mixed = self._mix(story)
+            samples = mixed.samples
+            settings = AudioSettings(mixed.sample_rate, mixed.channels, opts.audio_bitrate)
+        elif opts.audio == "always":
+            settings = self._silent_settings(story)
+            samples = np.zeros((settings.channels, int(round(plan.total * settings.sample_rate))), np.float32)
+        cues = self._cues(plan)
+        video = VideoSettings(size[0], size[1], self._fps, opts.crf, opts.x264_preset, opts.threads)
 
         folder = Path(out_dir)
-        path = folder / self.options.filename
+        path = folder / opts.filename
         with atomic_path(path) as tmp:
-            write_mp4(tmp, self._frames(story, timeline, size), video, samples, settings, cues)
-        info = self._summary(timeline, size, settings, samples, bool(cues))
+            write_mp4(tmp, self._frames(plan, size), video, samples, settings, cues)
+        info = self._summary(plan, size, settings, samples, mixed, bool(cues))
         text = json.dumps(info, indent=2, ensure_ascii=False) + "\n"
         return [path, atomic_write_bytes(folder / "video.json", text.encode("utf-8"))]
 
     # -- helpers -----------------------------------------------------------------------------
+    @staticmethod
+    def _base_mix(story: Story) -> Mix:
+        mix = story.mix
+        if mix is None:
+            return Mix()
+        return mix if isinstance(mix, Mix) else Mix(**dict(mix))
+
+    def _mix(self, story: Story) -> Mixdown:
+        """The story's mix, mixed again at ``sample_rate``/``channels`` when the AAC track needs them."""
+        opts = self.options
+        base = self._base_mix(story)
+        want = {"sample_rate": opts.sample_rate, "channels": opts.channels}
+        if opts.sample_rate is None and base.sample_rate is not None and base.sample_rate not in AAC_SAMPLE_RATES:
+            want["sample_rate"] = 48000
+        mixed = mixdown(story, self._with(base, want))
+        if opts.sample_rate is None and mixed.sample_rate not in AAC_SAMPLE_RATES:
+            want["sample_rate"] = 48000
+            mixed = mixdown(story, self._with(base, want))
+        if mixed.channels > 2:
+            raise ConfigError(
+                f"the story's mix has {mixed.channels} channels but the video's AAC track is mono or stereo; "
+                "pass channels=1 or 2 (the video then mixes the story to that)"
+            )
+        return mixed
+
+    @staticmethod
+    def _with(base: Mix, values: Mapping[str, int | None]) -> Mix:
+        given = {k: v for k, v in values.items() if v is not None}
+        return Mix(**{**base.model_dump(), **given}) if given else base
+
+    def _silent_settings(self, story: Story) -> AudioSettings:
+        base = self._base_mix(story)
+        rate = self.options.sample_rate or base.sample_rate
+        rate = rate if rate in AAC_SAMPLE_RATES else 48000
+        channels = self.options.channels or (base.channels if base.channels in (1, 2) else 2)
+        return AudioSettings(int(rate), int(channels), self.options.audio_bitrate)
+
     def _size(self, first: Image.Image) -> tuple[int, int]:
         w, h = first.size
         if self._width is not None and self._height is not None:
@@ -396,39 +430,40 @@ class VideoComposer(Composer):
             raise ConfigError(f"the first picture is {w}x{h} px; a video needs 2x2 or more: pass size = [w, h]")
         return w - w % 2, h - h % 2
 
-    def _cues(self, timeline: Timeline) -> list[Cue]:
+    def _cues(self, plan: VideoPlan) -> list[Subtitle]:
         if not self.options.subtitles:
             return []
 
         def ms(frame: int) -> int:
-            return _round_half_up(Fraction(frame) / timeline.fps * 1000)
+            return _round_half_up(Fraction(frame) / plan.fps * 1000)
 
         return [
-            Cue(ms(s.first_frame), ms(s.end_frame), s.caption.strip())
-            for s in timeline.shots
-            if s.caption.strip() and s.end_frame > s.first_frame
+            Subtitle(ms(s.first_frame), ms(s.end_frame), s.text.strip())
+            for s in plan.shots
+            if s.text.strip() and s.end_frame > s.first_frame
         ]
 
-    def _frames(self, story: Story, timeline: Timeline, size: tuple[int, int]) -> Iterator[np.ndarray]:
+    def _frames(self, plan: VideoPlan, size: tuple[int, int]) -> Iterator[np.ndarray]:
         cache: dict[tuple[int | None, str], np.ndarray] = {}
+        burn = self.options.burn_captions
 
         def picture(shot: Shot) -> np.ndarray:
-            key = (shot.picture, shot.caption if self.options.burn_captions else "")
+            key = (shot.picture, shot.text if burn else "")
             if key not in cache:
                 if len(cache) > 8:  # shots come in order: older pictures are not needed again
                     cache.pop(next(iter(cache)))
                 if shot.picture is None:
                     image = Image.new("RGB", size, "black")
                 else:
-                    image = fit_picture(story.images[shot.picture].image, size)
-                if self.options.burn_captions:
-                    image = draw_caption(image, shot.caption, self.options.font_size, self.options.font_path)
+                    image = fit_picture(plan.pictures[shot.picture].image, size)
+                if burn:
+                    image = draw_caption(image, shot.text, self.options.font_size, self.options.font_path)
                 cache[key] = np.asarray(image, dtype=np.uint8)
             return cache[key]
 
-        shots = timeline.shots
+        shots = plan.shots
         span = [s.end_frame - s.first_frame for s in shots]
-        width = self.options.transition * float(timeline.fps)
+        width = self.options.transition * float(plan.fps)
         # half-width (frames) of the dissolve into shot k; at most half of either neighbour
         half = [0.0] + [min(width, span[k - 1], span[k]) / 2 for k in range(1, len(shots))]
 
@@ -449,34 +484,41 @@ class VideoComposer(Composer):
 
     def _summary(
         self,
-        timeline: Timeline,
+        plan: VideoPlan,
         size: tuple[int, int],
         settings: AudioSettings | None,
         samples: np.ndarray | None,
+        mixed: Mixdown | None,
         subtitles: bool,
     ) -> dict[str, Any]:
-        track = timeline.track
-        return {
-            "file": self.options.filename,
-            "width": size[0],
-            "height": size[1],
-            "fps": float(timeline.fps),
-            "fps_fraction": f"{timeline.fps.numerator}/{timeline.fps.denominator}",
-            "frames": timeline.frames,
-            "duration": float(timeline.frames / timeline.fps),
-            "transition": self.options.transition,
-            "subtitles": subtitles,
-            "burn_captions": self.options.burn_captions,
-            "audio": None
-            if settings is None or samples is None
-            else {
+        audio: dict[str, Any] | None = None
+        if settings is not None and samples is not None:
+            audio = {
+                "source": "mix" if mixed is not None else "silence",
                 "sample_rate": settings.sample_rate,
                 "channels": settings.channels,
                 "samples": int(samples.shape[1]),
                 "duration": samples.shape[1] / settings.sample_rate,
-                "crossfade": 0.0 if track is None else track.fade / track.sample_rate,
                 "bitrate": settings.bitrate,
-            },
+                "tracks": [] if mixed is None else list(mixed.tracks),
+                "master_gain": None if mixed is None else mixed.master_gain,
+                "loudness": None if mixed is None else mixed.loudness,
+            }
+        return {
+            "file": self.options.filename,
+            "width": size[0],
+            "height": size[1],
+            "fps": float(plan.fps),
+            "fps_fraction": f"{plan.fps.numerator}/{plan.fps.denominator}",
+            "frames": plan.frames,
+            "duration": float(plan.frames / plan.fps),
+            "timeline": {"duration": plan.timeline.total, "timing": dict(plan.timeline.timing)},
+            "track": plan.track,
+            "transition": self.options.transition,
+            "subtitles": subtitles,
+            "captions": self.options.captions,
+            "burn_captions": self.options.burn_captions,
+            "audio": audio,
             "scenes": [
                 {
                     "index": s.index,
@@ -484,10 +526,9 @@ class VideoComposer(Composer):
                     "end": float(s.end),
                     "start_frame": s.first_frame,
                     "end_frame": s.end_frame,
-                    "audio": s.audio,
                     "picture": s.picture,
-                    "caption": s.caption,
+                    "text": s.text,
                 }
-                for s in timeline.shots
+                for s in plan.shots
             ],
         }
