@@ -15,7 +15,11 @@ longer (3 s) so that a crossfade join of that length gives a story of about the 
 The generators do this padding and record it in ``AudioAsset.metadata["crossfade"]``; give the
 ``soundtrack`` composer the same crossfade (``crossfade=3.0``) so the joined length is
 ``sum(durations)``; with ``crossfade=0`` here, join with a hard cut. ``tangoflux`` defaults to 0
-(plain TangoFlux renders independent clips).
+(plain TangoFlux renders independent clips). In a pipeline the "story" is the generator's
+track: ``ctx.plan.scenes`` are the track's cues, so every cue but the one with the highest
+index is padded; the ``audiostory`` track planner numbers its cues in time order, so that is
+the track's last clip, and :mod:`storysdk.mixing` joins the track's contiguous padded clips
+with :func:`storysdk.audio.crossfade_join`, as upstream joins a story.
 
 **Seeds (deliberate deviation).** Upstream re-seeds the global CPU generator to 0 for every clip,
 so all clips share one initial noise (§9). Here each clip's noise comes from a CPU generator

@@ -13,17 +13,27 @@ each event becomes a :class:`~storysdk.Scene` (caption -> prompt and caption, du
 computes the query states in context): for re-rendering an edited event list, and for the tiny
 preset, whose random weights cannot write a plan. In it, each ``<t5>`` / ``<aud>`` opener is
 followed automatically by its N / M query tokens and closer.
+
+**A track's planner** (``plans_tracks``): :meth:`AudioStoryPlanner.plan_track` writes the sound
+events of one track of a story planned by another planner (a ``[tracks.ambience]`` with
+``planner = "audiostory"``). Each scene with a text on the track gets its own instruction (the
+text and the scene's span on the story's timeline as the total), its own decode, and its events
+as cues filling the scene's span (docs/audiostory.md §10). Teacher-forced per scene:
+``responses`` (one answer per scene with a text, in plan order) or ``response`` (the same
+answer for every scene; its durations are fitted to each span).
 """
 
 from __future__ import annotations
 
 import random
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import attrs
 from pydantic import field_validator
 from storysdk.errors import ConfigError
-from storysdk.interfaces import PlanContext, Planner
-from storysdk.model import Scene, StoryPlan, StoryRequest, Tokens
+from storysdk.interfaces import PlanContext, Planner, TrackContext
+from storysdk.model import Cue, Scene, StoryPlan, StoryRequest, Tokens
 from storysdk.options import Field
 
 from . import constants as C
@@ -80,15 +90,19 @@ class AudioStoryPlanner(Planner):
     Options (declared in :class:`AudioStoryPlanner.Options`; ``storysdk plugins --options
     audiostory``): ``checkpoint`` (the AudioStory release folder; needed unless ``preset="tiny"``),
     ``base_llm``, ``max_new_tokens`` (1600), ``one_pass``, ``prompt_seed`` (0) or ``lead``,
-    ``duration``, ``response`` (a teacher-forced answer), ``repair``, ``total_tolerance`` (0.25),
-    ``crossfade`` (3.0 s), and the device options ``preset``, ``device``, ``dtype``,
-    ``weights_seed`` (tiny weights).
+    ``duration``, ``response`` (a teacher-forced answer), ``responses`` (one per scene, as a
+    track's planner), ``repair``, ``total_tolerance`` (0.25), ``crossfade`` (3.0 s), and the
+    device options ``preset``, ``device``, ``dtype``, ``weights_seed`` (tiny weights).
+
+    As the story planner (:meth:`plan`) the events are the story's scenes; as a track's planner
+    (:meth:`plan_track`, ``plans_tracks``) they are the track's cues, scene by scene.
     """
 
     name = "audiostory"
     description = "AudioStory: an LLM splits an instruction into timed audio events with bridging queries"
     needs_gpu = True
     tiny_preset = True
+    plans_tracks: ClassVar[bool] = True
     produces: ClassVar[str] = QUERIES_KIND
 
     class Options(AudioStoryDeviceOptions):
@@ -117,7 +131,13 @@ class AudioStoryPlanner(Planner):
         response: str | None = Field(
             None,
             description="an assistant response to teacher-force instead of decoding (the tiny preset's random "
-            "weights cannot write one); each <t5>/<aud> opener gets its query tokens",
+            "weights cannot write one); each <t5>/<aud> opener gets its query tokens; as a track's planner, the "
+            "same response for every scene",
+        )
+        responses: list[str] | None = Field(
+            None,
+            description="as a track's planner: one assistant response to teacher-force per scene with a text on "
+            "the track, in plan order (instead of response)",
         )
         repair: bool = Field(
             True, description="make the documented repairs of a bad stream or bad durations (False: raise instead)"
@@ -172,52 +192,32 @@ class AudioStoryPlanner(Planner):
 
     def plan_with(self, request: StoryRequest, ctx: PlanContext) -> StoryPlan:
         """:meth:`plan`, reporting through ``ctx`` before every LLM forward call (the cancellation point)."""
-        from .decoding import greedy_decode, teacher_force
-        from .grammar import parse_stream
         from .timing import resolve_durations
 
         o = self.options
+        if o.responses is not None:
+            raise ConfigError(
+                "the audiostory planner's 'responses' (one per scene) is for a track's events; as the story "
+                "planner, give one 'response' instead"
+            )
         prompt, lead, total = self.prompt_for(request)
         rt = self.runtime()
-        tok, special = rt.tokenizer, rt.special
-        prompt_ids = tok.encode(prompt, add_special_tokens=False)
-        if o.response is not None:
-            ids = expand_query_blocks(tok.encode(o.response, add_special_tokens=False), special)
-            ctx.report(0, 1, None, "teacher-forcing the response")
-            hidden = teacher_force(rt.llm, prompt_ids, ids)
-            stop, passes = "response", 1
-        else:
 
-            def report(done: int, total: int) -> None:
-                ctx.report(done, total, None, f"{done}/{total} tokens")
+        def report(done: int, n: int, message: str) -> None:
+            ctx.report(done, n, None, message)
 
-            result = greedy_decode(rt.llm, prompt_ids, special, max_new_tokens=o.max_new_tokens, one_pass=o.one_pass,
-                                   report=report)
-            ids, hidden, stop, passes = result.ids, result.hidden, result.stop, result.forward_passes
-
-        def decode(part: Any) -> str:
-            return tok.decode(list(part), skip_special_tokens=False)
-
-        parsed = parse_stream(ids, special, decode, repair=o.repair)
+        run = self._decode(prompt, o.response, report)
         durations, notes = resolve_durations(
-            [e.duration for e in parsed.events], total, max_clip=rt.max_clip_seconds,
+            [e.duration for e in run.parsed.events], total, max_clip=rt.max_clip_seconds,
             crossfade=o.crossfade, tolerance=o.total_tolerance, repair=o.repair,
         )
         scenes = []
-        for i, (event, d) in enumerate(zip(parsed.events, durations)):
-            t5 = hidden[event.t5_positions[0] : event.t5_positions[1]].clone()
-            aud = hidden[event.aud_positions[0] : event.aud_positions[1]].clone()
-            if t5.shape[0] != special.num_t5 or aud.shape[0] != special.num_aud:
-                raise ConfigError(f"event {i}: query hidden states are incomplete; raise max_new_tokens")
-            tokens = Tokens(
-                kind=QUERIES_KIND, made_by=self.name, tensors={"t5": t5, "aud": aud},
-                metadata={"num_t5": special.num_t5, "num_aud": special.num_aud},
-            )
+        for i, (event, d) in enumerate(zip(run.parsed.events, durations)):
             scenes.append(
                 Scene(
                     index=i, prompt=event.caption, caption=event.caption, duration=round(d, 6),
                     metadata={"duration_text": event.duration_text, "repairs": [*event.problems, *notes[i]]},
-                    tokens={QUERIES_KIND: tokens},
+                    tokens={QUERIES_KIND: self._queries(run, event, f"event {i}")},
                 )
             )
         return StoryPlan(
@@ -229,10 +229,154 @@ class AudioStoryPlanner(Planner):
                 "instruction": prompt,
                 "lead": lead,
                 "total_duration": total,
-                "reasoning": parsed.reasoning,
-                "generated_text": decode(ids),
-                "stop": stop,
-                "forward_passes": passes,
-                "notes": list(parsed.notes),
+                "reasoning": run.parsed.reasoning,
+                "generated_text": run.text,
+                "stop": run.stop,
+                "forward_passes": run.passes,
+                "notes": list(run.parsed.notes),
             },
         )
+
+    # -- the track planner -------------------------------------------------------------------
+    def plan_track(self, plan: StoryPlan, ctx: TrackContext) -> list[Cue]:
+        """AudioStory's timed sound events for each scene with a text on track ``ctx.track``.
+
+        Per scene (in plan order): the instruction is built from the scene's track text and its
+        span on ``ctx.timeline`` (:func:`build_instruction`, §1.3, the span rounded to 0.01 s),
+        the LLM decodes the events (or teacher-forces ``responses[k]`` / ``response``), the
+        stream is parsed (§1.4) and the durations repaired against the span
+        (:func:`~.timing.resolve_durations`), then stretched to fill it exactly
+        (:func:`~.timing.fit_durations`). Each event is a :class:`~storysdk.model.Cue` with the
+        ``audiostory-queries`` tokens; indices run over the whole track in time order, so the
+        generator pads every clip but the track's last with the crossfade (§1.7).
+        """
+        from .timing import fit_durations, resolve_durations
+
+        o = self.options
+        items = [(scene, text) for scene in plan.scenes if (text := ctx.text(scene)) is not None and text.strip()]
+        responses: list[str | None]
+        if o.responses is not None:
+            if o.response is not None:
+                raise ConfigError(
+                    f"track {ctx.track!r}: the audiostory planner got both 'response' and 'responses'; give "
+                    "'response' (the same answer for every scene) or 'responses' (one per scene), not both"
+                )
+            if len(o.responses) != len(items):
+                raise ConfigError(
+                    f"track {ctx.track!r}: the audiostory planner got {len(o.responses)} responses but "
+                    f"{len(items)} scene(s) have a text on the track ({[s.index for s, _ in items]}); give one "
+                    "response per such scene, in plan order"
+                )
+            responses = list(o.responses)
+        else:
+            responses = [o.response] * len(items)
+        if not items:
+            return []
+        rt = self.runtime()
+        order = sorted(items, key=lambda item: ctx.timeline.scene(item[0].index).start)
+        last = order[-1][0].index  # the track's last clip is the only one without crossfade padding
+        cues: list[Cue] = []
+        by_scene: dict[int, list[Cue]] = {}
+        for k, ((scene, text), response) in enumerate(zip(items, responses)):
+            span = ctx.timeline.scene(scene.index)
+            seconds = round(float(span.duration), 2)
+            instruction, lead = build_instruction(text, seconds, prompt_seed=o.prompt_seed, lead=o.lead)
+
+            def report(done: int, n: int, message: str, k: int = k, index: int = scene.index) -> None:
+                ctx.report(done, n, index, f"scene {index} ({k + 1}/{len(items)}): {message}")
+
+            where = f"track {ctx.track!r}, scene {scene.index}"
+            try:
+                run = self._decode(chatml_prompt(instruction), response, report)
+            except ConfigError as exc:
+                raise type(exc)(f"{where}: {exc}") from None
+            if not run.parsed.events:
+                raise ConfigError(
+                    f"{where}: the LLM wrote no sound events for the scene's text; rewrite the text to name "
+                    "sounds, or teacher-force a response for it ('responses')"
+                )
+            try:
+                durations, notes = resolve_durations(
+                    [e.duration for e in run.parsed.events], float(span.duration), max_clip=rt.max_clip_seconds,
+                    crossfade=o.crossfade, tolerance=o.total_tolerance, repair=o.repair,
+                    pad_last=scene.index != last,
+                )
+                durations = fit_durations(
+                    durations, float(span.duration), notes, max_clip=rt.max_clip_seconds, crossfade=o.crossfade,
+                    repair=o.repair, pad_last=scene.index != last,
+                )
+            except ConfigError as exc:
+                raise type(exc)(f"{where}: {exc}") from None
+            start = float(span.start)
+            mine = by_scene.setdefault(scene.index, [])
+            for j, (event, d) in enumerate(zip(run.parsed.events, durations)):
+                mine.append(
+                    Cue(
+                        index=0, prompt=event.caption, caption=event.caption, duration=round(d, 6),
+                        start=round(start, 6), scene=scene.index,
+                        metadata={
+                            "event": j, "instruction": instruction, "lead": lead,
+                            "duration_text": event.duration_text, "repairs": [*event.problems, *notes[j]],
+                        },
+                        tokens={QUERIES_KIND: self._queries(run, event, f"{where}, event {j}")},
+                    )
+                )
+                start += d
+        for scene, _ in order:  # indices in time order across the track
+            for cue in by_scene[scene.index]:
+                cue.index = len(cues)
+                cues.append(cue)
+        return cues
+
+    # -- shared -----------------------------------------------------------------------------
+    def _decode(self, prompt: str, response: str | None, report: Callable[[int, int, str], None]) -> _Run:
+        """Decode (or teacher-force ``response``) after ``prompt`` and parse the stream (§1.4)."""
+        from .decoding import greedy_decode, teacher_force
+        from .grammar import parse_stream
+
+        o = self.options
+        rt = self.runtime()
+        tok, special = rt.tokenizer, rt.special
+        prompt_ids = tok.encode(prompt, add_special_tokens=False)
+        if response is not None:
+            ids = expand_query_blocks(tok.encode(response, add_special_tokens=False), special)
+            report(0, 1, "teacher-forcing the response")
+            hidden = teacher_force(rt.llm, prompt_ids, ids)
+            stop, passes = "response", 1
+        else:
+            result = greedy_decode(rt.llm, prompt_ids, special, max_new_tokens=o.max_new_tokens, one_pass=o.one_pass,
+                                   report=lambda done, n: report(done, n, f"{done}/{n} tokens"))
+            ids, hidden, stop, passes = result.ids, result.hidden, result.stop, result.forward_passes
+
+        def decode(part: Any) -> str:
+            return tok.decode(list(part), skip_special_tokens=False)
+
+        parsed = parse_stream(ids, special, decode, repair=o.repair)
+        return _Run(ids=list(ids), hidden=hidden, stop=stop, passes=passes, parsed=parsed, text=decode(ids),
+                    special=special)
+
+    @staticmethod
+    def _queries(run: _Run, event: Any, where: str) -> Tokens:
+        """The ``audiostory-queries`` tokens of one event: the hidden states at its query positions."""
+        special = run.special
+        t5 = run.hidden[event.t5_positions[0] : event.t5_positions[1]].clone()
+        aud = run.hidden[event.aud_positions[0] : event.aud_positions[1]].clone()
+        if t5.shape[0] != special.num_t5 or aud.shape[0] != special.num_aud:
+            raise ConfigError(f"{where}: query hidden states are incomplete; raise max_new_tokens")
+        return Tokens(
+            kind=QUERIES_KIND, made_by=AudioStoryPlanner.name, tensors={"t5": t5, "aud": aud},
+            metadata={"num_t5": special.num_t5, "num_aud": special.num_aud},
+        )
+
+
+@attrs.define(eq=False)
+class _Run:
+    """One decoded (or teacher-forced) answer: ids, hidden states, why it stopped, the parse."""
+
+    ids: list[int]
+    hidden: Any
+    stop: str
+    passes: int
+    parsed: Any
+    text: str
+    special: Any

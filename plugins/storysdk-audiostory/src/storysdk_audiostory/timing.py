@@ -12,6 +12,11 @@ DiT's window is silently truncated, and nothing checks the sum against the reque
   every clip but the last, §1.7): clamped to that length;
 * a sum further than ``tolerance`` (relative) from the requested total: all durations are
   scaled to the total, then clamped again.
+
+On a track (the planner's ``plan_track``, docs/audiostory.md §10) each scene's events are
+timed against the scene's span, and :func:`fit_durations` then stretches them to fill it
+exactly, so the track's clips join end to end on the story's timeline; ``pad_last`` says the
+scene's last event is padded too (every clip but the *track's* last is).
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from storysdk.errors import ConfigError
 
 from . import constants as C
 
-__all__ = ["resolve_durations"]
+__all__ = ["fit_durations", "resolve_durations"]
 
 
 def resolve_durations(
@@ -33,17 +38,18 @@ def resolve_durations(
     crossfade: float,
     tolerance: float,
     repair: bool,
+    pad_last: bool = False,
 ) -> tuple[list[float], list[list[str]]]:
-    """Durations for the events and, per event, the repairs made (empty lists when none)."""
+    """Durations for the events and, per event, the repairs made (empty lists when none).
+
+    ``pad_last``: the last event is padded with the crossfade too (a track's scene that is not
+    the track's last), so its clip must fit the DiT's window less the padding like the others.
+    """
     n = len(durations)
     if n == 0:
         raise ConfigError("no events to time; the planner produced none")
     notes: list[list[str]] = [[] for _ in range(n)]
-    caps = [max_clip - (crossfade if i < n - 1 else 0.0) for i in range(n)]
-    if min(caps) <= 0:
-        raise ConfigError(
-            f"crossfade {crossfade} s leaves no room in a {max_clip} s DiT window; use a shorter crossfade"
-        )
+    caps = _caps(n, max_clip, crossfade, pad_last)
     bad = [i for i, d in enumerate(durations) if d is None or not d > 0]
     if bad and not repair:
         raise ConfigError(
@@ -79,6 +85,45 @@ def resolve_durations(
                 notes[i].append(f"scaled by {factor:.4f} so the events add up to the requested {total:.2f} s")
             _clamp(out, caps, notes, repair)
     return out, notes
+
+
+def fit_durations(
+    durations: Sequence[float],
+    span: float,
+    notes: list[list[str]],
+    *,
+    max_clip: float,
+    crossfade: float,
+    repair: bool,
+    pad_last: bool = False,
+) -> list[float]:
+    """``durations`` (already resolved against ``span``) scaled to add up to ``span`` exactly.
+
+    A track's events fill their scene's span, so consecutive clips are contiguous and the mix
+    joins them with AudioStory's crossfade (storysdk.mixing). The factor is within
+    ``total_tolerance`` of 1 after :func:`resolve_durations`; it is noted on each event when it
+    is not 1. An event the factor makes longer than its clip can be is clamped (``repair``) or
+    refused, and the scene then ends in silence.
+    """
+    out = [float(d) for d in durations]
+    total = sum(out)
+    if span <= 0 or total <= 0 or abs(total - span) <= 1e-9 * span:
+        return out
+    factor = span / total
+    for i in range(len(out)):
+        out[i] *= factor
+        notes[i].append(f"stretched by {factor:.4f} to fill the scene's {span:.2f} s on the timeline")
+    _clamp(out, _caps(len(out), max_clip, crossfade, pad_last), notes, repair)
+    return out
+
+
+def _caps(n: int, max_clip: float, crossfade: float, pad_last: bool) -> list[float]:
+    caps = [max_clip - (crossfade if i < n - 1 or pad_last else 0.0) for i in range(n)]
+    if min(caps) <= 0:
+        raise ConfigError(
+            f"crossfade {crossfade} s leaves no room in a {max_clip} s DiT window; use a shorter crossfade"
+        )
+    return caps
 
 
 def _clamp(out: list[float], caps: list[float], notes: list[list[str]], repair: bool) -> None:
