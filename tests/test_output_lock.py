@@ -154,7 +154,7 @@ def test_a_live_writer_is_refused_and_a_killed_one_is_taken_over(tmp_path: Path)
             with pytest.raises(OutputFolderError, match=rf"{folder} is being written by another storysdk run right "
                                                         rf"now \(pid {holder.pid} on host {socket.gethostname()}, since"):
                 pipe().run(request(seed), out_dir=folder, overwrite=seed == 5)
-        assert (folder / "images" / "scene-0001.png").is_file()  # refusing touched nothing
+        assert (folder / "tracks" / "fake-image" / "scene-0001.png").is_file()  # refusing touched nothing
         os.kill(holder.pid, signal.SIGKILL)
         holder.wait(30)
     finally:
@@ -163,7 +163,7 @@ def test_a_live_writer_is_refused_and_a_killed_one_is_taken_over(tmp_path: Path)
             holder.wait(30)
     assert holder.returncode == -signal.SIGKILL
     assert (folder / OWNER_FILE).is_file()  # a killed process leaves its record behind
-    left = folder / "images" / ".scene-0002.png.k1ll3d_x.part"  # and maybe half a temporary file
+    left = folder / "tracks" / "fake-image" / ".scene-0002.png.k1ll3d_x.part"  # and maybe half a temporary file
     left.write_bytes(b"\x89PNG half")
     events: list[ProgressEvent] = []
     story = pipe().run(request(4), out_dir=folder, progress=events.append)
@@ -230,7 +230,7 @@ def test_overwrite_replaces_everything_the_earlier_run_wrote(tmp_path: Path) -> 
     pipe().run(StoryRequest(script="only one", seed=2, width=16, height=16), out_dir=folder, overwrite=True)
     assert not (folder / "comic").exists()  # the listed page and the folder it left empty
     assert outside.read_text() == "not in the folder" and (folder / "notes.txt").read_text() == "mine"
-    assert sorted(p.name for p in (folder / "images").glob("*.png")) == ["scene-0000.png"]
+    assert sorted(p.name for p in (folder / "tracks" / "fake-image").glob("*.png")) == ["scene-0000.png"]
     ref = pipe().run(StoryRequest(script="only one", seed=2, width=16, height=16), out_dir=tmp_path / "ref").out_dir
     assert {k: v for k, v in tree(folder).items() if k != "notes.txt"} == tree(ref)  # type: ignore[arg-type]
 
@@ -273,7 +273,7 @@ def test_a_full_disk_names_the_file_and_the_run_resumes(tmp_path: Path, monkeypa
     with pytest.raises(OutputFolderError) as info:
         pipe().run(request(3), out_dir=tmp_path / "f")
     message = str(info.value)
-    assert f"cannot write {tmp_path / 'f' / 'images' / 'scene-0002.png'} (No space left on device)" in message
+    assert f"cannot write {tmp_path / 'f' / 'tracks' / 'fake-image' / 'scene-0002.png'} (No space left on device)" in message
     assert "the finished assets are kept" in message and "run the same command again to resume" in message
     monkeypatch.setattr(output, "atomic_write", real)
     events: list[ProgressEvent] = []
