@@ -90,6 +90,9 @@ class StoryDiffusionGenerator(Generator):
     name: ClassVar[str] = "storydiffusion"
     modality: ClassVar[str] = "image"  # type: ignore[assignment]
     batching: ClassVar[bool] = True
+    #: A character's id frames render together as one batch: under an interleaved planner the
+    #: track renders once the story is written, not scene by scene.
+    needs_whole_plan: ClassVar[bool] = True
     needs_gpu: ClassVar[bool] = True
     tiny_preset: ClassVar[bool] = True
     description: ClassVar[str] = (
