@@ -62,7 +62,7 @@ def test_pipelines_sharing_a_cache_share_components_and_render_the_same(tmp_path
     req = StoryRequest(script="a\nb", seed=4, width=8, height=8)
     p1.run(req, out_dir=tmp_path / "one")
     p2.run(req, out_dir=tmp_path / "two")
-    for name in ("images/scene-0001.png", "audio/scene-0000.wav", "story.json"):
+    for name in ("tracks/fake-image/scene-0001.png", "tracks/fake-audio/scene-0000.wav", "story.json"):
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     p3 = Pipeline(planner="fake-planner", generators=["fake-image"], registry=reg)
     assert p3.generators[0] is not p1.generators[0]  # no cache, no sharing

@@ -248,7 +248,7 @@ def test_a_job_cancelled_mid_step_stops_within_one_step_keeps_its_files_and_resu
         with pytest.raises(JobCancelled):
             pipe.run(request, out_dir=tmp_path / "cancelled", progress=job_report)
     assert calls[0] == 4 + 2  # scene 0's four steps, then scene 1's step 1 and the one under way
-    images = sorted(p.name for p in (tmp_path / "cancelled" / "images").glob("*.png"))
+    images = sorted(p.name for p in (tmp_path / "cancelled" / "tracks" / "diffusers-image").glob("*.png"))
     assert images == ["scene-0000.png"]
     assert not list((tmp_path / "cancelled").rglob("*.wav"))
     pipe.run(request, out_dir=tmp_path / "cancelled")

@@ -69,5 +69,5 @@ def test_the_pipeline_cancels_a_planner_within_one_forward_call(tmp_path: Path, 
         pipe.run(StoryRequest(prompt="x", num_scenes=4, seed=1), out_dir=tmp_path / "job", progress=progress)
     # the reports before forward calls 0..3 of that scene, then forward call 3 ran, report 4 raised
     assert planner.forwards == scene * SlowWriter.TOKENS + 4
-    saved = sorted(p.name for p in (tmp_path / "job" / "images").glob("*.png")) if scene else []
+    saved = sorted(p.name for p in (tmp_path / "job" / "tracks" / "fake-image").glob("*.png")) if scene else []
     assert saved == [f"scene-000{i}.png" for i in range(scene)]

@@ -316,10 +316,10 @@ def test_a_resumed_batch_gives_the_same_bytes(tmp_path, tokens):
     assert {whole.images[i].metadata["used_tokens"] for i in range(3)} == {tokens}
     with pytest.raises(_Stop):
         pipe().run(request, out_dir=tmp_path / "cut", progress=_stop_after_first)
-    assert sorted(p.name for p in (tmp_path / "cut" / "images").glob("*.png")) == ["scene-0000.png"]
+    assert sorted(p.name for p in (tmp_path / "cut" / "tracks" / "diffusers-image").glob("*.png")) == ["scene-0000.png"]
     pipe().run(request, out_dir=tmp_path / "cut")
     for name in ("scene-0001.png", "scene-0002.png", "scene-0001.json", "scene-0002.json"):
-        assert (tmp_path / "cut" / "images" / name).read_bytes() == (tmp_path / "whole" / "images" / name).read_bytes()
+        assert (tmp_path / "cut" / "tracks" / "diffusers-image" / name).read_bytes() == (tmp_path / "whole" / "tracks" / "diffusers-image" / name).read_bytes()
 
 
 def test_batches_follow_the_batches_finished_assets_name():

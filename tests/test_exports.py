@@ -23,6 +23,17 @@ EXPORTED = {
         "__version__", "derive_seed", "get_registry", "hookimpl", "load_story_file",
     ],
     "storysdk.limits": ["LIMITS", "LimitError", "LimitInfo", "Limits"],
+    "storysdk.model": [
+        "MAX_SEED", "PLAN_FORMAT_VERSION", "Asset", "AudioAsset", "Character", "Cue", "ImageAsset", "ImageLike",
+        "Modality", "Scene", "Story", "StoryPlan", "StoryRequest", "Tokens", "Track", "load_image",
+    ],
+    "storysdk.interfaces": [
+        "Component", "Composer", "Generator", "PlanContext", "Planner", "ProgressCallback", "ProgressEvent",
+        "RenderContext", "StepContext", "Tokenizer", "TrackContext", "derive_seed",
+    ],
+    "storysdk.timeline": ["TIMELINE_FORMAT", "CueSpan", "Span", "Timeline", "Timing", "scene_durations", "timeline_of"],
+    "storysdk.mixing": ["Mix", "Mixdown", "duck_envelope", "mixdown", "place_track"],
+    "storysdk.tracks": ["TRACK_KEYS", "TrackSettings", "check_track_name", "check_template", "render_text"],
     "storysdk.runtime": [
         "OFFLOAD_MODES", "PRESETS", "Resolved", "Weights", "apply_offload", "check_weights_file",
         "cpu_generator", "dtype_kwargs", "find_broken_file", "load_pretrained", "load_pretrained_pipeline",
@@ -40,8 +51,8 @@ EXPORTED = {
         "validate_options",
     ],
     "storysdk.testing": [
-        "FakeAudioGenerator", "FakeComposer", "FakeImageGenerator", "FakeInterleavedPlanner", "FakePlanner",
-        "FakeTokenizer", "FakesPlugin", "make_registry",
+        "FakeAudioGenerator", "FakeComposer", "FakeEventPlanner", "FakeImageGenerator", "FakeInterleavedPlanner",
+        "FakePlanner", "FakeTokenizer", "FakesPlugin", "make_registry",
     ],
     "storysdk.testing.faults": [
         "FIXES", "StopRun", "UnsafePickle", "assert_clear", "forward_calls", "stop_at", "truncate",
@@ -77,7 +88,8 @@ def test_every_error_is_a_storysdk_error() -> None:
 
 def test_import_does_not_import_torch() -> None:
     code = (
-        "import sys, storysdk, storysdk.cli, storysdk.testing, storysdk.builtins.plugin, storysdk.runtime, storysdk.tiny;"
+        "import sys, storysdk, storysdk.cli, storysdk.testing, storysdk.builtins.plugin, storysdk.runtime, storysdk.tiny,"
+        " storysdk.timeline, storysdk.tracks, storysdk.mixing;"
         "from storysdk.testing import make_registry; make_registry().components();"
         "bad = [m for m in ('torch', 'diffusers', 'transformers') if m in sys.modules];"
         "assert not bad, bad"
