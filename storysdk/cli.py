@@ -183,8 +183,10 @@ def _cmd_limits(args: argparse.Namespace) -> int:
 
 def _pipeline(sf: Any, args: argparse.Namespace) -> Any:
     """The story file's pipeline with the command's runtime options and limits (``--limit``)."""
+    limits = limits_from_args(args)
+    limits.check_tracks(sf.tracks if sf.tracks is not None else sf.generators)  # before any is built
     pipe = sf.pipeline(defaults=runtime_options(args))
-    pipe.limits = limits_from_args(args)
+    pipe.limits = limits
     return pipe
 
 
@@ -202,6 +204,27 @@ def _weights_line(weights: dict[str, str]) -> str | None:
         return (f"  weights: RANDOM TOY WEIGHTS, preset=auto fell back to the tiny preset for {len(fell)} of "
                 f"{len(weights)} components; {listed}")
     return f"  weights: {listed}"
+
+
+def _story_lines(story: Any, out: Path) -> list[str]:
+    """The run summary's lines on the timeline and each track: what it made and where."""
+    lines = []
+    timeline = story.timeline
+    if timeline is not None and (out / "timeline.json").is_file():
+        lines.append(f"  timeline: {out / 'timeline.json'} ({len(timeline.scenes)} scenes, {timeline.total:.2f} s)")
+    for name, track in story.tracks.items():
+        made = "pictures" if track.modality == "image" else "clips"
+        count = f"{len(track.assets)} {made}"
+        if track.planner:
+            count += f" for {len(track.cues)} cues planned by {track.planner}"
+        mix = []
+        if track.modality == "audio" and track.gain:
+            mix.append(f"gain {track.gain:+g} dB")
+        if track.modality == "audio" and track.duck is not None:
+            mix.append(f"ducks the others by {track.duck:g} dB")
+        extra = f", {', '.join(mix)}" if mix else ""
+        lines.append(f"  track {name} ({track.modality}, {track.generator}{extra}): {count} in {out / 'tracks' / name}")
+    return lines
 
 
 def _cmd_plan(args: argparse.Namespace) -> int:
@@ -236,6 +259,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             bar.close()
     print(f"story: {out}")
     print(f"  plan: {out / 'plan.json'}")
+    for line in _story_lines(story, out):
+        print(line)
     line = _weights_line(pipe.weights())
     if line is not None:
         print(line)

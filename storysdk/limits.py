@@ -25,7 +25,10 @@ The defaults fit one GPU and one person's story (see :data:`LIMITS` for each one
 SDXL's native frame is 1024 x 1024 (1 Mpx), so ``pixels`` = 2048 x 2048 (4 Mpx) leaves room for
 large frames; the published systems denoise in 25-50 steps, ``steps`` = 200 is four times that;
 StoryDiffusion comics and SEED-Story stories run to tens of frames (SEED-Story's default is 25),
-``scenes`` = 256 is ten times that; AudioStory's TangoFlux DiT renders at most 30 s per clip
+``scenes`` = 256 is ten times that; ``tracks`` = 8 holds a picture track, narration, ambience,
+music and effects with room to spare, and ``cues`` = 1024 (per track planner) four timed events
+a scene at the scenes limit, so a story renders at most ``tracks`` x ``scenes`` assets of
+scene-cued tracks (``tracks`` x ``cues`` with track planners); AudioStory's TangoFlux DiT renders at most 30 s per clip
 (plugins/storysdk-audiostory/docs/audiostory.md §2: a duration of 1 to 30 s), ``scene_seconds``
 = 120 s; ``story_seconds`` = 1 hour; a printed A3 page at 300 dpi is 17.4 Mpx, ``page`` = 40 Mpx.
 """
@@ -34,7 +37,7 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Collection, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 import attrs
@@ -108,6 +111,10 @@ LIMITS: dict[str, LimitInfo] = {
                   "8192: a panorama of 8192 x 512 is still under the pixel limit"),
         LimitInfo("scenes", "scenes", "frames (scenes) per story, planned or asked for",
                   "256: ten times SEED-Story's 25 scenes; StoryDiffusion comics run to tens of frames"),
+        LimitInfo("tracks", "tracks", "tracks per story, each rendering an asset per scene or per cue",
+                  "8: a picture track, narration, ambience, music and effects, with room to spare"),
+        LimitInfo("cues", "cues", "cues a track planner plans for its track (AudioStory's timed sound events)",
+                  "1024: four cues a scene at the scenes limit; AudioStory splits a scene's sound into a few events"),
         LimitInfo("steps", "steps", "denoising steps of a generator",
                   "200: four times the published systems' 50"),
         LimitInfo("tokens", "tokens", "new tokens one LLM decoding call may write (max_new_tokens)",
@@ -137,7 +144,8 @@ LIMITS: dict[str, LimitInfo] = {
     )
 }
 
-_ALIASES = {"frames": "scenes", "max_pixels": "pixels", "seconds": "scene_seconds", "duration": "story_seconds"}
+_ALIASES = {"frames": "scenes", "track": "tracks", "cue": "cues", "events": "cues", "max_pixels": "pixels",
+            "seconds": "scene_seconds", "duration": "story_seconds"}
 _BYTE_SUFFIXES = {"k": 1000, "kb": 1000, "kib": 1024, "m": 1000**2, "mb": 1000**2, "mib": 1024**2,
                   "g": 1000**3, "gb": 1000**3, "gib": 1024**3}
 _FLOAT_LIMITS = frozenset({"fps", "scene_seconds", "story_seconds"})
@@ -164,14 +172,20 @@ class Limits:
     """How much work one request may ask for; ``None`` switches a limit off.
 
     See :data:`LIMITS` (or ``storysdk limits``) for what each bounds and why its default is
-    what it is. Check with :meth:`check_request` (before planning), :meth:`check_plan` and
-    :meth:`check_options` (before rendering; :class:`~storysdk.Pipeline` does all three) and
-    :meth:`check_body` (a server, before reading a request's body).
+    what it is. Check with :meth:`check_request` and :meth:`check_tracks` (before planning),
+    :meth:`check_plan` and :meth:`check_options` (before rendering; :class:`~storysdk.Pipeline`
+    does these), :meth:`check_cues` (a track planner's cues, once planned and before the
+    track's generator loads) and :meth:`check_body` (a server, before reading a request's body).
+
+    The work of a story is bounded before any model loads: at most ``tracks`` tracks, each with
+    one cue per scene (at most ``scenes``) or, with a track planner, at most ``cues`` cues.
     """
 
     pixels: int | None = _field(2048 * 2048)
     side: int | None = _field(8192)
     scenes: int | None = _field(256)
+    tracks: int | None = _field(8)
+    cues: int | None = _field(1024)
     steps: int | None = _field(200)
     tokens: int | None = _field(8192)
     prompt: int | None = _field(10_000)
@@ -286,6 +300,19 @@ class Limits:
             inner = {renamed.get(str(k), str(k)): v for k, v in extra.items()}
             self._option_values(kind, f"{kind} {name!r} option extra", inner, keys=dict(
                 (renamed.get(str(k), str(k)), str(k)) for k in extra))
+
+    def check_tracks(self, tracks: int | Collection[Any]) -> None:
+        """Refuse a pipeline with more tracks (a count, or the tracks themselves) than the
+        ``tracks`` limit allows (before anything is planned or loaded)."""
+        count = tracks if isinstance(tracks, int) else len(tracks)
+        self._at_most("tracks", count, "number of tracks")
+
+    def check_cues(self, track: str, cues: int | Collection[Any], planner: str = "") -> None:
+        """Refuse the cues a track planner planned for ``track`` (a count, or the cues) when they
+        are more than the ``cues`` limit allows (after planning, before the track renders)."""
+        count = cues if isinstance(cues, int) else len(cues)
+        by = f" by planner {planner!r}" if planner else ""
+        self._at_most("cues", count, f"number of cues planned{by} for track {track!r}")
 
     def check_body(self, size: int, *, what: str = "request body") -> None:
         """Refuse a body of ``size`` bytes over the ``body`` limit (a server, before reading it)."""

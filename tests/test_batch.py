@@ -31,9 +31,9 @@ LAUNCH_TIMEOUT = 180
 def story_text(lines: Sequence[str], *, seed: int = 3, image: str = "", audio: bool = True) -> str:
     script = "\n".join(lines)
     text = f"[story]\nseed = {seed}\nwidth = 8\nheight = 8\nscript = '''\n{script}\n'''\n\n"
-    text += '[planner]\nname = "fake-planner"\n\n[[generators]]\nname = "fake-image"\n' + image + "\n"
+    text += '[planner]\nname = "fake-planner"\n\n[tracks.frames.generator]\nname = "fake-image"\n' + image + "\n"
     if audio:
-        text += '[[generators]]\nname = "fake-audio"\nsample_rate = 800\n\n'
+        text += '[tracks.sound]\ngain = -3\n[tracks.sound.generator]\nname = "fake-audio"\nsample_rate = 800\n\n'
     return text + '[[composers]]\nname = "fake-composer"\n'
 
 
@@ -156,12 +156,12 @@ def test_single_process_batch_records_failures_and_finishes_the_rest(batch_dir: 
     ref = reference_run(GOOD, batch_dir / "ref")
     ref5 = reference_run(GOOD, batch_dir / "ref5", seed=5)
     for i in range(3):
-        name = f"images/scene-{i:04d}.png"
+        name = f"tracks/frames/scene-{i:04d}.png"
         assert (out / "tale" / name).read_bytes() == (ref / name).read_bytes()
         assert (out / "tale-seed-5" / name).read_bytes() == (ref5 / name).read_bytes()
         assert (out / "tale" / name).read_bytes() != (ref5 / name).read_bytes()
-    assert sorted(p.name for p in (out / "other" / "images").glob("*.png")) == ["scene-0000.png", "scene-0001.png"]
-    assert not (out / "other" / "audio").exists()
+    assert sorted(p.name for p in (out / "other" / "tracks" / "frames").glob("*.png")) == ["scene-0000.png", "scene-0001.png"]
+    assert not (out / "other" / "tracks" / "sound").exists()
 
     # status records: in each folder and merged in input order
     tale = json.loads((out / "tale" / "batch.json").read_text())
@@ -186,7 +186,7 @@ def test_rerun_skips_finished_stories_and_retries_failed_ones(batch_dir: Path) -
     assert [r.started for r in second.skipped] == [r.started for r in first.records if r.status == "done"]
     # only the failed stories ran; the one that parses resumed its folder (its plan was loaded,
     # not made again) and got as far as its generator again
-    assert {(e.stage, e.component) for e in events} == {("generate", "fake-image")}
+    assert {(e.stage, e.component) for e in events} == {("generate", "fake-image (frames)")}  # two tracks: named
     assert {r.id: r.started > f.started for r, f in zip(second.failed, first.failed)} == {
         "broken": True, "not-toml": True, "unknown": True}
 
@@ -200,7 +200,7 @@ def test_rerun_skips_finished_stories_and_retries_failed_ones(batch_dir: Path) -
     fourth = run_batch(stories, out, registry=make_registry(), retry_failed=False)
     assert [r.id for r in fourth.done] == ["tale", "tale-seed-5"] and [r.id for r in fourth.skipped] == ["other"]
     ref = reference_run(GOOD.replace("a dog", "a wolf"), batch_dir / "ref")
-    assert (out / "tale" / "images" / "scene-0001.png").read_bytes() == (ref / "images" / "scene-0001.png").read_bytes()
+    assert (out / "tale" / "tracks" / "frames" / "scene-0001.png").read_bytes() == (ref / "tracks" / "frames" / "scene-0001.png").read_bytes()
     assert json.loads((out / "tale" / "story.json").read_text())[1]["caption"] == "a wolf"
 
 
@@ -237,12 +237,12 @@ def test_failed_story_resumes_its_folder(tmp_path: Path) -> None:
     first = run_batch(stories, tmp_path / "out", registry=registry)
     assert [r.status for r in first.records] == ["failed", "done"]
     assert "scene 1 is not ready" in first.records[0].error
-    scene0 = (tmp_path / "out" / "flaky" / "images" / "scene-0000.png").stat().st_mtime_ns
+    scene0 = (tmp_path / "out" / "flaky" / "tracks" / "flaky-image" / "scene-0000.png").stat().st_mtime_ns
     unlock.touch()
     second = run_batch(stories, tmp_path / "out", registry=registry)
     assert [(r.status, r.skipped) for r in second.records] == [("done", False), ("done", True)]
     assert log.read_text().split() == ["0", "1", "2"]  # scene 0 was not rendered twice
-    assert (tmp_path / "out" / "flaky" / "images" / "scene-0000.png").stat().st_mtime_ns == scene0
+    assert (tmp_path / "out" / "flaky" / "tracks" / "flaky-image" / "scene-0000.png").stat().st_mtime_ns == scene0
 
 
 class Interrupting(Generator):
@@ -338,7 +338,7 @@ def test_accelerate_launch_two_cpu_processes(tmp_path: Path) -> None:
     for m in merged:
         assert json.loads((out / m["id"] / "batch.json").read_text())["rank"] == m["rank"]
     ref = reference_run(stories[1]["toml"], tmp_path / "ref", seed=None)  # type: ignore[arg-type]
-    assert (out / "s1" / "images" / "scene-0001.png").read_bytes() == (ref / "images" / "scene-0001.png").read_bytes()
+    assert (out / "s1" / "tracks" / "frames" / "scene-0001.png").read_bytes() == (ref / "tracks" / "frames" / "scene-0001.png").read_bytes()
 
     before = {m["id"]: mtimes(out / m["id"]) for m in merged if m["status"] == "done"}
     again = launch(["-m", "storysdk", "batch", str(path), "--out", str(out), "--quiet"], tmp_path)
@@ -369,7 +369,7 @@ def test_processes_without_a_shared_folder_merge_on_the_main_process(tmp_path: P
     assert proc.stdout.count("3 done, 0 failed, 0 skipped") == 2
     merged = [json.loads(line) for line in (main_out / RESULTS_FILE).read_text().splitlines()]
     assert [(m["id"], m["rank"], m["status"]) for m in merged] == [("s0", 0, "done"), ("s1", 1, "done"), ("s2", 0, "done")]
-    assert (other_out / "s1" / "images" / "scene-0000.png").is_file()
+    assert (other_out / "s1" / "tracks" / "frames" / "scene-0000.png").is_file()
     assert sorted(p.name for p in (main_out / "s1").iterdir()) == ["batch.json"]  # the record, not the files
     assert not (other_out / RESULTS_FILE).exists()
     # the main process knows s1 is done: a re-run renders nothing
@@ -387,3 +387,17 @@ def test_batch_applies_its_limits_to_every_story(tmp_path: Path) -> None:
     result = run_batch(stories, tmp_path / "out", registry=make_registry(), limits=Limits(scenes=2))
     [rec] = result.failed
     assert rec.error_type == "LimitError" and "scenes" in rec.error
+
+
+def test_batch_refuses_a_story_with_more_tracks_than_its_limit(tmp_path: Path) -> None:
+    from storysdk import Limits
+
+    stories = write_batch(tmp_path, [{"id": "two-tracks", "toml": GOOD},
+                                     {"id": "one-track", "toml": story_text(["a fox"], audio=False)}])
+    result = run_batch(stories, tmp_path / "out", registry=make_registry(), limits=Limits(tracks=1))
+    assert [(r.id, r.status) for r in result.records] == [("two-tracks", "failed"), ("one-track", "done")]
+    rec = result.records[0]
+    assert rec.error_type == "LimitError"
+    assert rec.error.startswith("number of tracks = 2 is over the limit tracks = 1 ")
+    assert not (tmp_path / "out" / "two-tracks" / "tracks").exists()  # refused before anything rendered
+    assert (tmp_path / "out" / "one-track" / "tracks" / "frames" / "scene-0000.png").is_file()

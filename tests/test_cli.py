@@ -59,6 +59,35 @@ def test_plugins_lists_components_with_plugin_and_capabilities(capsys: pytest.Ca
     assert ("generator", "fake-image", "storysdk.testing") in lines
     assert ("composer", "fake-composer", "storysdk.testing") in lines
     assert "modality=image" in out and "batching=True" in out
+    rows = {line.split()[1]: line for line in out.splitlines()[1:] if line.strip()}
+    # a track planner says so; a story planner, and a generator that renders scene by scene, do not
+    assert rows["fake-events"].split()[-1] == "plans_tracks=True"
+    assert "plans_tracks" not in rows["fake-planner"] and "needs_whole_plan" not in rows["fake-image"]
+
+
+def test_plugins_shows_a_generator_that_needs_the_whole_plan(monkeypatch: pytest.MonkeyPatch,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    from storysdk.testing.fakes import FakeImageGenerator
+
+    class Whole(FakeImageGenerator):
+        name = "whole-image"
+        needs_whole_plan = True
+
+    class Plugin:
+        @hookimpl
+        def register_generators(self, register: Any) -> None:
+            register(Whole)
+
+    monkeypatch.setattr(storysdk.registry, "_default", make_registry(Plugin()))
+    assert main(["plugins"]) == 0
+    rows = {line.split()[1]: line for line in capsys.readouterr().out.splitlines()[1:] if line.strip()}
+    assert rows["whole-image"].split()[-3:] == ["needs_whole_plan=True,", "modality=image,", "batching=True"] or \
+        "needs_whole_plan=True" in rows["whole-image"]
+    assert main(["plugins", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    comps = {c["name"]: c for p in data["plugins"] for c in p["components"]}
+    assert comps["whole-image"]["needs_whole_plan"] is True and comps["fake-image"]["needs_whole_plan"] is False
+    assert comps["fake-events"]["plans_tracks"] is True and comps["fake-planner"]["plans_tracks"] is False
 
 
 def test_plugins_json(capsys: pytest.CaptureFixture[str]) -> None:
@@ -66,7 +95,7 @@ def test_plugins_json(capsys: pytest.CaptureFixture[str]) -> None:
     data = json.loads(capsys.readouterr().out)
     fakes = next(p for p in data["plugins"] if p["name"] == "storysdk.testing")
     assert {"kind": "generator", "name": "fake-audio", "needs_gpu": False, "tiny_preset": False,
-            "modality": "audio", "batching": False, "consumes": []} in fakes["components"]
+            "modality": "audio", "batching": False, "needs_whole_plan": False, "consumes": []} in fakes["components"]
     assert data["failed"] == []
 
 
@@ -127,6 +156,124 @@ def test_progress_bar_on_a_terminal() -> None:
     assert text.endswith("[##########] 4/4 generate g scene 3\n")
 
 
+def test_progress_bar_shows_tracks_rendering_side_by_side() -> None:
+    class Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    stream = Tty()
+    bar = ProgressBar(stream, width=10)
+    bar(ProgressEvent("generate", "diffusers-image (frames)", 0, 2))
+    bar(ProgressEvent("step", "diffusers-image", 1, 4))  # one track: its steps are drawn
+    assert stream.getvalue().endswith("[##--------] 1/4 step     diffusers-image")
+    bar(ProgressEvent("generate", "diffusers-audio (music)", 0, 3))
+    bar(ProgressEvent("generate", "diffusers-image (frames)", 1, 2, 0))
+    assert stream.getvalue().endswith("[##--------] 1/5 generate frames 1/2 | music 0/3")
+    before = stream.getvalue()
+    bar(ProgressEvent("step", "diffusers-audio", 2, 4))  # two tracks at once: no steps (they would flicker)
+    assert stream.getvalue() == before
+    bar(ProgressEvent("generate", "diffusers-audio (music)", 2, 3, 1))
+    assert stream.getvalue().endswith("[######----] 3/5 generate frames 1/2 | music 2/3")
+    bar(ProgressEvent("generate", "diffusers-image (frames)", 2, 2, 1))  # frames done: its own line
+    assert stream.getvalue().endswith("[##########] 2/2 generate diffusers-image (frames) scene 1\n")
+    bar(ProgressEvent("step", "diffusers-audio", 3, 4))  # one track left: its steps are drawn again
+    assert stream.getvalue().endswith("[#######---] 3/4 step     diffusers-audio")
+    bar(ProgressEvent("generate", "diffusers-audio (music)", 3, 3, 2))
+    assert stream.getvalue().endswith("[##########] 3/3 generate diffusers-audio (music) scene 2\n")
+
+
+def test_progress_lines_in_a_log_name_each_track_once() -> None:
+    stream = io.StringIO()
+    bar = ProgressBar(stream)
+    for ev in (ProgressEvent("generate", "fake-image (fake-image)", 1, 2, 0),  # the generators=[...] shorthand
+               ProgressEvent("generate", "fake-audio (music)", 1, 2, 0),
+               ProgressEvent("step", "fake-audio", 1, 4)):
+        bar(ev)
+    assert stream.getvalue() == "1/2 generate fake-image scene 0\n1/2 generate fake-audio (music) scene 0\n"
+
+
+TRACKS_STORY = """
+[story]
+seed = 3
+width = 16
+height = 16
+script = '''
+a cat #The cat.
+a dog #The dog.
+'''
+
+[planner]
+name = "fake-planner"
+
+[tracks.frames]
+generator = "fake-image"
+
+[tracks.voice]
+generator = { name = "fake-audio", per_character = 0.05 }
+text = "{caption}"
+duck = 8
+
+[tracks.fx]
+planner = "fake-events"
+generator = "fake-audio"
+gain = -6
+
+[timing]
+mode = "track"
+track = "voice"
+
+[[composers]]
+name = "fake-composer"
+"""
+
+
+def test_run_summary_lists_the_timeline_and_every_track(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    path = tmp_path / "tracks.toml"
+    path.write_text(TRACKS_STORY)
+    out = tmp_path / "o"
+    assert main(["run", str(path), "--out", str(out)]) == 0
+    captured = capsys.readouterr()
+    timeline = json.loads((out / "timeline.json").read_text())
+    # the voice clips set the scenes' lengths: 0.05 s per character of each scene's caption
+    captions = [s["caption"] for s in json.loads((out / "plan.json").read_text())["scenes"]]
+    assert [s["duration"] for s in timeline["scenes"]] == pytest.approx([0.05 * len(c) for c in captions])
+    assert timeline["duration"] == pytest.approx(0.05 * sum(len(c) for c in captions))
+    fx = len(json.loads((out / "tracks" / "fx" / "cues.json").read_text())["cues"])
+    assert fx == len(timeline["tracks"]["fx"]) > 0
+    assert captured.out.splitlines()[:6] == [
+        f"story: {out}",
+        f"  plan: {out / 'plan.json'}",
+        f"  timeline: {out / 'timeline.json'} (2 scenes, {timeline['duration']:.2f} s)",
+        f"  track frames (image, fake-image): 2 pictures in {out / 'tracks' / 'frames'}",
+        f"  track voice (audio, fake-audio, ducks the others by 8 dB): 2 clips in {out / 'tracks' / 'voice'}",
+        f"  track fx (audio, fake-audio, gain -6 dB): {fx} clips for {fx} cues planned by fake-events in "
+        f"{out / 'tracks' / 'fx'}",
+    ]
+    # a log (not a terminal): one line per asset, naming its track
+    assert "2/2 generate fake-image (frames) scene 1\n" in captured.err
+    assert "2/2 generate fake-audio (voice) scene 1\n" in captured.err
+    assert f"{fx}/{fx} generate fake-audio (fx) scene {fx - 1}\n" in captured.err
+    assert f"1/1 plan     fake-events (track fx: {fx} cues)\n" in captured.err
+
+
+def test_limit_tracks_refuses_a_story_with_more_tracks_before_anything_is_written(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    path = tmp_path / "tracks.toml"
+    path.write_text(TRACKS_STORY)
+    assert main(["run", str(path), "--out", str(tmp_path / "o"), "--limit", "tracks=2"]) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "storysdk: error: number of tracks = 3 is over the limit tracks = 2 (tracks per story, each rendering an "
+        "asset per scene or per cue); use a smaller value, or raise the limit with --limit tracks=3 (storysdk run, "
+        "plan or serve) or Limits(tracks=3) (Pipeline(limits=...), ServerConfig.limits)\n"
+    )
+    assert not (tmp_path / "o").exists()
+    assert main(["plan", str(path), "--out", "-", "--limit", "tracks=2"]) == 2
+    assert "over the limit tracks = 2" in capsys.readouterr().err
+    assert main(["run", str(path), "--out", str(tmp_path / "o"), "--limit", "tracks=3", "--quiet"]) == 0
+
+
 def test_plugins_options_prints_each_declared_option(capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["plugins", "--options", "comic"]) == 0
     out = capsys.readouterr().out
@@ -134,7 +281,8 @@ def test_plugins_options_prints_each_declared_option(capsys: pytest.CaptureFixtu
     assert lines[0].startswith("composer 'comic' (plugin storysdk.builtins") and "comic pages" in lines[0]
     assert lines[1].split() == ["OPTION", "TYPE", "DEFAULT", "CONSTRAINTS", "DESCRIPTION"]
     rows = {line.split()[0]: line for line in lines[2:] if line.startswith("  ") and not line.startswith("   ")}
-    assert list(rows)[:4] == ["style", "layout_seed", "format", "quality"]
+    assert [r for r in rows if r in ("style", "layout_seed", "format", "quality")] == [
+        "style", "layout_seed", "format", "quality"]  # in the order the composer declares them
     assert set(rows) >= {"captions", "font_size", "font_path", "page_size", "margin", "gutter", "row_height"}
     assert rows["quality"].split()[:5] == ["quality", "int", "95", ">=", "1,"]
     assert "JPEG/WebP quality from 1 to 100; PNG ignores it" in rows["quality"]
@@ -214,8 +362,8 @@ def test_runtime_flags_go_only_where_taken_and_defaults_are_strict(
     # --preset/--device/--dtype: no fake takes them, so they change nothing (same bytes as without)
     assert main(["run", str(story), "--out", str(tmp_path / "a"), "--quiet"]) == 0
     assert main(["run", str(story), "--out", str(tmp_path / "b"), "--quiet", "--preset", "tiny", "--device", "cpu"]) == 0
-    assert (tmp_path / "a" / "images" / "scene-0002.png").read_bytes() == (
-        tmp_path / "b" / "images" / "scene-0002.png").read_bytes()
+    assert (tmp_path / "a" / "tracks" / "fake-image" / "scene-0002.png").read_bytes() == (
+        tmp_path / "b" / "tracks" / "fake-image" / "scene-0002.png").read_bytes()
     capsys.readouterr()
     typo = tmp_path / "typo.toml"
     typo.write_text(STORY.replace("[planner]", "[defaults]\nsample_rat = 4000\n\n[planner]"))

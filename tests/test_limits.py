@@ -51,7 +51,7 @@ def test_defaults_are_documented_one_by_one() -> None:
     limits = Limits()
     assert [f.name for f in attrs.fields(Limits)] == list(LIMITS)
     assert limits.to_dict() == {
-        "pixels": 2048 * 2048, "side": 8192, "scenes": 256, "steps": 200, "tokens": 8192,
+        "pixels": 2048 * 2048, "side": 8192, "scenes": 256, "tracks": 8, "cues": 1024, "steps": 200, "tokens": 8192,
         "prompt": 10_000, "caption": 10_000, "script": 200_000, "page": 40_000_000, "font": 512,
         "fps": 120.0, "sample_rate": 192_000, "scene_seconds": 120.0, "story_seconds": 3600.0,
         "body": 16 * 1024 * 1024,
@@ -70,6 +70,9 @@ def test_parse_reads_the_command_line_forms() -> None:
     base = Limits(steps=10)
     assert Limits.parse(["scenes=3"], base=base).steps == 10
     assert Limits.from_mapping({"steps": 50, "story_seconds": float("inf"), "tokens": None}).to_dict()["story_seconds"] is None
+    tracks = Limits.parse(["tracks=2", "cues=none"])
+    assert (tracks.tracks, tracks.cues) == (2, None)
+    assert Limits.parse(["track=3", "events=40"]).to_dict() | {} == {**Limits().to_dict(), "tracks": 3, "cues": 40}
 
 
 @pytest.mark.parametrize(
@@ -84,6 +87,8 @@ def test_parse_reads_the_command_line_forms() -> None:
         (["steps=-1"], "limit steps must be a positive number"),
         (["steps=0"], "limit steps must be a positive number"),
         (["fps=nan"], "limit fps must be a positive number"),
+        (["tracks=2.5"], "limit tracks must be a whole number"),
+        (["trakcs=2"], "unknown limit 'trakcs'. Did you mean 'tracks'?"),
     ],
 )
 def test_parse_refuses_bad_flags(items: list[str], message: str) -> None:
@@ -393,3 +398,56 @@ def test_the_cli_docs_limits_examples_are_the_real_output(tmp_path: Path, monkey
     assert main(["run", "huge.toml"]) == 2
     assert capsys.readouterr().err == block
     assert not (tmp_path / "out").exists()
+
+
+# -- tracks and cues: the work of a story is tracks x scenes (x cues with track planners) -------
+TRACKS = {
+    "frames": {"generator": "fake-image"},
+    "voice": {"generator": ("fake-audio", {"per_character": 0.05}), "text": "{caption}"},
+    "fx": {"planner": ("fake-events", {"per_scene": 4}), "generator": "fake-audio", "gain": -6},
+}
+
+
+def test_check_tracks_and_check_cues_name_the_track_and_the_limit() -> None:
+    limits = Limits(tracks=2, cues=7)
+    limits.check_tracks(2)
+    limits.check_tracks(["frames", "voice"])
+    with pytest.raises(LimitError) as exc:
+        limits.check_tracks(TRACKS)
+    assert _limit_error(exc, "tracks", 3, 2).startswith("number of tracks = 3 is over the limit tracks = 2 ")
+    limits.check_cues("fx", 7)
+    with pytest.raises(LimitError) as exc:
+        limits.check_cues("fx", list(range(8)), planner="fake-events")
+    assert _limit_error(exc, "cues", 8, 7).startswith(
+        "number of cues planned by planner 'fake-events' for track 'fx' = 8 is over the limit cues = 7 ")
+    Limits(tracks=None, cues=None).check_tracks(10_000)
+    Limits.none().check_cues("fx", 10**9)
+
+
+def test_a_pipeline_with_more_tracks_than_the_limit_is_refused_before_it_plans(tmp_path: Path) -> None:
+    events: list[Any] = []
+    pipe = Pipeline(planner="fake-planner", tracks=TRACKS, limits=Limits(tracks=2))
+    with pytest.raises(LimitError) as exc:
+        pipe.run(StoryRequest(script="a\nb", seed=1), out_dir=tmp_path / "o", progress=events.append)
+    _limit_error(exc, "tracks", 3, 2)
+    assert events == [] and not (tmp_path / "o").exists()  # nothing planned, no folder claimed
+    with pytest.raises(LimitError):
+        pipe.plan(StoryRequest(script="a\nb", seed=1))
+    pipe.limits = Limits(tracks=3)
+    story = pipe.run(StoryRequest(script="a\nb", seed=1), out_dir=tmp_path / "o")
+    assert sorted(story.tracks) == ["frames", "fx", "voice"]
+
+
+def test_a_track_planners_cues_over_the_limit_are_refused_before_its_generator_renders(tmp_path: Path) -> None:
+    events: list[Any] = []
+    pipe = Pipeline(planner="fake-planner", tracks=TRACKS, limits=Limits(cues=7))
+    with pytest.raises(LimitError) as exc:  # 2 scenes x 4 events
+        pipe.run(StoryRequest(script="a\nb", seed=1), out_dir=tmp_path / "o", progress=events.append)
+    _limit_error(exc, "cues", 8, 7)
+    assert "track 'fx'" in str(exc.value)
+    rendered = [e.component for e in events if e.stage == "generate" and e.done > 0]
+    assert not any(c.endswith("(fx)") for c in rendered)  # the fx track rendered nothing
+    assert not list((tmp_path / "o" / "tracks" / "fx").glob("cue-*.wav"))
+    pipe.limits = Limits(cues=8)
+    story = pipe.run(StoryRequest(script="a\nb", seed=1), out_dir=tmp_path / "o")
+    assert len(story.tracks["fx"].cues) == len(story.tracks["fx"].assets) == 8

@@ -356,7 +356,7 @@ def test_the_plugin_endpoint_example_of_docs_serving_md_runs(tmp_path: Path, mon
     assert namespace["answer"].json()["frames"] == 2
     assert namespace["job"]["status"] == "done"
     assert sorted(f for f in namespace["job"]["files"] if f.endswith(".png")) == [
-        "images/scene-0000.png", "images/scene-0001.png"]
+        "tracks/frames/scene-0000.png", "tracks/frames/scene-0001.png"]
     assert (tmp_path / "out" / "serve" / "frames").is_dir()
 
 
@@ -370,17 +370,20 @@ def test_story_job_runs_and_its_files_equal_a_local_run(server: RunningServer, t
     assert done["status"] == "done" and done["error"] is None
     assert done["progress"]["stage"] == "compose" and done["events"] > 0
     assert done["outputs"] == {"fake-composer": ["story.json"]}
-    assert {"plan.json", "story.json", "images/scene-0000.png", "audio/scene-0002.wav"} <= set(done["files"])
+    assert {"plan.json", "story.json", "timeline.json", "tracks/fake-image/scene-0000.png",
+            "tracks/fake-audio/scene-0002.wav"} <= set(done["files"])
+    assert done["tracks"] == {"fake-image": "image", "fake-audio": "audio"}  # the shorthand: tracks named after them
 
     local = tmp_path / "local.toml"
     local.write_text(FAKE_STORY)
     sf = load_story_file(local)
     Pipeline(sf.planner, sf.tokenizers, sf.generators, sf.composers, registry=make_registry()).run(
         sf.request, out_dir=tmp_path / "local")
-    for name in ("images/scene-0001.png", "audio/scene-0002.wav", "plan.json", "story.json"):
+    for name in ("tracks/fake-image/scene-0001.png", "tracks/fake-audio/scene-0002.wav", "plan.json", "story.json",
+                 "timeline.json"):
         got = requests.get(done["files_url"] + name)
         assert got.status_code == 200 and got.content == (tmp_path / "local" / name).read_bytes(), name
-    assert requests.get(done["files_url"] + "images/scene-0001.png").headers["content-type"] == "image/png"
+    assert requests.get(done["files_url"] + "tracks/fake-image/scene-0001.png").headers["content-type"] == "image/png"
 
     # no way out of the job's folder
     for bad in ("..%2F..%2Fserve", "../run.json", "%2e%2e/%2e%2e/x", "nope.png"):
@@ -404,6 +407,105 @@ def test_story_job_runs_and_its_files_equal_a_local_run(server: RunningServer, t
     assert requests.get(server.url + "/v1/jobs/" + job["id"]).json()["result"] == done["outputs"]
     assert requests.get(server.url + "/v1/jobs/" + job["id"] + "/files/plan.json").content == (
         tmp_path / "local" / "plan.json").read_bytes()
+
+
+TRACKS_STORY = """
+[story]
+seed = 4
+width = 16
+height = 16
+script = '''
+a cat
+a dog
+'''
+[planner]
+name = "fake-planner"
+
+[tracks.frames]
+generator = "fake-image"
+
+[tracks.voice]
+generator = { name = "fake-audio", per_character = 0.02 }
+text = "{caption}"
+duck = 9
+
+[tracks.fx]
+planner = { name = "fake-events", per_scene = 3 }
+generator = { name = "fake-audio", sample_rate = 4000 }
+gain = -6
+
+[timing]
+mode = "track"
+track = "voice"
+padding = 0.25
+
+[mix]
+loudness = -20.0
+
+[[composers]]
+name = "fake-composer"
+
+[[composers]]
+name = "fake-composer"
+dir = "again"
+"""
+
+
+def test_a_story_with_tracks_timing_and_mix_runs_as_a_job_like_a_local_run(server: RunningServer, tmp_path: Path) -> None:
+    r = requests.post(server.url + "/v1/stories", data=TRACKS_STORY.encode(), headers={"content-type": "application/toml"})
+    assert r.status_code == 202, r.text
+    assert r.json()["tracks"] == {"frames": "image", "voice": "audio", "fx": "audio"} and r.json()["scenes"] == 2
+    done = wait_for(r.json()["url"])
+    assert done["status"] == "done", done["error"]
+    # every composer's files, the second one's in its own folder
+    assert done["outputs"] == {"fake-composer": ["story.json"], "again/fake-composer": ["again/story.json"]}
+    files = set(done["files"])
+    assert {"timeline.json", "tracks/fx/cues.json", "files.json", "again/story.json"} <= files
+    assert {f for f in files if f.startswith("tracks/frames/") and f.endswith(".png")} == {
+        "tracks/frames/scene-0000.png", "tracks/frames/scene-0001.png"}
+    assert {f for f in files if f.startswith("tracks/fx/") and f.endswith(".wav")} == {
+        f"tracks/fx/cue-{i:04d}.wav" for i in range(6)}  # 3 events for each of the 2 scenes
+
+    local = tmp_path / "local.toml"
+    local.write_text(TRACKS_STORY)
+    sf = load_story_file(local)
+    sf.pipeline(registry=make_registry()).run(sf.request, out_dir=tmp_path / "local")
+    timeline = requests.get(done["files_url"] + "timeline.json")
+    assert timeline.content == (tmp_path / "local" / "timeline.json").read_bytes()
+    data = timeline.json()
+    # the voice clips (0.02 s a character of each caption) plus 0.25 s padding set each scene's length
+    captions = [s.caption for s in sf.pipeline(registry=make_registry()).plan(sf.request).scenes]
+    assert [s["duration"] for s in data["scenes"]] == pytest.approx([0.02 * len(c) + 0.25 for c in captions])
+    for name in ("tracks/fx/cue-0005.wav", "tracks/voice/scene-0001.wav", "tracks/frames/scene-0000.png",
+                 "files.json", "again/story.json"):
+        assert requests.get(done["files_url"] + name).content == (tmp_path / "local" / name).read_bytes(), name
+
+
+def test_bad_tracks_are_refused_with_422_naming_the_track(server: RunningServer) -> None:
+    url = server.url + "/v1/stories"
+    toml = {"content-type": "application/toml"}
+    cases = [
+        (TRACKS_STORY.replace('generator = "fake-image"', 'generator = "fake-imag"'), "Did you mean 'fake-image'"),
+        (TRACKS_STORY.replace('name = "fake-events"', 'name = "fake-planner"'),
+         "[tracks.fx] planner 'fake-planner' plans whole stories, not a track's cues; this server's track planners: "
+         "fake-events"),
+        (TRACKS_STORY.replace('track = "voice"', 'track = "voices"'), "timing track 'voices' is not one of the "
+         "pipeline's tracks (frames, voice, fx). Did you mean 'voice'?"),
+        (TRACKS_STORY.replace("gain = -6", "gain = -600"), "track 'fx': option gain=-600"),
+        (TRACKS_STORY.replace("[tracks.fx]", "[tracks.fx]\nvolume = 3"), "track 'fx': unknown key 'volume'"),
+        (TRACKS_STORY.replace("[tracks.fx]", '[tracks."f x"]'), "track name 'f x' is not usable as a folder name"),
+        (TRACKS_STORY.replace("loudness = -20.0", "loudness = 5.0"), "loudness"),
+        (TRACKS_STORY.replace("[tracks.frames]", "[[generators]]\nname = \"fake-image\"\n[tracks.frames]"),
+         "give [tracks.<name>] tables or [[generators]], not both"),
+        (TRACKS_STORY.replace('generator = "fake-image"', 'generator = { name = "fake-image", device = "cuda:1" }'),
+         "[tracks.frames] generator ('fake-image') option 'device': the server chooses the devices"),
+        (TRACKS_STORY.split("[tracks.frames]")[0] + "".join(f'\n[tracks.t{i}]\ngenerator = "fake-image"' for i in range(9)),
+         "number of tracks = 9 is over the limit tracks = 8"),
+    ]
+    for text, words in cases:
+        r = requests.post(url, data=text.encode(), headers=toml)
+        assert r.status_code == 422 and words in r.json()["error"], (words, r.text)
+    assert requests.get(url).json()["jobs"] == []  # none took a queue place
 
 
 def test_bad_story_files_are_refused_with_422(server: RunningServer) -> None:
@@ -457,7 +559,7 @@ def test_cancel_failed_jobs_and_kept_files(server: RunningServer) -> None:
     GATES["c"].set()  # scene 0 is drawn and saved, then the next progress report stops the job
     job = wait_for(running["url"])
     assert job["status"] == "cancelled" and job["error"]["type"] == "JobCancelled"
-    assert "images/scene-0000.png" in job["files"] and "images/scene-0002.png" not in job["files"]
+    assert "tracks/gate-image/scene-0000.png" in job["files"] and "tracks/gate-image/scene-0002.png" not in job["files"]
     assert requests.delete(running["url"]).status_code == 409
 
     GATES["f"] = threading.Event()

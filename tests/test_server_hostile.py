@@ -117,6 +117,12 @@ def story(extra: str = "", *, script: str = "a cat\\na dog", generator: str = 'n
                 f"[planner]\nname = \"fake-planner\"\n[[generators]]\n{generator}\n")
 
 
+def tracks(tables: str) -> bytes:
+    """A story with ``[tracks.<name>]`` tables instead of ``[[generators]]``."""
+    return toml(f"[story]\nseed = 1\nwidth = 16\nheight = 16\nscript = \"a cat\\na dog\"\n"
+                f"[planner]\nname = \"fake-planner\"\n{tables}\n")
+
+
 def js(data: Any) -> bytes:
     return json.dumps(data).encode("utf-8")
 
@@ -228,6 +234,36 @@ CORPUS: tuple[Case, ...] = (
     Case("reference image as a path", "/v1/stories", TOML,
          toml('[story]\nscript = "[Mia] runs"\n[[story.characters]]\nname = "Mia"\ndescription = "a girl"\n'
               'reference_image = "/etc/hostname"\n[[generators]]\nname = "fake-image"\n'), 422, ("data: URIs",)),
+    # tracks: every track's generator, planner and tokenizers name models and devices as above
+    Case("a track's model as a path", "/v1/stories", TOML,
+         tracks(f'[tracks.frames]\ngenerator = {{ name = "diffusers-image", model = "{SECRET}" }}'), 422,
+         ("[tracks.frames] generator ('diffusers-image') option 'model'", "names models by name", "house-sd")),
+    Case("a track tokenizer's model as a path", "/v1/stories", TOML,
+         tracks('[tracks.frames]\ngenerator = "diffusers-image"\n'
+                '[[tracks.frames.tokenizers]]\nname = "clip-text"\nmodel = "../../models"'), 422,
+         ("[tracks.frames] tokenizers #1 ('clip-text')", "names models")),
+    Case("a track's device", "/v1/stories", TOML,
+         tracks('[tracks.sound]\ngenerator = { name = "diffusers-audio", device = "cuda:7" }'), 422,
+         ("[tracks.sound] generator", "--device")),
+    Case("a track's free-form arguments", "/v1/stories", TOML,
+         tracks('[tracks.frames.generator]\nname = "diffusers-image"\nextra = {num_inference_steps = 5}'), 422,
+         ("[tracks.frames] generator", "free-form")),
+    Case("a track's steps over the limit", "/v1/stories", TOML,
+         tracks('[tracks.sound]\ngenerator = { name = "diffusers-audio", steps = 1000000 }'), 422,
+         ("steps", "over the limit")),
+    Case("a story planner as a track's planner", "/v1/stories", TOML,
+         tracks('[tracks.fx]\nplanner = "script"\ngenerator = "fake-audio"'), 422,
+         ("[tracks.fx] planner 'script' plans whole stories", "fake-events")),
+    Case("tracks as an array", "/v1/stories", TOML, tracks('[[tracks]]\ngenerator = "fake-image"'), 422,
+         ("[tracks.frames]", "not [[tracks]]")),
+    Case("nine tracks", "/v1/stories", TOML,
+         tracks("".join(f'[tracks.t{i}]\ngenerator = "fake-image"\n' for i in range(9))), 422,
+         ("number of tracks = 9 is over the limit tracks = 8", "--limit tracks=9")),
+    Case("a timing track that is not one", "/v1/stories", TOML,
+         tracks('[tracks.frames]\ngenerator = "fake-image"\n[timing]\nmode = "track"\ntrack = "voice"'), 422,
+         ("timing track 'voice'",)),
+    Case("a mix ceiling above full scale", "/v1/stories", TOML,
+         tracks('[tracks.frames]\ngenerator = "fake-image"\n[mix]\nceiling = 3.0'), 422, ("ceiling",)),
     # wrong URLs and methods; a bug in an endpoint
     Case("unknown URL", "/v1/nothing", JSON, b"{}", 404, ("no endpoint",)),
     Case("wrong method", "/v1/status", JSON, b"{}", 405, ("not allowed",)),

@@ -2,7 +2,8 @@
 
 A story file sent to the server is a client's text, and component options can name files:
 a model folder or checkpoint, a font. :func:`check_story_options` goes through every
-component table and ``[defaults]`` of the file and, by the kind of each option
+component table and ``[defaults]`` of the file (:func:`check_story_tracks` also through every
+track's generator, planner and tokenizers) and, by the kind of each option
 (:func:`option_kind`):
 
 - **model** options (``model``, ``checkpoint``, ``config``, ``vae``, ``text_encoder`` ... and
@@ -32,7 +33,7 @@ if TYPE_CHECKING:
     from ..registry import ComponentInfo, Registry
     from .config import ServerConfig
 
-__all__ = ["MODEL_OPTIONS", "OptionKind", "check_story_options", "option_kind"]
+__all__ = ["MODEL_OPTIONS", "OptionKind", "check_story_options", "check_story_tracks", "option_kind"]
 
 OptionKind = Literal["model", "font", "device", "runtime", "free", "plain"]
 
@@ -117,6 +118,17 @@ def _check(
     return True, value
 
 
+def _check_track_planner(track: str, name: str, registry: Registry) -> None:
+    """A track's planner must be a track planner (``plans_tracks``), not a story planner."""
+    if registry.get("planner", name).capabilities().get("plans_tracks"):
+        return
+    able = sorted(i.name for i in registry.components("planner") if i.capabilities().get("plans_tracks"))
+    raise ConfigError(
+        f"[tracks.{track}] planner {name!r} plans whole stories, not a track's cues; this server's track "
+        f"planners: {', '.join(able) or '(none)'}; or leave the track's planner out for one cue per scene"
+    )
+
+
 def check_story_options(
     tables: Mapping[str, list[dict[str, Any]]], defaults: Mapping[str, Any], cfg: ServerConfig, registry: Registry
 ) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
@@ -125,30 +137,72 @@ def check_story_options(
     ``tables`` maps a kind (``planner``, ``tokenizer``, ``generator``, ``composer``) to its
     component tables (``{"name": ..., **options}``). Returns new tables and defaults, with
     model and font names replaced by the operator's paths; raises :class:`ConfigError`.
+    A story with ``[tracks.<name>]`` tables: :func:`check_story_tracks`.
+    """
+    out, _tracks, new_defaults = check_story_tracks(tables, None, defaults, cfg, registry)
+    return out, new_defaults
+
+
+def check_story_tracks(
+    tables: Mapping[str, list[dict[str, Any]]],
+    tracks: Mapping[str, Mapping[str, Any]] | None,
+    defaults: Mapping[str, Any],
+    cfg: ServerConfig,
+    registry: Registry,
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, dict[str, Any]] | None, dict[str, Any]]:
+    """:func:`check_story_options` for a story file with tracks: also every track's components
+    (its ``generator``, ``planner`` and ``tokenizers``), named in errors as ``[tracks.<name>]``.
+
+    ``tracks`` maps a track name to its table as :func:`~storysdk.storyfile.parse_story_file`
+    reads it (components as ``{"name": ..., **options}`` tables; the track's settings, such as
+    ``text`` or ``gain``, are kept as they are). Returns (tables, tracks, defaults).
     """
     out: dict[str, list[dict[str, Any]]] = {}
     taken: dict[str, OptionKind] = {}
+
+    def component(kind: str, spec: Mapping[str, Any], where: str) -> dict[str, Any]:
+        name = spec["name"]
+        info = registry.get(kind, name)  # an unknown name: UnknownComponentError, answered 422
+        kinds = _kinds(info)
+        taken.update(kinds)
+        new: dict[str, Any] = {"name": name}
+        for key, value in spec.items():
+            if key == "name":
+                continue
+            keep, used = _check(where, key, value, kinds.get(key, option_kind(key, declared=False)), cfg,
+                                in_defaults=False)
+            if keep:
+                new[key] = used
+        return new
+
     for kind, specs in tables.items():
         out[kind] = []
         for i, spec in enumerate(specs):
-            name = spec["name"]
-            info = registry.get(kind, name)  # an unknown name: UnknownComponentError, answered 422
-            kinds = _kinds(info)
-            taken.update(kinds)
-            where = f"[{kind}] {name!r}" if kind == "planner" else f"[[{kind}s]] #{i + 1} ({name!r})"
-            new: dict[str, Any] = {"name": name}
-            for key, value in spec.items():
-                if key == "name":
-                    continue
-                keep, used = _check(where, key, value, kinds.get(key, option_kind(key, declared=False)), cfg,
-                                    in_defaults=False)
-                if keep:
-                    new[key] = used
-            out[kind].append(new)
+            where = f"[{kind}] {spec['name']!r}" if kind == "planner" else f"[[{kind}s]] #{i + 1} ({spec['name']!r})"
+            out[kind].append(component(kind, spec, where))
+    new_tracks: dict[str, dict[str, Any]] | None = None
+    if tracks is not None:
+        new_tracks = {}
+        for track, table in tracks.items():
+            new_table = dict(table)
+            for key, kind in (("generator", "generator"), ("planner", "planner")):
+                spec = table.get(key)
+                if isinstance(spec, Mapping) and isinstance(spec.get("name"), str):
+                    new_table[key] = component(kind, spec, f"[tracks.{track}] {key} ({spec['name']!r})")
+                    if kind == "planner":
+                        _check_track_planner(track, spec["name"], registry)
+            toks = table.get("tokenizers")
+            if isinstance(toks, list):
+                new_table["tokenizers"] = [
+                    component("tokenizer", t, f"[tracks.{track}] tokenizers #{i + 1} ({t['name']!r})")
+                    if isinstance(t, Mapping) and isinstance(t.get("name"), str) else t
+                    for i, t in enumerate(toks)
+                ]
+            new_tracks[track] = new_table
     new_defaults: dict[str, Any] = {}
     for key, value in defaults.items():
         keep, used = _check("[defaults]", key, value, taken.get(key, option_kind(key, declared=False)), cfg,
                             in_defaults=True)
         if keep:
             new_defaults[key] = used
-    return out, new_defaults
+    return out, new_tracks, new_defaults

@@ -12,8 +12,9 @@
   progress report, which every generator makes at each denoising step). Files written so far are kept.
 
 Everything is checked before the job is queued (:func:`prepare_story`), so a bad story never
-takes a queue place: the TOML, every ``[story]`` field, the components and their options
-(models and fonts only by the operator's names: :mod:`.choices`), the server's
+takes a queue place: the TOML, every ``[story]`` field, the components and their options, the
+tracks' (``[tracks.<name>]``: generator, track planner, tokenizers) included (models and fonts
+only by the operator's names: :mod:`.choices`), ``[timing]`` and ``[mix]``, the server's
 :class:`~storysdk.limits.Limits` on the request and the options and, for a planner that needs no
 model (the script planner), the plan itself (frame lines, id frames, the scene count). No
 model is loaded for that. A story sent to a server may embed images only as ``data:`` URIs:
@@ -40,7 +41,7 @@ from ..pipeline import Pipeline
 from ..registry import Registry
 from ..storyfile import parse_story_file
 from .api import describe_job, job_root, read_fields, server_config, server_registry, submit_job
-from .choices import check_story_options
+from .choices import check_story_tracks
 from .config import ServerConfig
 from .fields import content_type
 from .jobroutes import JobEndpoints
@@ -108,6 +109,10 @@ class PreparedStory:
     defaults: dict[str, Any]
     scenes: int | None  # the planned scene count (None: the planner needs its model, it plans on the worker)
     weights: dict[str, str]
+    tracks: dict[str, dict[str, Any]] | None = None  # the [tracks.<name>] tables (None: [[generators]])
+    timing: dict[str, Any] = attrs.field(factory=dict)
+    mix: dict[str, Any] = attrs.field(factory=dict)
+    modalities: dict[str, str] = attrs.field(factory=dict)  # each track's modality, in the pipeline's order
 
     def pipeline(self, registry: Registry, runtime: dict[str, Any], limits: Limits, cache: Any = None) -> Pipeline:
         """The pipeline that runs the story (``runtime``: the worker's settings, which win over ``[defaults]``)."""
@@ -117,6 +122,9 @@ class PreparedStory:
             tokenizers=self.tables["tokenizer"],
             generators=self.tables["generator"],
             composers=self.tables["composer"],
+            tracks=self.tracks,
+            timing=self.timing,
+            mix=self.mix,
             registry=registry,
             defaults=own,
             runtime=runtime,
@@ -149,9 +157,10 @@ def prepare_story(text: str, seed: int | None, config: ServerConfig, registry: R
         request.seed = seed  # checked when set: a seed out of range is a ConfigError
     _check_no_paths(request)
     tables = {"planner": [sf.planner], "tokenizer": sf.tokenizers, "generator": sf.generators, "composer": sf.composers}
-    tables, defaults = check_story_options(tables, sf.defaults, config, registry)
+    config.limits.check_tracks(sf.tracks if sf.tracks is not None else sf.generators)  # before any is built
+    tables, tracks, defaults = check_story_tracks(tables, sf.tracks, sf.defaults, config, registry)
     config.limits.check_request(request)  # before any component is built
-    prepared = PreparedStory(request, tables, defaults, None, {})
+    prepared = PreparedStory(request, tables, defaults, None, {}, tracks, dict(sf.timing), dict(sf.mix))
     pipe = prepared.pipeline(registry, dict(config.defaults), config.limits)  # options checked, limits on them
     scenes = None
     if _plans_without_a_model(pipe):
@@ -160,7 +169,8 @@ def prepare_story(text: str, seed: int | None, config: ServerConfig, registry: R
         scenes = len(plan.scenes)
     named = {"model": config.models, "font": config.fonts}
     weights = {k: redact(v, out_dir=config.out_dir, named=named) for k, v in pipe.weights().items()}
-    return attrs.evolve(prepared, scenes=scenes, weights=weights)
+    return attrs.evolve(prepared, scenes=scenes, weights=weights,
+                        modalities={name: t.modality for name, t in pipe.tracks.items()})
 
 
 def _describe(request: Request, job: Job) -> dict[str, Any]:
@@ -184,7 +194,7 @@ async def submit_story(request: Request) -> Response:
         done = pipe.run(story.request, out_dir=job.folder, progress=job.report)
         return {name: [Path(p).relative_to(job.folder).as_posix() for p in paths] for name, paths in done.files.items()}
 
-    info: dict[str, Any] = {"seed": story.request.seed, "weights": story.weights}
+    info: dict[str, Any] = {"seed": story.request.seed, "weights": story.weights, "tracks": story.modalities}
     if story.scenes is not None:
         info["scenes"] = story.scenes
     job = Job("story", work, info=info)
