@@ -29,23 +29,28 @@ from .interfaces import (
     RenderContext,
     StepContext,
     Tokenizer,
+    TrackContext,
     derive_seed,
 )
 from .limits import LimitError, Limits
+from .mixing import Mix
 from .model import (
     AudioAsset,
     Character,
+    Cue,
     ImageAsset,
     Scene,
     Story,
     StoryPlan,
     StoryRequest,
     Tokens,
+    Track,
 )
 from .options import DeviceOptions, Field, OptionInfo, Options
 from .pipeline import Pipeline
 from .registry import ComponentInfo, FailedPlugin, PluginInfo, Registration, Registry, get_registry
 from .storyfile import StoryFile, load_story_file
+from .timeline import Timeline, Timing
 
 __version__ = "0.1.0"
 
@@ -60,6 +65,7 @@ __all__ = [
     "ComponentInfo",
     "Composer",
     "ConfigError",
+    "Cue",
     "DeviceOptions",
     "FailedPlugin",
     "Field",
@@ -68,6 +74,7 @@ __all__ = [
     "JobCancelled",
     "LimitError",
     "Limits",
+    "Mix",
     "OptionInfo",
     "Options",
     "OutputFolderError",
@@ -89,8 +96,12 @@ __all__ = [
     "StoryPlan",
     "StoryRequest",
     "StorySDKError",
+    "Timeline",
+    "Timing",
     "Tokenizer",
     "Tokens",
+    "Track",
+    "TrackContext",
     "UnknownComponentError",
     "__version__",
     "derive_seed",
