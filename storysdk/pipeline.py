@@ -49,7 +49,7 @@ from .interfaces import (
 )
 from .limits import Limits
 from .mixing import Mix
-from .model import MODALITIES, AudioAsset, Cue, ImageAsset, Scene, Story, StoryPlan, StoryRequest, Track
+from .model import MODALITIES, AudioAsset, Cue, ImageAsset, Scene, Story, StoryPlan, StoryRequest, Tokens, Track
 from .options import suggest, validate_options
 from .output import OutputFolder, TrackFolder, atomic_write, fingerprint
 from .registry import KINDS, ComponentInfo, Registry, get_registry
@@ -235,7 +235,7 @@ class Pipeline:
             planner = self._build("planner", components["planner"])
             assert isinstance(planner, Planner)
             if not planner.plans_tracks:
-                able = sorted(i.name for i in self.registry.list("planner") if getattr(i.factory, "plans_tracks", False))
+                able = sorted(i.name for i in self.registry.components("planner") if getattr(i.factory, "plans_tracks", False))
                 raise ConfigError(
                     f"track {name!r}: planner {planner.name!r} cannot plan a track's cues (it plans whole stories); "
                     f"track planners: {', '.join(able) or '(none installed)'}; or leave the track's planner out "
@@ -253,12 +253,22 @@ class Pipeline:
         self.tracks[name] = PipelineTrack(name, gen, planner, tokenizers, settings)  # type: ignore[arg-type]
 
     def _add_composer(self, spec: ComponentSpec) -> None:
-        sub = ""
+        sub: Any = None
         if isinstance(spec, Mapping) and COMPOSER_DIR_KEY in spec:
             spec = dict(spec)
             sub = spec.pop(COMPOSER_DIR_KEY)
-            if not isinstance(sub, str) or not sub.strip() or Path(sub).is_absolute() or ".." in Path(sub).parts:
+        elif (isinstance(spec, tuple) and len(spec) == 2 and isinstance(spec[1], Mapping)
+              and COMPOSER_DIR_KEY in spec[1]):
+            options = dict(spec[1])
+            sub = options.pop(COMPOSER_DIR_KEY)
+            spec = (spec[0], options)
+        if sub is not None:
+            if (not isinstance(sub, str) or not sub.strip() or Path(sub).is_absolute() or ".." in Path(sub).parts
+                    or not Path(sub).parts or "\\" in sub):
                 raise ConfigError(f"composer dir must be a folder inside the output folder (e.g. \"comic-b\"), got {sub!r}")
+            sub = Path(sub).as_posix()  # "b/", "./b" and "b" are one folder
+        else:
+            sub = ""
         comp = self._build("composer", spec)
         assert isinstance(comp, Composer)
         for other, other_dir in zip(self.composers, self._composer_dirs):
@@ -283,6 +293,12 @@ class Pipeline:
             if pace.modality != "audio" or pace.planner is not None:
                 raise ConfigError(f"timing track {name!r} must be an audio track without a track planner "
                                   "(its clip for each scene sets that scene's length)")
+            if self.planner.interleaved and pace.generator.needs_whole_plan:
+                raise ConfigError(
+                    f"timing track {name!r}: its generator {pace.generator.name!r} needs the whole plan, but planner "
+                    f"{self.planner.name!r} writes the story scene by scene and each scene's length must be known "
+                    "before the next; time the story by another track, or use timing mode \"plan\" or \"fixed\""
+                )
         for track in self.tracks.values():
             if track.modality != "audio" and (track.settings.duck is not None or track.settings.gain != 0.0):
                 raise ConfigError(f"track {track.name!r} is an image track: gain and duck are for audio tracks")
@@ -364,6 +380,9 @@ class Pipeline:
         :meth:`run` and :meth:`plan` call it first, before anything is planned or loaded; a
         server calls it before queueing a job. Raises :class:`~storysdk.limits.LimitError`.
         """
+        check_tracks = getattr(self._limits, "check_tracks", None)
+        if check_tracks is not None:
+            check_tracks(self.tracks)
         for comp in self.components():
             self._limits.check_options(comp.kind, comp.name, getattr(comp, "options", None))
         if request is not None:
@@ -440,6 +459,8 @@ class Pipeline:
         for comp in (self.planner, *self.tokenizers, *self.composers):
             comp.check_plan(plan)
         durations = scene_durations(plan.scenes, self.timing)
+        # each scene as long as the timing makes it (fixed seconds, a default for untimed scenes)
+        self._limits.check_plan(_timed_plan(plan, plan.scenes, durations))
         timeline = Timeline.of_scenes(plan.scenes, durations, self.timing)
         for track in self.tracks.values():
             if track.planner is not None:
@@ -459,12 +480,15 @@ class Pipeline:
                 raise
 
     def describe(self) -> dict[str, Any]:
-        """The components with their options, the tracks, timing and mix, as JSON-able data
-        (part of the run fingerprint)."""
+        """The components with their options, the tracks (and their order), timing and mix, as
+        plain JSON data (part of the run fingerprint): values JSON has no type for are their
+        ``str()``, tuples are lists."""
         out: dict[str, Any] = {k: (list(v) if isinstance(v, list) else dict(v)) for k, v in self._specs.items()}
+        out["track_order"] = list(self.tracks)  # "tracks" is a table: sorted keys would lose the order
         out["timing"] = self.timing.model_dump()
         out["mix"] = self.mix.model_dump()
-        return out
+        # plain JSON data, as the fingerprint reads it (an option that is a path becomes its text)
+        return json.loads(json.dumps(out, sort_keys=True, default=str))
     # -- planning --------------------------------------------------------------------------
     def plan(self, request: StoryRequest, *, progress: ProgressCallback | None = None) -> StoryPlan:
         """Run the planner alone (for an interleaved planner: only the opening scenes).
@@ -526,7 +550,13 @@ def _locked(progress: ProgressCallback | None) -> ProgressCallback | None:
     return call
 
 
-def _track_plan(plan: StoryPlan, cues: Sequence[Cue]) -> StoryPlan:
+def _timed_plan(plan: StoryPlan, scenes: Sequence[Scene], durations: Mapping[int, float]) -> StoryPlan:
+    """``plan`` with ``scenes``, each lasting what the timeline gives it (what the limits check)."""
+    timed = [attrs.evolve(s, duration=float(durations[s.index])) for s in scenes]
+    return _track_plan(plan, timed)
+
+
+def _track_plan(plan: StoryPlan, cues: Sequence[Scene]) -> StoryPlan:
     """The plan a track's components see: the story plan with the track's cues as its scenes."""
     return StoryPlan(scenes=list(cues), characters=plan.characters, title=plan.title, style=plan.style,
                      negative_prompt=plan.negative_prompt, width=plan.width, height=plan.height, seed=plan.seed,
@@ -560,6 +590,8 @@ class _Run:
         self.story: Story = None  # type: ignore[assignment]
         self.durations: dict[int, float] = {}
         self.stop = threading.Event()
+        #: Tracks whose track planner's cues are known (planned now or loaded from the folder).
+        self.planned: set[str] = set()
 
     # -- the whole run ----------------------------------------------------------------------
     def run(self, plan: StoryPlan | None, overwrite: bool) -> Story:
@@ -602,7 +634,7 @@ class _Run:
             self._scenes(list(plan.scenes), scene_tracks)
             self._interleave(scene_tracks)
         else:
-            later = [*scene_tracks, *later]
+            later = [*scene_tracks, *later]  # the pace track among them renders first, alone
             self._pace(list(plan.scenes))
             self._durations(list(plan.scenes))
             self._place_pace(list(plan.scenes))
@@ -625,9 +657,7 @@ class _Run:
             else:
                 later.append(track)
         pace = self._pace_track()
-        if pace is not None and pace not in now:  # pragma: no cover - _check_tracks refuses a planned pace track
-            raise ConfigError(f"timing track {pace.name!r} must render scene by scene")
-        if pace is not None:  # the pace track first: its clips time the other tracks' cues
+        if pace is not None and pace in now:  # the pace track first: its clips time the other tracks' cues
             now.remove(pace)
             now.insert(0, pace)
         return now, later
@@ -638,10 +668,15 @@ class _Run:
 
     # -- timing -----------------------------------------------------------------------------
     def _durations(self, scenes: Sequence[Scene]) -> None:
-        """Fix the length of ``scenes`` (the pace track's clips for them are rendered by now)."""
+        """Fix the length of ``scenes`` (the pace track's clips for them are rendered by now) and
+        check the story so timed against the limits (``scene_seconds``, ``story_seconds``)
+        before the other tracks render."""
         pace = self._pace_track()
         todo = [s for s in scenes if s.index not in self.durations]
         self.durations.update(scene_durations(todo, self.pipe.timing, self.story.tracks[pace.name] if pace else None))
+        if pace is not None:
+            known = [s for s in self.story.plan.scenes if s.index in self.durations]
+            self.pipe._limits.check_plan(_timed_plan(self.story.plan, known, self.durations))
 
     def _timeline_so_far(self) -> Timeline:
         scenes = [s for s in self.story.plan.scenes if s.index in self.durations]
@@ -652,8 +687,8 @@ class _Run:
         pace = self._pace_track()
         if pace is None:
             return
-        self._story_tokens(scenes)
         self._add_scene_cues(pace, scenes, None, pace=True)
+        self._story_tokens(scenes, [pace])
         self._render_track(pace, scenes_only={s.index for s in scenes})
 
     def _place_pace(self, scenes: Sequence[Scene]) -> None:
@@ -674,17 +709,18 @@ class _Run:
     def _scenes(self, scenes: list[Scene], tracks: list[PipelineTrack]) -> None:
         """Render ``scenes`` (just planned) on the tracks that render scene by scene."""
         pace = self._pace_track()
-        self._story_tokens(scenes)
         if pace is not None:
             self._pace(scenes)
         self._durations(scenes)
         self._place_pace(scenes)
         timeline = self._timeline_so_far()
-        for track in tracks:
-            if track is pace:
-                continue
+        others = [t for t in tracks if t is not pace]
+        for track in others:
             self._add_scene_cues(track, scenes, timeline, pace=False)
-            self.pipe._check_track_plan(track, _track_plan(self.story.plan, self.story.tracks[track.name].cues))
+        self._story_tokens(scenes, others)
+        for track in others:
+            if pace is not None:  # Pipeline.check_plan saw these cues untimed: check them as timed now
+                self.pipe._check_track_plan(track, _track_plan(self.story.plan, self.story.tracks[track.name].cues))
             self._render_track(track, scenes_only={s.index for s in scenes})
 
     def _interleave(self, tracks: list[PipelineTrack]) -> None:
@@ -723,16 +759,22 @@ class _Run:
         where :attr:`Pipeline.parallel` allows."""
         plan = self.story.plan
         pace = self._pace_track()
-        self._story_tokens(plan.scenes)
-        for track in tracks:
-            if track is pace:
-                continue
+        todo = [t for t in tracks if t is not pace]
+        # first what the folder holds (a resume), so that the story tokenizers run only on scenes
+        # some track still has to render; then the track planners plan (seeing the story tokens)
+        for track in todo:
             if track.planner is not None:
-                self._plan_cues(track, timeline)
+                self._load_cues(track)
             else:
                 self._add_scene_cues(track, plan.scenes, timeline, pace=False)
-            self.pipe._check_track_plan(track, _track_plan(plan, self.story.tracks[track.name].cues))
-        todo = [t for t in tracks if t is not pace]
+        self._story_tokens(plan.scenes, todo)
+        for track in todo:
+            if track.planner is not None and track.name not in self.planned:
+                self._plan_cues(track, timeline)
+            if track.planner is not None or pace is not None:
+                # a track planner's cues are new to the track's components; with a pace track the
+                # scene cues' durations are known only now (Pipeline.check_plan saw the others)
+                self.pipe._check_track_plan(track, _track_plan(plan, self.story.tracks[track.name].cues))
         groups = self._groups(todo)
         if len(groups) <= 1:
             for track in todo:
@@ -749,9 +791,14 @@ class _Run:
                 self.stop.set()
 
         with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="storysdk-track") as pool:
-            list(pool.map(work, groups))
+            try:
+                for future in [pool.submit(work, group) for group in groups]:
+                    future.result()
+            except BaseException:  # Ctrl-C (or a cancel) in this thread: the tracks stop at their next report
+                self.stop.set()
+                raise
         real = [e for e in errors if not isinstance(e, _Stopped)]
-        if real or errors:
+        if errors:
             raise (real or errors)[0]
 
     def _groups(self, tracks: list[PipelineTrack]) -> list[list[PipelineTrack]]:
@@ -765,29 +812,40 @@ class _Run:
             by_device.setdefault(t.device, []).append(t)
         return list(by_device.values())
 
-    def _plan_cues(self, track: PipelineTrack, timeline: Timeline) -> None:
-        """The track planner's cues: loaded from the folder on a resume, else planned and saved."""
-        assert track.planner is not None
-        out = self.story.tracks[track.name]
+    def _load_cues(self, track: PipelineTrack) -> None:
+        """A resume: the track planner's cues (with their tokens) and finished assets, as saved."""
         tf = self._track_folder(track)
         cues = tf.load_cues() if tf is not None else None
         if cues is None:
-            _emit(self.progress, "plan", track.planner.name, 0, 1, message=f"track {track.name}")
-            ctx = TrackContext(request=self.request, plan=self.story.plan, timeline=timeline, track=track.name,
-                               template=track.settings.text, component=track.planner.name, progress=self.progress)
-            try:
-                cues = track.planner.plan_track(self.story.plan, ctx)
-            except StorySDKError:
-                raise
-            except Exception as exc:
-                _add_note(exc, f"storysdk: while planner {track.planner.name!r} planned track {track.name!r}")
-                raise
-            _check_cues(track, cues, timeline)
-            if tf is not None:
-                tf.save_cues(list(cues), planner=track.planner.name)
-            _emit(self.progress, "plan", track.planner.name, 1, 1, message=f"track {track.name}: {len(cues)} cues")
+            return
+        self.story.tracks[track.name].cues = list(cues)
+        self.planned.add(track.name)
+        self._load_finished(track, cues)
+
+    def _plan_cues(self, track: PipelineTrack, timeline: Timeline) -> None:
+        """Plan the track planner's cues, check them (and the ``cues`` limit) and save them."""
+        assert track.planner is not None
+        out = self.story.tracks[track.name]
+        tf = self._track_folder(track)
+        _emit(self.progress, "plan", track.planner.name, 0, 1, message=f"track {track.name}")
+        ctx = TrackContext(request=self.request, plan=self.story.plan, timeline=timeline, track=track.name,
+                           template=track.settings.text, component=track.planner.name, progress=self.progress)
+        try:
+            cues = track.planner.plan_track(self.story.plan, ctx)
+        except StorySDKError:
+            raise
+        except Exception as exc:
+            _add_note(exc, f"storysdk: while planner {track.planner.name!r} planned track {track.name!r}")
+            raise
+        _check_cues(track, cues, timeline)
+        check_cues = getattr(self.pipe._limits, "check_cues", None)
+        if check_cues is not None:
+            check_cues(track.name, cues, track.planner.name)
+        if tf is not None:
+            tf.save_cues(list(cues), planner=track.planner.name)
+        _emit(self.progress, "plan", track.planner.name, 1, 1, message=f"track {track.name}: {len(cues)} cues")
         out.cues = list(cues)
-        self._load_finished(track, out.cues)
+        self.planned.add(track.name)
 
     def _add_scene_cues(self, track: PipelineTrack, scenes: Sequence[Scene], timeline: Timeline | None,
                         *, pace: bool) -> None:
@@ -843,24 +901,34 @@ class _Run:
         return None
 
     # -- rendering --------------------------------------------------------------------------
-    def _story_tokens(self, scenes: Sequence[Scene]) -> None:
-        """Run the story tokenizers on ``scenes`` that some scene-cued track still has to render."""
+    def _story_tokens(self, scenes: Sequence[Scene], tracks: Sequence[PipelineTrack]) -> None:
+        """Run the story tokenizers on those of ``scenes`` that one of ``tracks`` still has to
+        render: a cue of the scene without an asset (the tracks' cues are made, and their saved
+        assets loaded, by now), or any scene for a track planner that has not planned yet."""
         if not self.pipe.tokenizers:
             return
-        pending = []
-        for s in scenes:
-            for track in self.pipe.tracks.values():
-                if track.planner is None and s.index not in self.story.tracks[track.name].assets:
-                    pending.append(s)
-                    break
-        if not pending:
-            return
-        # a track's saved assets are loaded when its cues are made; look in the folders first
-        self._tokenize(self.pipe.tokenizers, pending, self.story.plan, "")
+        pending = [s for s in scenes if any(self._pending(t, s.index) for t in tracks)]
+        if pending:
+            self._tokenize(self.pipe.tokenizers, pending, self.story.plan, "")
 
-    def _tokenize(self, tokenizers: Sequence[Tokenizer], items: Sequence[Scene], plan: StoryPlan, track: str) -> None:
+    def _pending(self, track: PipelineTrack, scene_index: int) -> bool:
+        if track.planner is not None and track.name not in self.planned:
+            return True
+        out = self.story.tracks[track.name]
+        return any(c.scene == scene_index and c.index not in out.assets for c in out.cues)
+
+    def _tokenize(self, tokenizers: Sequence[Tokenizer], items: Sequence[Scene], plan: StoryPlan, track: str,
+                  inherited: Mapping[int, Mapping[str, Tokens]] | None = None) -> None:
+        """Run ``tokenizers`` on ``items`` that lack their kind; a kind in ``inherited[item.index]``
+        (the tokens a cue took from its scene) does not count: a track's own tokenizer replaces it."""
+        inherited = inherited or {}
+
+        def has(s: Scene, kind: str) -> bool:
+            tok = s.tokens.get(kind)
+            return tok is not None and tok is not inherited.get(s.index, {}).get(kind)
+
         for tok in tokenizers:
-            todo = [s for s in items if tok.produces not in s.tokens or not tok.produces]
+            todo = [s for s in items if not tok.produces or not has(s, tok.produces)]
             if not todo:
                 continue
             ctx = RenderContext(plan=plan, seed=plan.seed, component=tok.name, progress=self._progress(), story=self.story,
@@ -890,24 +958,19 @@ class _Run:
 
     def _render_track(self, track: PipelineTrack, *, scenes_only: set[int] | None = None) -> None:
         out = self.story.tracks[track.name]
-        if scenes_only is not None and track.planner is None:
-            # the story tokens may have arrived after the cues were made (a resumed scene)
-            for cue in out.cues:
-                if cue.scene in scenes_only:
-                    scene = self.story.plan.scene(cue.scene)
-                    for kind, tok in scene.tokens.items():
-                        cue.tokens.setdefault(kind, tok)
-        elif track.planner is None:
-            for cue in out.cues:
-                scene = self.story.plan.scene(cue.scene)
-                for kind, tok in scene.tokens.items():
-                    cue.tokens.setdefault(kind, tok)
         cues = [c for c in out.cues if scenes_only is None or c.scene in scenes_only]
         todo = [c for c in cues if c.index not in out.assets]
         if not todo:
             return
+        # the track's own tokenizers run on its cues first (a kind a cue has only from its scene
+        # is theirs to replace), then every cue gets its scene's tokens (the story tokenizers',
+        # which may have run after the cue was made) of the kinds it has none of
+        scene_tokens = {c.index: dict(self.story.plan.scene(c.scene).tokens) for c in todo}
         plan = _track_plan(self.story.plan, out.cues)
-        self._tokenize(track.tokenizers, todo, plan, track.name)
+        self._tokenize(track.tokenizers, todo, plan, track.name, inherited=scene_tokens)
+        for cue in todo:
+            for kind, tok in scene_tokens[cue.index].items():
+                cue.tokens.setdefault(kind, tok)
         gen = track.generator
         seed = track.settings.seed if track.settings.seed is not None else plan.seed
         ctx = RenderContext(plan=plan, seed=seed, component=gen.name, progress=self._progress(), story=self.story,
@@ -915,7 +978,7 @@ class _Run:
         tf = self._track_folder(track)
         batches = [todo] if gen.batching else [[c] for c in todo]
         done = 0
-        label = gen.name if len(self.pipe.tracks) == 1 else f"{gen.name} ({track.name})"
+        label = gen.name if track.name == gen.name else f"{gen.name} ({track.name})"
         _emit(self.progress, "generate", label, 0, len(todo))
         for batch in batches:
             wanted = {c.index for c in batch}
@@ -951,7 +1014,6 @@ class _Run:
             return
         failures: list[tuple[str, BaseException]] = []
         written: dict[Path, str] = {}
-        names = [c.name for c in pipe.composers]
         n = len(pipe.composers)
         for i, (comp, sub) in enumerate(zip(pipe.composers, pipe._composer_dirs)):
             key = f"{sub}/{comp.name}" if sub else comp.name
@@ -978,7 +1040,6 @@ class _Run:
                     f"own dir = \"{comp.name}-2\" or another file name")))
                 continue
             _emit(progress, "compose", key, i + 1, n)
-        del names
         manifest = {name: [str(p.relative_to(folder.root)) if p.is_relative_to(folder.root) else str(p)
                            for p in paths] for name, paths in story.files.items()}
         with atomic_write(folder.root / "files.json", "w") as fh:

@@ -19,6 +19,7 @@ clock. :class:`Timeline` is what composers read and what the output folder keeps
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Mapping, Sequence
 from typing import Any, Literal
 
@@ -173,13 +174,33 @@ class Timeline:
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any]) -> Timeline:
+        """A timeline from :meth:`to_dict` data (``timeline.json``); anything else is a ConfigError."""
+        if not isinstance(data, Mapping):
+            raise ConfigError(f"malformed timeline (an object with scenes and tracks, got {type(data).__name__}); "
+                              "run the story again")
+        if data.get("format", TIMELINE_FORMAT) != TIMELINE_FORMAT:
+            raise ConfigError(f"timeline format {data.get('format')!r} is not supported (this storysdk reads format "
+                              f"{TIMELINE_FORMAT}); run the story again with this version")
         try:
-            scenes = [Span(int(s["index"]), float(s["start"]), float(s["duration"])) for s in data["scenes"]]
-            tracks = {str(name): [CueSpan(int(c["index"]), int(c["scene"]), float(c["start"]), float(c["duration"]))
-                                  for c in cues] for name, cues in data.get("tracks", {}).items()}
+            scenes = [Span(int(s["index"]), _seconds(s["start"]), _seconds(s["duration"])) for s in data["scenes"]]
+            tracks = {str(name): [CueSpan(int(c["index"]), int(c["scene"]), _seconds(c["start"]), _seconds(c["duration"]))
+                                  for c in cues] for name, cues in _table(data.get("tracks", {})).items()}
+            timing = dict(_table(data.get("timing", {})))
         except (KeyError, TypeError, ValueError) as exc:
             raise ConfigError(f"malformed timeline ({type(exc).__name__}: {exc}); run the story again") from exc
-        return cls(scenes, tracks, dict(data.get("timing", {})))
+        return cls(scenes, tracks, timing)
+
+
+def _table(value: Any) -> Mapping[str, Any]:
+    if not isinstance(value, Mapping):
+        raise TypeError(f"expected an object, got {type(value).__name__}")
+    return value
+
+
+def _seconds(value: Any) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{value!r} is not a number of seconds >= 0")
+    return float(value)
 
 
 def cues_for(scenes: Sequence[Scene], timeline: Timeline) -> list[Cue]:
@@ -191,16 +212,36 @@ def cues_for(scenes: Sequence[Scene], timeline: Timeline) -> list[Cue]:
 def timeline_of(story: Story) -> Timeline:
     """The story's timeline: :attr:`Story.timeline`, or for a story assembled by hand one derived
     from it: each scene lasts as long as its clip on the first audio track (less declared
-    crossfade padding, AudioStory's), else its planned duration, else 3 s."""
+    crossfade padding, AudioStory's), else its planned duration, else 3 s.
+
+    In a derived timeline the cues of a track without a track planner (``Track.planner == ""``,
+    as the ``images``/``audio`` tracks of a story without tracks) span their scenes; the cues of a
+    track with one keep their own start and duration (else what their clip sounds). The story's
+    cues are left as they are.
+    """
     if isinstance(story.timeline, Timeline):
         return story.timeline
     audio = story.audio_tracks()
     timing = Timing(mode="track", track=audio[0].name) if audio else Timing()
     durations = scene_durations(story.plan.scenes, timing, audio[0] if audio else None)
     timeline = Timeline.of_scenes(story.plan.scenes, durations, timing)
+    scenes = {s.index for s in story.plan.scenes}
     for track in story.all_tracks().values():
-        for cue in track.cues:  # the cues of a hand-made story: at their scenes
-            span = timeline.scene(cue.scene)
-            cue.start = span.start
-        timeline.place(track)
+        spans = []
+        for cue in track.cues:
+            if cue.scene not in scenes:
+                raise ConfigError(
+                    f"track {track.name!r}: cue {cue.index} belongs to scene {cue.scene}, which the story's plan "
+                    "does not have; give the cue the index of one of the plan's scenes (Cue.scene)"
+                )
+            if track.planner:
+                duration = cue.duration
+                if duration is None:
+                    asset = track.assets.get(cue.index)
+                    duration = _clip_seconds(asset) if isinstance(asset, AudioAsset) else 0.0
+                spans.append(CueSpan(cue.index, cue.scene, float(cue.start), float(duration)))
+            else:
+                span = timeline.scene(cue.scene)
+                spans.append(CueSpan(cue.index, cue.scene, span.start, span.duration))
+        timeline.tracks[track.name] = sorted(spans, key=lambda c: (c.start, c.index))
     return timeline
