@@ -49,7 +49,7 @@ from ..interfaces import Composer
 from ..model import Modality, Story
 from ..options import Field, Options
 from .fields import check_font_path, font_path_field, font_size_field, lower_case, pair, quality_field
-from .frames import IMAGE_FORMATS, atomic_write_bytes, check_image_format, encode_image
+from .frames import IMAGE_FORMATS, atomic_write_bytes, check_image_format, encode_image, pictures, track_field
 
 __all__ = [
     "BORDER",
@@ -291,9 +291,10 @@ def _fit(image: Image.Image, size: tuple[int, int]) -> Image.Image:
 
 
 class ComicComposer(Composer):
-    """Typesets the story's pictures into comic pages ``comic/page-001.<ext>``, ...
+    """Typesets the pictures of an image track into comic pages ``comic/page-001.<ext>``, ...
 
-    The options are declared in :class:`Options`: ``style`` (see the module docstring),
+    The options are declared in :class:`Options`: ``track`` (the image track; ``None``: the
+    story's first image track), ``style`` (see the module docstring),
     ``layout_seed`` for the Classic layout (default: the plan's seed; formerly ``seed``),
     ``format`` png/jpeg/webp and ``quality``, ``captions`` (``None``: the style's own
     behaviour; ``False`` draws none), ``font_size``/``font_path``; for "Pages": ``page_size``
@@ -305,8 +306,10 @@ class ComicComposer(Composer):
     name = "comic"
     description = "comic pages (StoryDiffusion typesetting styles, or fixed-size pages)"
     requires: ClassVar[tuple[Modality, ...]] = ("image",)
+    track_options: ClassVar[dict[str, Modality]] = {"track": "image"}
 
     class Options(Options):
+        track: str | None = track_field()
         style: str = Field(
             CLASSIC,
             description="typesetting style, in any letter case: 'Classic Comic Style', 'Four Pannel' "
@@ -366,11 +369,12 @@ class ComicComposer(Composer):
     options: Options
 
     def compose(self, story: Story, out_dir: Path) -> list[Path]:
-        scenes = story.ordered_images()
-        if not scenes:
+        track = story.image_track(self.options.track)
+        shown = pictures(story, track) if track is not None else []
+        if not shown:
             return []
-        images = [a.image for _, a in scenes]
-        texts = [s.caption for s, _ in scenes]
+        images = [p.asset.image for p in shown]
+        texts = [p.caption for p in shown]
         opts = self.options
         fmt = check_image_format(opts.format)
         if opts.style == PAGES:

@@ -1,19 +1,22 @@
-"""The ``frames`` composer: one image file per scene, plus the image-writing helpers the
-other built-in composers share (fixed encoder settings, atomic writes).
+"""The ``frames`` composer: one image file per picture of an image track, plus the helpers the
+other built-in composers share (fixed encoder settings, atomic writes, a track's pictures in
+story order).
 """
 
 from __future__ import annotations
 
 import io
 from pathlib import Path
-from typing import ClassVar, Literal
+from typing import Any, ClassVar, Literal
+
+import attrs
 
 from PIL import Image
 
 from ..captions import draw_caption
 from ..errors import ConfigError
 from ..interfaces import Composer
-from ..model import Modality, Story
+from ..model import Cue, ImageAsset, Modality, Story, Track
 from ..options import Field, Options
 from ..output import atomic_write
 from .fields import check_font_path, font_path_field, font_size_field, lower_case, quality_field
@@ -21,10 +24,12 @@ from .fields import check_font_path, font_path_field, font_size_field, lower_cas
 __all__ = [
     "IMAGE_FORMATS",
     "FramesComposer",
+    "Picture",
     "atomic_write_bytes",
     "check_image_format",
     "check_quality",
     "encode_image",
+    "pictures",
 ]
 
 #: Accepted image format names -> (Pillow format, file extension, MIME type).
@@ -79,19 +84,56 @@ def atomic_write_bytes(path: Path, data: bytes) -> Path:
     return path
 
 
-class FramesComposer(Composer):
-    """Writes each scene's picture to ``frames/scene-NNN.<ext>`` (NNN = scene index), in scene order.
+@attrs.frozen(eq=False)
+class Picture:
+    """One picture of an image track: its ``cue``, ``asset``, the ``caption`` it is shown with
+    (its scene's; a track planner's cue: the cue's own) and ``stem``, the file name it is saved
+    under without extension (``scene-NNN``; a track planner's cue: ``cue-NNN``)."""
 
-    With ``captions`` each scene's caption is drawn StoryDiffusion style (see
+    cue: Cue
+    asset: ImageAsset
+    caption: str
+    stem: str
+
+
+def pictures(story: Story, track: Track, scene: int | None = None) -> list[Picture]:
+    """The pictures of ``track`` in story order (plan scene order, then each scene's cues by start),
+    or only those of scene ``scene``."""
+    scenes = story.plan.scenes if scene is None else [s for s in story.plan.scenes if s.index == scene]
+    out: list[Picture] = []
+    for s in scenes:
+        for cue, asset in track.of_scene(s.index):
+            if not isinstance(asset, ImageAsset):
+                continue
+            if track.planner:
+                out.append(Picture(cue, asset, cue.caption, f"cue-{cue.index:03d}"))
+            else:
+                out.append(Picture(cue, asset, s.caption, f"scene-{s.index:03d}"))
+    return out
+
+
+def track_field() -> Any:
+    """The ``track`` option of a composer that shows one image track."""
+    return Field(None, description="the image track whose pictures it uses, by name; None: the story's first image track")
+
+
+class FramesComposer(Composer):
+    """Writes each picture of an image track to ``frames/scene-NNN.<ext>`` (NNN = scene index), in
+    scene order; a track planner's pictures go to ``frames/cue-NNN.<ext>`` (NNN = cue index).
+
+    ``track`` names the image track (``None``: the story's first image track). With
+    ``captions`` each scene's caption is drawn StoryDiffusion style (see
     :mod:`storysdk.captions`), with ``font_size`` and ``font_path`` passed on to
     :func:`~storysdk.captions.draw_caption`. The options are declared in :class:`Options`.
     """
 
     name = "frames"
-    description = "one image file per scene"
+    description = "one image file per picture of an image track"
     requires: ClassVar[tuple[Modality, ...]] = ("image",)
+    track_options: ClassVar[dict[str, Modality]] = {"track": "image"}
 
     class Options(Options):
+        track: str | None = track_field()
         format: Literal["png", "jpeg", "jpg", "webp"] = Field(
             "png", description="image file format: png, jpeg, jpg or webp, in any letter case"
         )
@@ -110,11 +152,14 @@ class FramesComposer(Composer):
         fmt = check_image_format(opts.format)
         folder = Path(out_dir) / "frames"
         ext = IMAGE_FORMATS[fmt][1]
+        track = story.image_track(opts.track)
+        if track is None:
+            return []
         paths: list[Path] = []
-        for scene, asset in story.ordered_images():
-            image = asset.image
+        for picture in pictures(story, track):
+            image = picture.asset.image
             if opts.captions:
-                image = draw_caption(image, scene.caption, opts.font_size, opts.font_path)
-            path = folder / f"scene-{scene.index:03d}.{ext}"
+                image = draw_caption(image, picture.caption, opts.font_size, opts.font_path)
+            path = folder / f"{picture.stem}.{ext}"
             paths.append(atomic_write_bytes(path, encode_image(image, fmt, opts.quality)))
         return paths

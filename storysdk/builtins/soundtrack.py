@@ -1,27 +1,25 @@
-"""The ``soundtrack`` composer: every scene's clip, in scene order, on one crossfaded timeline.
+"""The ``soundtrack`` composer: the story's mix (:func:`storysdk.mixing.mixdown`) as one file.
 
-The join is AudioStory's (plugins/storysdk-audiostory/docs/audiostory.md §1.7, §9): a linear crossfade of
-``int(crossfade * sample_rate)`` samples at each join, with a hard cut where a piece is
-shorter than the fade. AudioStory generates every clip but the last 3 s longer, so the joined
-track lasts about the sum of the planned durations, and records that padding in
-``AudioAsset.metadata["crossfade"]``. So ``crossfade=None`` (default) uses the padding the
-clips declare (the largest among all clips but the last, when every one of them declares
-it) and otherwise hard cuts, so clips from generators that do not pad keep their planned
-place on the timeline (what a video composer needs). Pass ``crossfade=3.0`` for AudioStory's
-fade on any clips: each join then shortens the track by that much.
+Every audio track is placed on the story's timeline, with its gain and ducking, and the sum is
+brought to the story's loudness under its peak ceiling (``[mix]`` of a story file,
+``Pipeline(mix=...)``; see :mod:`storysdk.mixing`). AudioStory's padded clips crossfade into
+the next on their own track exactly as AudioStory joins them
+(plugins/storysdk-audiostory/docs/audiostory.md §1.7, §9).
 
-Writes ``soundtrack.wav`` (or ``.flac``) and ``soundtrack.json``, which records each
-scene's clip extent on the joined timeline (start/end in seconds and in frames; a clip's end
-overlaps the next clip's start by the crossfade).
+Writes ``soundtrack.wav`` (32-bit float) or ``soundtrack.flac`` (24-bit), and
+``soundtrack.json``: the mix's length, rate, channels, master gain, loudness before and after
+it and peak, each audio track's settings and cues (on the story's clock), and the scenes'
+spans. With ``stems = true`` also ``soundtrack-<track>.<format>`` per audio track, as that
+track sounds in the mix (placed, gain, ducked, master gain): the stems add up to the mix.
 
-The join itself is :func:`join_clips`, shared with the ``video`` composer so that its audio
-track and picture timeline are exactly this composer's; it can also put :class:`Silence`
-between clips (hard cuts on both sides), which the video composer uses for scenes without audio.
+:func:`join_clips` (clips and :class:`Silence` in order on one crossfaded track, AudioStory's
+join) is kept for code that joins clips itself (the cookbook's recipe A).
 """
 
 from __future__ import annotations
 
 import json
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar, Literal, Union
@@ -40,8 +38,10 @@ from ..audio import (
 )
 from ..errors import ConfigError
 from ..interfaces import Composer
+from ..mixing import Mix, Mixdown, mixdown
 from ..model import AudioAsset, Modality, Story
 from ..options import Field, Options
+from ..timeline import Timeline, timeline_of
 from .fields import lower_case
 from .frames import atomic_write_bytes
 
@@ -52,6 +52,7 @@ __all__ = [
     "SoundtrackComposer",
     "declared_crossfade",
     "join_clips",
+    "soundtrack_info",
 ]
 
 AUDIOSTORY_CROSSFADE = 3.0  # plugins/storysdk-audiostory/docs/audiostory.md §1.7: 3 s linear crossfade (what its generator pads)
@@ -112,7 +113,10 @@ def join_clips(
     channels: int | None = None,
     peak: float | None = None,
 ) -> JoinedTrack:
-    """Join clips (and silences) in order into one track, as the ``soundtrack`` composer does.
+    """Join clips (and silences) in order into one track, as AudioStory joins its clips.
+
+    (The ``soundtrack`` composer plays the story's mix instead, :func:`storysdk.mixing.mixdown`,
+    which joins a track's contiguous padded clips the same way.)
 
     Every clip is resampled to ``sample_rate`` (``None``: the highest among the clips) and
     mapped to ``channels`` (``None``: the most among the clips). Consecutive clips are joined
@@ -166,45 +170,50 @@ def join_clips(
     return JoinedTrack(joined, rate, fade, tuple(starts), tuple(ends))
 
 
-class SoundtrackComposer(Composer):
-    """Joins the story's audio clips into ``soundtrack.<format>`` plus a ``soundtrack.json`` timeline.
+_ON_THE_TIMELINE = (
+    "clips sit on the story's timeline now (timeline.json) and the soundtrack is the story's mix "
+    "(storysdk.mixing); AudioStory's padded clips crossfade into the next on their own track by themselves, "
+    "as AudioStory joins them. Drop crossfade"
+)
 
-    Options (declared in :class:`Options`): ``crossfade`` in seconds (``None``: the clips' declared padding, else 0,
-    AudioStory's; see the module docstring), ``sample_rate`` (``None``:
-    the highest among the clips; others are resampled with :func:`storysdk.audio.resample`),
-    ``channels`` (``None``: the most among the clips; mono clips are repeated, see
-    :func:`storysdk.audio.to_channels`), ``format`` ``"wav"`` (32-bit float) or ``"flac"``
-    (24-bit), ``subtype`` to override the soundfile subtype, ``peak`` to scale the joined
-    track to that peak level (``None``: unchanged).
+
+def _mix_setting(option: str, key: str, example: str) -> str:
+    return (
+        f"the soundtrack is the story's mix now: set {key} of the story's [mix] instead "
+        f"(Pipeline(mix={{'{key}': {example}}}), or [mix] {key} = {example} in a story file), and drop {option}"
+    )
+
+
+class SoundtrackComposer(Composer):
+    """Writes the story's mix as ``soundtrack.<format>`` plus ``soundtrack.json`` (see the module docstring).
+
+    Options (declared in :class:`Options`): ``format`` ``"wav"`` (32-bit float) or ``"flac"``
+    (24-bit), ``subtype`` to override the soundfile subtype, ``stems`` to write each audio
+    track as it sounds in the mix too. The mix's rate, channels, loudness and peak ceiling are
+    the story's (:class:`storysdk.mixing.Mix`), not this composer's.
     """
 
     name = "soundtrack"
-    description = "all audio clips on one crossfaded timeline (AudioStory's join)"
+    description = "the story's mix: every audio track on the timeline, ducked and loudness-normalised"
     requires: ClassVar[tuple[Modality, ...]] = ("audio",)
 
     class Options(Options):
-        crossfade: float | None = Field(
-            None,
-            ge=0,
-            allow_inf_nan=False,
-            description="seconds of linear crossfade at each join; None: the padding the clips declare "
-            "(AudioStory's 3 s), else hard cuts",
-        )
-        sample_rate: int | None = Field(
-            None, ge=1, description="sample rate of the track in Hz; None: the highest among the clips"
-        )
-        channels: int | None = Field(
-            None, ge=1, description="channels of the track; None: the most among the clips (mono clips are repeated)"
-        )
         format: Literal["wav", "flac"] = Field(
             "wav", description="file format: wav (32-bit float) or flac (24-bit), in any letter case"
         )
         subtype: str | None = Field(
             None, description="soundfile subtype overriding the format's own, e.g. PCM_16; None: the format's"
         )
-        peak: float | None = Field(
-            None, gt=0, le=1, description="scale the joined track to this peak level; None: unchanged"
+        stems: bool = Field(
+            False, description="also write each audio track as it sounds in the mix: soundtrack-<track>.<format>"
         )
+
+        moved: ClassVar[dict[str, str]] = {
+            "crossfade": _ON_THE_TIMELINE,
+            "peak": _mix_setting("peak", "ceiling", "-1.0") + " (the ceiling is in dBFS; the mix never goes above it)",
+            "sample_rate": _mix_setting("sample_rate", "sample_rate", "44100"),
+            "channels": _mix_setting("channels", "channels", "2"),
+        }
 
         _lower = lower_case("format")
 
@@ -223,41 +232,74 @@ class SoundtrackComposer(Composer):
     options: Options
 
     def compose(self, story: Story, out_dir: Path) -> list[Path]:
-        clips = story.ordered_audio()
-        if not clips:
+        if not any(isinstance(a, AudioAsset) for t in story.audio_tracks() for a in t.assets.values()):
             return []
         opts = self.options
-        track = join_clips([a for _, a in clips], opts.crossfade, opts.sample_rate, opts.channels, opts.peak)
-        rate, joined = track.sample_rate, track.samples
-
+        timeline = timeline_of(story)
+        mixed = mixdown(story, timeline=timeline)
         folder = Path(out_dir)
         audio_path = folder / f"soundtrack.{opts.format}"
-        data = encode_audio(joined, rate, opts.format, opts.subtype)
-        scenes: list[dict[str, Any]] = []
-        for (scene, asset), start, end in zip(clips, track.starts, track.ends):
-            scenes.append(
-                {
-                    "index": scene.index,
-                    "start": start / rate,
-                    "end": end / rate,
-                    "start_frame": start,
-                    "end_frame": end,
-                    "made_by": asset.made_by,
-                    "caption": scene.caption,
-                }
-            )
-        timeline = {
-            "file": audio_path.name,
-            "sample_rate": rate,
-            "channels": track.channels,
-            "frames": int(joined.shape[1]),
-            "duration": joined.shape[1] / rate,
-            "crossfade": track.fade / rate,
-            "crossfade_frames": track.fade,
-            "scenes": scenes,
-        }
-        text = json.dumps(timeline, indent=2, ensure_ascii=False) + "\n"
-        return [
-            atomic_write_bytes(audio_path, data),
-            atomic_write_bytes(folder / "soundtrack.json", text.encode("utf-8")),
+        written = [atomic_write_bytes(audio_path, encode_audio(mixed.samples, mixed.sample_rate, opts.format, opts.subtype))]
+        stems: dict[str, str] = {}
+        if opts.stems:
+            for name, samples in mixed.tracks.items():
+                path = folder / f"soundtrack-{name}.{opts.format}"
+                written.append(atomic_write_bytes(path, encode_audio(samples, mixed.sample_rate, opts.format, opts.subtype)))
+                stems[name] = path.name
+        info = soundtrack_info(story, mixed, timeline, audio_path.name, stems)
+        text = json.dumps(info, indent=2, ensure_ascii=False) + "\n"
+        written.append(atomic_write_bytes(folder / "soundtrack.json", text.encode("utf-8")))
+        return written
+
+
+def _dbfs(peak: float) -> float | None:
+    return 20.0 * math.log10(peak) if peak > 0 else None
+
+
+def soundtrack_info(
+    story: Story, mixed: Mixdown, timeline: Timeline, file: str, stems: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """What ``soundtrack.json`` says about ``mixed``: the mix, its tracks and cues, the scenes."""
+    tracks = {t.name: t for t in story.audio_tracks()}
+    entries: list[dict[str, Any]] = []
+    for name in mixed.tracks:
+        track = tracks[name]
+        cues = [
+            {"index": c.index, "scene": c.scene, "start": c.start, "end": round(c.end, 6)}
+            for c in sorted(timeline.tracks.get(name, []), key=lambda c: (c.start, c.index))
+            if isinstance(track.assets.get(c.index), AudioAsset)
         ]
+        entry: dict[str, Any] = {
+            "name": name,
+            "generator": track.generator,
+            "planner": track.planner,
+            "gain": track.gain,
+            "duck": track.duck,
+            "attack": track.attack,
+            "release": track.release,
+        }
+        if stems and name in stems:
+            entry["file"] = stems[name]
+        entry["cues"] = cues
+        entries.append(entry)
+    scenes = []
+    for span in timeline.scenes:
+        try:
+            caption = story.plan.scene(span.index).caption
+        except KeyError:
+            caption = ""
+        scenes.append({"index": span.index, "start": span.start, "end": round(span.end, 6), "caption": caption})
+    mix = mixed.mix if mixed.mix is not None else Mix()
+    return {
+        "file": file,
+        "duration": mixed.frames / mixed.sample_rate,
+        "sample_rate": mixed.sample_rate,
+        "channels": mixed.channels,
+        "frames": mixed.frames,
+        "master_gain_db": mixed.master_gain,
+        "loudness_lufs": {"target": mix.loudness, "before": mixed.loudness, "after": mixed.output_loudness},
+        "peak_dbfs": _dbfs(mixed.peak),
+        "ceiling_dbfs": mix.ceiling,
+        "tracks": entries,
+        "scenes": scenes,
+    }
