@@ -520,8 +520,11 @@ class OutputFolder:
 
     def track(self, name: str, *, cues: bool = False) -> TrackFolder:
         """The files of track ``name`` (``tracks/<name>/``); ``cues``: the track has a track planner,
-        so its files are named after cues (``cue-0007.wav``) and it keeps ``cues.json``."""
-        return TrackFolder(self, name, prefix="cue" if cues else "scene")
+        so its files are named after cues (``cue-0007.wav``) and it keeps ``cues.json``. A name
+        that is not a track's (:func:`storysdk.tracks.check_track_name`) is a ConfigError."""
+        from .tracks import check_track_name
+
+        return TrackFolder(self, check_track_name(name), prefix="cue" if cues else "scene")
 
     def save_timeline(self, timeline: Any) -> Path:
         """Write ``timeline.json`` (a :class:`storysdk.timeline.Timeline`)."""
@@ -725,11 +728,27 @@ class TrackFolder(OutputFolder):
         return self.root / CUES_FILE
 
     def save_cues(self, cues: list[Any], *, planner: str = "") -> Path:
-        """Write ``cues.json`` (the track planner's cues) and the cues' tokens."""
+        """Write ``cues.json`` (the track planner's cues) and the cues' tokens.
+
+        Cues are saved when the track is planned anew, so whatever an earlier planning of the
+        track left here (cue assets, their sidecars and tokens: made for other cues) is removed
+        first; a resume then never takes an old cue's clip for a new cue of the same index.
+        """
+        self._remove_cue_files()
         for cue in cues:
             self.save_tokens(cue)
         data = {"format": 1, "track": self.name, "planner": planner, "cues": [c.to_dict() for c in cues]}
         return self._write(self.cues_path, (json.dumps(data, indent=2, ensure_ascii=False) + "\n").encode("utf-8"))
+
+    def _remove_cue_files(self) -> None:
+        if not self.root.is_dir() or self.root.is_symlink():
+            return
+        for folder in (self.root, self.root / "tokens"):
+            if not folder.is_dir() or folder.is_symlink():
+                continue
+            for path in folder.glob(f"{self.prefix}-[0-9]*"):
+                if path.is_file() or path.is_symlink():
+                    path.unlink(missing_ok=True)
 
     def load_cues(self) -> list[Any] | None:
         """The saved cues with their tokens, or ``None`` when there are none; a damaged file is an
