@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from storysdk.builtins.comic import ComicComposer, distribute_rows
 from storysdk.captions import default_font_size, draw_caption
 from storysdk.errors import ConfigError
 from storysdk.model import ImageAsset, Scene, Story, StoryPlan
+from storysdk import StoryRequest
 from storysdk.pipeline import Pipeline
 from storysdk.testing import make_registry
 
@@ -312,3 +314,54 @@ def test_mismatched_frame_sizes_are_fitted_onto_the_first_size(tmp_path) -> None
     # panel 1 (30 x 40) is centred on a white 60 x 40 panel inside its border
     assert pixel(page, 80 + 40, 30) == COLOURS[1]
     assert pixel(page, 80 + 12, 30) == WHITE
+
+
+# ---------------------------------------------------------------- which image track
+
+
+def two_image_tracks(tmp_path, composers) -> Story:
+    pipe = Pipeline(planner="fake-planner",
+                    tracks={"frames": {"generator": "fake-image"},
+                            "sketch": {"generator": ("fake-image", {"width": 40, "height": 30}), "seed": 9},
+                            "voice": {"generator": "fake-audio"}},
+                    composers=composers, registry=make_registry())
+    return pipe.run(StoryRequest(script="one\ntwo\nthree\nfour", seed=3), out_dir=tmp_path)
+
+
+def test_the_comic_of_the_second_image_track(tmp_path) -> None:
+    story = two_image_tracks(tmp_path, [{"name": "comic", "track": "sketch", "style": "No typesetting"},
+                                        {"name": "comic", "dir": "first", "style": "No typesetting"}])
+    pages = story.files["comic"]
+    assert [p.relative_to(tmp_path).as_posix() for p in pages] == [f"comic/page-{i:03d}.png" for i in range(1, 5)]
+    for i, page in enumerate(pages):  # the sketch track's own pictures, as saved in tracks/sketch/
+        saved = Image.open(tmp_path / "tracks" / "sketch" / f"scene-{i:04d}.png").convert("RGB")
+        assert saved.size == (40, 30)
+        assert np.array_equal(np.asarray(Image.open(page).convert("RGB")), np.asarray(saved))
+    # without track: the first image track
+    first = story.files["first/comic"]
+    for i, page in enumerate(first):
+        saved = Image.open(tmp_path / "tracks" / "frames" / f"scene-{i:04d}.png").convert("RGB")
+        assert np.array_equal(np.asarray(Image.open(page).convert("RGB")), np.asarray(saved))
+    # a Classic page of the sketch track is the page of a story holding only those pictures
+    alone = Story(story.plan, images=dict(story.tracks["sketch"].assets))
+    a = ComicComposer(track="sketch").compose(story, tmp_path / "a")
+    b = ComicComposer().compose(alone, tmp_path / "b")
+    assert [p.read_bytes() for p in a] == [p.read_bytes() for p in b]
+    assert a[0].read_bytes() != ComicComposer().compose(story, tmp_path / "c")[0].read_bytes()
+
+
+def test_the_track_option_is_checked_when_the_pipeline_is_built() -> None:
+    reg = make_registry()
+    tracks = {"frames": {"generator": "fake-image"}, "voice": {"generator": "fake-audio"}}
+    assert ComicComposer.track_options == {"track": "image"}
+    with pytest.raises(ConfigError, match=r"composer 'comic': track = 'voice' is an audio track; image tracks: frames"):
+        Pipeline(planner="fake-planner", tracks=tracks, composers=[("comic", {"track": "voice"})], registry=reg)
+    with pytest.raises(ConfigError, match=r"composer 'comic': track = 'frame' is not one of the pipeline's tracks; "
+                                          r"image tracks: frames Did you mean 'frames'\?"):
+        Pipeline(planner="fake-planner", tracks=tracks, composers=[("comic", {"track": "frame"})], registry=reg)
+    with pytest.raises(ConfigError, match=r"option track=3: input should be a valid string"):
+        ComicComposer(track=3)
+    # a story assembled by hand names its tracks too
+    story = make_story(2)
+    with pytest.raises(ConfigError, match=r"the story has no track 'sketch'; its tracks: images"):
+        ComicComposer(track="sketch").compose(story, Path("/nonexistent"))

@@ -1,24 +1,38 @@
-"""The ``storybook`` composer: one self-contained HTML5 page with every scene's picture,
-caption and audio player, in scene order.
+"""The ``storybook`` composer: one self-contained HTML5 page with every scene's pictures, caption
+and audio players, in scene order, and a player for the whole story.
 
-With ``embed=True`` (default) pictures and clips are ``data:`` URIs inside the one file; with
-``embed=False`` they are written to ``storybook_files/`` next to it and referenced by relative
-paths. The page loads nothing from elsewhere (no scripts, no CDN, no remote fonts).
+Each scene shows the pictures of every image track (labelled with the track's name when the page
+shows several image tracks) and one player per audio track that has a cue in the scene: that
+track over the scene's span on the story's timeline, as it sounds in the story's mix
+(:func:`storysdk.mixing.mixdown`, ``Mixdown.tracks``: placed, with its gain and ducking and the
+master gain). Above the scenes, a player plays the whole mix, the ``soundtrack`` composer's.
+
+With ``embed=True`` (default) pictures and sounds are ``data:`` URIs inside the one file; with
+``embed=False`` they are written to ``storybook_files/`` next to it (``story.<ext>`` for the
+whole mix, ``<track>/scene-NNN.<ext>`` for a scene's picture or sound; a track planner's
+pictures ``<track>/cue-NNN.<ext>``) and referenced by relative paths. The page loads nothing
+from elsewhere (no scripts, no CDN, no remote fonts), and the same story gives the same bytes.
 """
 
 from __future__ import annotations
 
 import base64
 import html
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import ClassVar, Literal
 
+import numpy as np
+
 from ..audio import encode_audio
+from ..errors import ConfigError
 from ..interfaces import Composer
-from ..model import Modality, Story
-from ..options import Field, Options
+from ..mixing import Mixdown, mixdown
+from ..model import AudioAsset, Modality, Story, Track
+from ..options import Field, Options, suggest
+from ..timeline import Timeline, timeline_of
 from .fields import lower_case, quality_field
-from .frames import IMAGE_FORMATS, atomic_write_bytes, check_image_format, encode_image
+from .frames import IMAGE_FORMATS, atomic_write_bytes, check_image_format, encode_image, pictures
 
 __all__ = ["StorybookComposer"]
 
@@ -31,18 +45,23 @@ _STYLE = (
     ".scene img{display:block;max-width:100%;height:auto;margin:0 auto}"
     ".scene figure{margin:0}"
     ".scene figcaption,.scene p{font-size:1.2rem;line-height:1.5;text-align:center;margin:.8rem 0}"
-    ".scene audio{display:block;width:100%;margin-top:.5rem}"
+    ".label{font-size:.9rem;color:#666;text-align:center;margin:.8rem 0 .3rem}"
+    "audio{display:block;width:100%;margin-top:.5rem}"
 )
+#: The label of the whole story's player.
+MIX_LABEL = "The whole story"
 
 
 class StorybookComposer(Composer):
-    """Writes ``storybook.html``: title, then per scene its picture, caption and audio player.
+    """Writes ``storybook.html``: title, the whole story's player, then per scene its pictures,
+    caption and players (see the module docstring).
 
     Options (declared in :class:`Options`): ``title`` (default: the plan's title, else
-    "Story"), ``image_format`` png/jpeg, ``quality`` (JPEG), ``audio_format`` flac (24-bit) or
-    wav (32-bit float), ``embed`` (``False``: assets go to ``storybook_files/scene-NNN.<ext>``).
-    Scenes with neither a picture nor a clip are left out. Returns the HTML path, then any
-    asset files.
+    "Story"), ``tracks`` (which image and audio tracks the scenes show, by name, in that order;
+    ``None``: all), ``image_format`` png/jpeg, ``quality`` (JPEG), ``audio_format`` flac
+    (24-bit) or wav (32-bit float), ``embed`` (``False``: files in ``storybook_files/``).
+    Scenes with neither a picture nor a player are left out. Returns the HTML path, then any
+    asset files in page order.
     """
 
     name = "storybook"
@@ -51,30 +70,55 @@ class StorybookComposer(Composer):
 
     class Options(Options):
         title: str | None = Field(None, description="the page's title; None: the plan's title, else 'Story'")
+        tracks: list[str] | None = Field(
+            None, min_length=1,
+            description="the image and audio tracks the scenes show, by name, in this order; None: every track",
+        )
         image_format: Literal["png", "jpeg", "jpg"] = Field(
             "png", description="picture format inside the page: png, jpeg or jpg, in any letter case"
         )
         quality: int = quality_field(90, "JPEG")
         audio_format: Literal["flac", "wav"] = Field(
-            "flac", description="clip format: flac (24-bit) or wav (32-bit float), in any letter case"
+            "flac", description="sound format: flac (24-bit) or wav (32-bit float), in any letter case"
         )
         embed: bool = Field(
-            True, description="put pictures and clips inside the HTML file; false: files in storybook_files/"
+            True, description="put pictures and sounds inside the HTML file; false: files in storybook_files/"
         )
 
         _lower = lower_case("image_format", "audio_format")
 
     options: Options
 
+    def shown_tracks(self, story: Story) -> list[Track]:
+        """The tracks the page shows: ``tracks`` in its order (a :class:`ConfigError` names one the
+        story lacks), else every image and audio track of the story."""
+        every = story.all_tracks()
+        names = self.options.tracks
+        if names is None:
+            return list(every.values())
+        out: list[Track] = []
+        for name in names:
+            if name not in every:
+                known = ", ".join(every) or "(none)"
+                raise ConfigError(
+                    f"composer 'storybook': tracks names {name!r}, which is not one of the story's tracks ({known})."
+                    f"{suggest(name, every)} List the story's image and audio tracks by name, or leave tracks unset "
+                    "to show every track"
+                )
+            if every[name] not in out:
+                out.append(every[name])
+        return out
+
     def compose(self, story: Story, out_dir: Path) -> list[Path]:
         opts = self.options
         out_dir = Path(out_dir)
+        shown = self.shown_tracks(story)
         image_format = check_image_format(opts.image_format, ("png", "jpeg", "jpg"))
         title = opts.title or story.plan.title or "Story"
         assets_dir = out_dir / "storybook_files"
         written: list[Path] = []
-        sections: list[str] = []
         _, img_ext, img_mime = IMAGE_FORMATS[image_format]
+        audio_mime = _AUDIO_MIME[opts.audio_format]
 
         def source(data: bytes, mime: str, filename: str) -> str:
             if opts.embed:
@@ -82,31 +126,44 @@ class StorybookComposer(Composer):
             written.append(atomic_write_bytes(assets_dir / filename, data))
             return f"{assets_dir.name}/{filename}"
 
+        def sound(samples: np.ndarray, rate: int, filename: str) -> str:
+            return source(encode_audio(samples, rate, opts.audio_format), audio_mime, filename)
+
+        image_tracks = [t for t in shown if t.modality == "image"]
+        audible = any(isinstance(a, AudioAsset) for t in story.audio_tracks() for a in t.assets.values())
+        timeline = timeline_of(story)
+        mixed = mixdown(story, timeline=timeline) if audible else None
+        audio_tracks = [t for t in shown if t.modality == "audio" and mixed is not None and t.name in mixed.tracks]
+
+        body: list[str] = []
+        if mixed is not None:
+            src = sound(mixed.samples, mixed.sample_rate, f"story.{opts.audio_format}")
+            body += ['<section class="mix" id="story">', f'<div class="label">{MIX_LABEL}</div>',
+                     f'<audio controls preload="metadata" src="{src}"></audio>', "</section>"]
         for scene in story.plan.scenes:
-            image = story.images.get(scene.index)
-            clip = story.audio.get(scene.index)
-            if image is None and clip is None:
-                continue
             stem = f"scene-{scene.index:03d}"
             caption = html.escape(scene.caption)
-            parts = [f'<section class="scene" id="{stem}">']
-            if image is not None:
-                src = source(encode_image(image.image, image_format, opts.quality), img_mime, f"{stem}.{img_ext}")
-                alt = caption or f"Scene {scene.index}"
-                w, h = image.image.size
-                parts.append("<figure>")
-                parts.append(f'<img src="{src}" alt="{alt}" width="{w}" height="{h}">')
-                if caption:
-                    parts.append(f"<figcaption>{caption}</figcaption>")
-                parts.append("</figure>")
+            figure: list[str] = []
+            for track in image_tracks:
+                for picture in pictures(story, track, scene.index):
+                    if len(image_tracks) > 1:
+                        figure.append(f'<div class="label">{html.escape(track.name)}</div>')
+                    data = encode_image(picture.asset.image, image_format, opts.quality)
+                    src = source(data, img_mime, f"{track.name}/{picture.stem}.{img_ext}")
+                    w, h = picture.asset.image.size
+                    figure.append(f'<img src="{src}" alt="{caption or f"Scene {scene.index}"}" width="{w}" '
+                                  f'height="{h}" data-track="{html.escape(track.name)}">')
+            players: list[str] = []
+            if mixed is not None:
+                players = self._players(story, scene.index, audio_tracks, mixed, timeline, sound)
+            if not figure and not players:
+                continue
+            body.append(f'<section class="scene" id="{stem}">')
+            if figure:
+                body += ["<figure>", *figure, *([f"<figcaption>{caption}</figcaption>"] if caption else []), "</figure>"]
             elif caption:
-                parts.append(f"<p>{caption}</p>")
-            if clip is not None:
-                data = encode_audio(clip.samples, clip.sample_rate, opts.audio_format)
-                src = source(data, _AUDIO_MIME[opts.audio_format], f"{stem}.{opts.audio_format}")
-                parts.append(f'<audio controls preload="metadata" src="{src}"></audio>')
-            parts.append("</section>")
-            sections.append("\n".join(parts))
+                body.append(f"<p>{caption}</p>")
+            body += [*players, "</section>"]
 
         page = "\n".join(
             [
@@ -121,7 +178,7 @@ class StorybookComposer(Composer):
                 "<body>",
                 "<main>",
                 f"<h1>{html.escape(title)}</h1>",
-                *sections,
+                *body,
                 "</main>",
                 "</body>",
                 "</html>",
@@ -130,3 +187,20 @@ class StorybookComposer(Composer):
         )
         html_path = atomic_write_bytes(out_dir / "storybook.html", page.encode("utf-8"))
         return [html_path, *written]
+
+    def _players(self, story: Story, index: int, tracks: Sequence[Track], mixed: Mixdown, timeline: Timeline,
+                 sound: Callable[[np.ndarray, int, str], str]) -> list[str]:
+        """One player per audio track with a cue in scene ``index``: the track over the scene's span."""
+        span = timeline.scene(index)
+        rate = mixed.sample_rate
+        lo = min(int(round(span.start * rate)), mixed.frames)
+        hi = min(int(round(span.end * rate)), mixed.frames)
+        out: list[str] = []
+        for track in tracks:
+            if hi <= lo or not any(isinstance(a, AudioAsset) for _, a in track.of_scene(index)):
+                continue
+            src = sound(mixed.tracks[track.name][:, lo:hi], rate, f"{track.name}/scene-{index:03d}.{self.options.audio_format}")
+            label = f'<div class="label">{html.escape(track.name)}</div>' if len(tracks) > 1 else ""
+            out.append(f'<div class="player" data-track="{html.escape(track.name)}">{label}'
+                       f'<audio controls preload="metadata" src="{src}"></audio></div>')
+        return out
