@@ -54,7 +54,7 @@ from .options import suggest, validate_options
 from .output import OutputFolder, TrackFolder, atomic_write, fingerprint
 from .registry import KINDS, ComponentInfo, Registry, get_registry
 from .timeline import Timeline, Timing, check_timing, scene_durations
-from .tracks import TrackSettings, check_template, check_track_name, render_text, split_track_table
+from .tracks import TrackSettings, check_template, check_track_name, render_text, split_track_table, validate_settings
 
 __all__ = ["ComponentSpec", "Pipeline", "PipelineTrack", "TrackSpec"]
 
@@ -170,9 +170,8 @@ class Pipeline:
         if parallel not in (True, False, "devices"):
             raise ConfigError(f"parallel must be True, False or 'devices', got {parallel!r}")
         self.parallel: Parallel = parallel
-        self.timing = timing if isinstance(timing, Timing) else validate_options(Timing, dict(timing or {}),
-                                                                                  kind="pipeline", name="timing")
-        self.mix = mix if isinstance(mix, Mix) else validate_options(Mix, dict(mix or {}), kind="pipeline", name="mix")
+        self.timing = timing if isinstance(timing, Timing) else validate_settings(Timing, timing or {}, what="timing")
+        self.mix = mix if isinstance(mix, Mix) else validate_settings(Mix, mix or {}, what="mix")
         check_timing(self.timing)
         self.planner: Planner = self._build("planner", planner)  # type: ignore[assignment]
         if not isinstance(self.planner, Planner):

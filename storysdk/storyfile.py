@@ -166,11 +166,20 @@ def _tracks(data: Mapping[str, Any]) -> dict[str, dict[str, Any]] | None:
         )
     if not isinstance(value, Mapping) or not value:
         raise ConfigError(f"[tracks] must hold [tracks.<name>] tables, got {_shown(value)}")
+    from .options import validate_options
+    from .tracks import TrackSettings, check_template, check_track_name, split_track_table
+
     out: dict[str, dict[str, Any]] = {}
     for name, table in value.items():
         where = f"[tracks.{name}]"
         if not isinstance(table, Mapping):
             raise ConfigError(f"{where} must be a table with a generator, got {_shown(table)}")
+        try:  # the track's name, keys and settings, before any component is built
+            check_track_name(name)
+            _, settings = split_track_table(name, table)
+            check_template(validate_options(TrackSettings, settings, kind="track", name=name).text, track=name)
+        except ConfigError as exc:
+            raise ConfigError(f"{where}: {exc}") from None
         track = dict(table)
         if "generator" in track:
             track["generator"] = _component(track["generator"], f"{where} generator")
@@ -225,6 +234,20 @@ def _output(data: Mapping[str, Any], source: str) -> dict[str, Any]:
     return output
 
 
+def _check_timing_and_mix(timing: Mapping[str, Any], mix: Mapping[str, Any], source: str) -> None:
+    """``[timing]`` and ``[mix]`` checked against their declarations, naming the file and section."""
+    from .mixing import Mix
+    from .timeline import Timing, check_timing
+    from .tracks import validate_settings
+
+    checked = validate_settings(Timing, timing, what=f"{source}: [timing]")
+    try:
+        check_timing(checked)  # type: ignore[arg-type]
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: [timing]: {exc}") from None
+    validate_settings(Mix, mix, what=f"{source}: [mix]")
+
+
 def parse_story_file(text: str, *, base_dir: Path | None = None, source: str = "story file") -> StoryFile:
     """Parse the TOML text of a story file (``base_dir`` resolves relative image paths).
 
@@ -271,6 +294,7 @@ def parse_story_file(text: str, *, base_dir: Path | None = None, source: str = "
     output = _output(data, source)
     timing = _table(data, "timing", source)
     mix = _table(data, "mix", source)
+    _check_timing_and_mix(timing, mix, source)
     try:
         planner = _component(data.get("planner", {"name": "script"}), "[planner]")
         tokenizers = _components(data, "tokenizers")
@@ -283,6 +307,12 @@ def parse_story_file(text: str, *, base_dir: Path | None = None, source: str = "
         raise ConfigError(
             f"{source}: give [tracks.<name>] tables or [[generators]], not both; with tracks every generator "
             "belongs to a track: [tracks.frames] generator = \"diffusers-image\""
+        )
+    pace = timing.get("track")
+    if tracks is not None and timing.get("mode") == "track" and pace not in tracks:
+        raise ConfigError(
+            f"{source}: [timing]: timing track {pace!r} is not one of the pipeline's tracks ({', '.join(tracks)})."
+            f"{suggest(str(pace), tracks)} Name one of the [tracks.<name>] tables"
         )
     return StoryFile(
         request=request,

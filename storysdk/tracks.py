@@ -25,9 +25,9 @@ from typing import Any
 
 from .errors import ConfigError
 from .model import Scene
-from .options import Field, Options
+from .options import Field, Options, suggest, validate_options
 
-__all__ = ["TRACK_KEYS", "TrackSettings", "check_track_name", "check_template", "render_text"]
+__all__ = ["TRACK_KEYS", "TrackSettings", "check_track_name", "check_template", "render_text", "validate_settings"]
 
 #: The keys of a track table besides its settings.
 COMPONENT_KEYS = ("generator", "planner", "tokenizers")
@@ -101,8 +101,6 @@ def render_text(template: str, scene: Scene) -> str | None:
 
 def split_track_table(name: str, table: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
     """(components, settings) of a track table; unknown keys and a missing generator are errors."""
-    from .options import suggest
-
     if not isinstance(table, Mapping):
         raise ConfigError(f"track {name!r} must be a table with a generator (for example {{'generator': 'diffusers-image'}}), "
                           f"got {type(table).__name__}")
@@ -116,3 +114,19 @@ def split_track_table(name: str, table: Mapping[str, Any]) -> tuple[dict[str, An
     components = {k: table[k] for k in COMPONENT_KEYS if k in table}
     settings = {k: v for k, v in table.items() if k not in COMPONENT_KEYS}
     return components, settings
+
+
+def validate_settings(cls: type[Options], data: Any, *, what: str) -> Options:
+    """``cls(**data)`` for a table of settings that belongs to no component (``[timing]``,
+    ``[mix]``): an unknown key (with a suggestion) or a bad value is a ConfigError that starts
+    with ``what`` (``"timing"``, ``"story.toml: [mix]"``)."""
+    if not isinstance(data, Mapping):
+        raise ConfigError(f"{what} must be a table of settings ({', '.join(cls.model_fields)}), got {type(data).__name__}")
+    fields = cls.model_fields
+    for key in data:
+        if key not in fields:
+            raise ConfigError(f"{what}: unknown key {key!r}.{suggest(str(key), fields)} Keys: {', '.join(fields)}")
+    try:
+        return validate_options(cls, data, kind="", name=what)
+    except ConfigError as exc:
+        raise ConfigError(f"{what}: " + str(exc).removeprefix(f"{what!r}: ")) from None

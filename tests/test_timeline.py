@@ -124,7 +124,8 @@ def test_mode_track_under_an_interleaved_planner() -> None:
     ({"seconds": 0}, r"seconds"),
     ({"padding": -1}, r"padding"),
     ({"minimum": float("nan")}, r"minimum"),
-    ({"lenght": 2}, r"no option 'lenght'"),
+    ({"lenght": 2}, r"timing: unknown key 'lenght'"),
+    ({"seconds": 2, "paddig": 1}, r"Did you mean 'padding'"),
 ])
 def test_bad_timing_is_refused(timing: dict[str, Any], match: str) -> None:
     with pytest.raises(ConfigError, match=match):
