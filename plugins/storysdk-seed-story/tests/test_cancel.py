@@ -131,7 +131,7 @@ def test_a_cancelled_job_keeps_its_scenes_and_resumes_byte_identical(start_image
     pipe = pipeline()
     with pytest.raises(JobCancelled):
         pipe.run(request, out_dir=tmp_path / "job", progress=job_report)
-    images = sorted(p.name for p in (tmp_path / "job" / "images").glob("*.png"))
+    images = sorted(p.name for p in (tmp_path / "job" / "tracks" / "seed-story-detokenizer").glob("*.png"))
     assert images == ["scene-0000.png", "scene-0001.png"]
     pipe.run(request, out_dir=tmp_path / "job")
     assert folder_bytes(tmp_path / "job") == folder_bytes(tmp_path / "whole")

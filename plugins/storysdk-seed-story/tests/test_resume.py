@@ -50,7 +50,7 @@ def test_resumed_story_is_byte_identical(tmp_path, start_image, sink):
 
     with pytest.raises(Stop):
         _pipeline(sink).run(request, out_dir=tmp_path / "resumed", progress=stop_after_scene_2)
-    assert sorted(p.name for p in (tmp_path / "resumed" / "images").iterdir() if p.suffix == ".png") == [
+    assert sorted(p.name for p in (tmp_path / "resumed" / "tracks" / "seed-story-detokenizer").iterdir() if p.suffix == ".png") == [
         "scene-0000.png", "scene-0001.png", "scene-0002.png"]
     resumed = _pipeline(sink).run(request, out_dir=tmp_path / "resumed")  # a fresh planner, as in a new process
     assert [s.prompt for s in resumed.plan.scenes] == [s.prompt for s in whole.plan.scenes]

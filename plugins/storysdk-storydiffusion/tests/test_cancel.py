@@ -109,6 +109,6 @@ def test_a_cancelled_job_keeps_its_frames_and_resumes_byte_identical(tiny_pipe: 
         with pytest.raises(JobCancelled):
             pipe.run(request, out_dir=tmp_path / "job", progress=job_report)
     assert calls[0] == STEPS + 2  # Bob's id frames, then Ann's steps 1 and 2
-    assert sorted(p.name for p in (tmp_path / "job" / "images").glob("*.png")) == ["scene-0000.png", "scene-0001.png"]
+    assert sorted(p.name for p in (tmp_path / "job" / "tracks" / "storydiffusion").glob("*.png")) == ["scene-0000.png", "scene-0001.png"]
     pipe.run(request, out_dir=tmp_path / "job")
     assert folder_bytes(tmp_path / "job") == folder_bytes(tmp_path / "whole")

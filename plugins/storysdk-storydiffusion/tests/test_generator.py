@@ -267,7 +267,7 @@ def test_resume_in_the_middle_of_a_read_chunk_is_byte_identical(tiny_pipe: Any, 
     # 4 id frames, then scene 4 of the read chunk [4, 5, 6] (standard); lockstep yields chunk by chunk
     with pytest.raises(Stop):
         pipeline().run(request, out_dir=tmp_path / "resumed", progress=stop_after(5))
-    done = sorted(p.name for p in (tmp_path / "resumed" / "images").glob("*.png"))
+    done = sorted(p.name for p in (tmp_path / "resumed" / "tracks" / "storydiffusion").glob("*.png"))
     assert 0 < len(done) < 8
     pipeline().run(request, out_dir=tmp_path / "resumed")
     assert folder_bytes(tmp_path / "whole") == folder_bytes(tmp_path / "resumed")

@@ -25,6 +25,8 @@ from storysdk_storydiffusion.hosted import (
 )
 
 BORDER = 10  # docs/storydiffusion.md §4
+#: Where the hosted pipeline saves the frames (a one-generator pipeline: its track is named after it).
+FRAMES = Path("tracks") / "storydiffusion"
 #: the default request at the smallest size and step count the fields allow (tiny preset on CPU)
 SMALL = {"image_width": "256", "image_height": "256", "num_steps": "20"}
 #: a two-frame request: one id frame, one read frame
@@ -83,14 +85,14 @@ def test_a_stopped_run_resumes_with_only_the_missing_frames(default_page: bytes,
     with pytest.raises(JobCancelled):
         run_request(req, tmp_path, runtime={"preset": "tiny"}, progress=stop_after_the_id_frames)
     assert saved == [0, 1, 2]  # the id frames (num_ids = 3), saved as they were made
-    assert sorted(p.name for p in (tmp_path / "images").glob("*.png")) == [f"scene-000{i}.png" for i in range(3)]
-    before = {i: (tmp_path / "images" / f"scene-000{i}.png").stat().st_mtime_ns for i in range(3)}
+    assert sorted(p.name for p in (tmp_path / FRAMES).glob("*.png")) == [f"scene-000{i}.png" for i in range(3)]
+    before = {i: (tmp_path / FRAMES / f"scene-000{i}.png").stat().st_mtime_ns for i in range(3)}
 
     events: list[ProgressEvent] = []
     result = run_request(req, tmp_path, runtime={"preset": "tiny"}, progress=events.append)
     generated = [e for e in events if e.stage == "generate" and e.scene_index is not None]
     assert [e.scene_index for e in generated] == [3, 4, 5, 6, 7] and generated[-1].total == 5
-    assert {i: (tmp_path / "images" / f"scene-000{i}.png").stat().st_mtime_ns for i in range(3)} == before
+    assert {i: (tmp_path / FRAMES / f"scene-000{i}.png").stat().st_mtime_ns for i in range(3)} == before
     assert result.data == default_page and result.mime == "image/webp"
     assert result.path == tmp_path / "response.webp" and result.path.read_bytes() == default_page
 

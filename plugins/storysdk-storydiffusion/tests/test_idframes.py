@@ -107,8 +107,8 @@ def test_one_mia_frame_is_refused_by_storydiffusion_before_any_model_loads(no_mo
         "reference. Add 2 more frame line(s) with [Mia] and no other tag, or lower num_ids to 1 "
         "(upstream issue #168)"
     )
-    images = tmp_path / "out" / "images"
-    assert not images.exists() or not any(images.iterdir())  # refused before rendering anything
+    out = tmp_path / "out"
+    assert not (out / "tracks").exists() and not (out / "plan.json").exists()  # refused before rendering anything
     # num_ids=1 is accepted, still without loading anything
     gen = StoryDiffusionGenerator(preset="tiny", num_ids=1)
     gen.check_plan(pipe.plan(request))

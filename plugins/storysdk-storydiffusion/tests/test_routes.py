@@ -91,7 +91,7 @@ def test_hosted_example_request_gets_the_comic_image_and_json_gets_the_same(tmp_
         assert job["result"] == {"file": "response.webp", "content_type": "image/webp", "seed": 42,
                                  "weights": {"generator storydiffusion": "tiny"}}
         assert json.loads(response.headers["x-storysdk-weights"]) == {"generator storydiffusion": "tiny"}
-        assert {"plan.json", "comic/page-001.png", "images/scene-0007.png", "response.webp"} <= set(job["files"])
+        assert {"plan.json", "comic/page-001.png", "tracks/storydiffusion/scene-0007.png", "response.webp"} <= set(job["files"])
         assert requests.get(job["files_url"] + "response.webp", headers=headers).content == response.content
         key = request_key(parse_fields(as_fields(data)), cfg.defaults)
         assert (tmp_path / "serve" / "storydiffusion" / key / "response.webp").read_bytes() == response.content
@@ -127,7 +127,7 @@ def test_a_cancelled_request_sent_again_resumes_in_its_folder(server: RunningSer
     job = first.json()
     assert job["kind"] == "storydiffusion" and first.headers["location"] == job["url"]
     deadline = time.monotonic() + 120
-    while "images/scene-0000.png" not in (job := requests.get(first.json()["url"]).json())["files"]:
+    while "tracks/storydiffusion/scene-0000.png" not in (job := requests.get(first.json()["url"]).json())["files"]:
         assert job["status"] in ("queued", "running") and time.monotonic() < deadline
         time.sleep(0.01)
     assert requests.delete(job["url"]).status_code == 202  # stops at its next progress report
@@ -136,15 +136,15 @@ def test_a_cancelled_request_sent_again_resumes_in_its_folder(server: RunningSer
         time.sleep(0.02)
     assert job["status"] == "cancelled" and job["error"]["type"] == "JobCancelled"
     folder = queue.get(job["id"]).folder
-    kept = {p.name: p.stat().st_mtime_ns for p in (folder / "images").glob("*.png")}
+    kept = {p.name: p.stat().st_mtime_ns for p in (folder / "tracks" / "storydiffusion").glob("*.png")}
     assert "scene-0000.png" in kept and len(kept) < 3
 
     again = requests.post(url, data=THREE)
     assert again.status_code == 200, again.text
     second = queue.get(again.headers["x-storysdk-job"])
     assert second.folder == folder  # the same request, the same folder
-    assert {n: (folder / "images" / n).stat().st_mtime_ns for n in kept} == kept  # kept, not drawn again
-    assert len(list((folder / "images").glob("*.png"))) == 3
+    assert {n: (folder / "tracks" / "storydiffusion" / n).stat().st_mtime_ns for n in kept} == kept  # kept, not drawn again
+    assert len(list((folder / "tracks" / "storydiffusion").glob("*.png"))) == 3
     assert again.content == render(as_fields(THREE), preset="tiny")[0]  # as if never interrupted
 
 
