@@ -24,7 +24,7 @@ from storysdk.interfaces import TrackContext
 from storysdk.model import Cue
 from storysdk.output import OutputFolder
 from storysdk.testing import make_registry
-from storysdk.testing.contract import folder_bytes
+from storysdk.testing.contract import TrackPlannerContract, folder_bytes
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -265,3 +265,12 @@ def test_a_track_folder_name_must_be_a_track_name(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"track name '\.\./x'"):
         OutputFolder(tmp_path).track("../x")
     assert os.path.basename(OutputFolder(tmp_path).track("frames").root) == "frames"
+
+
+# -- the track planner contract, on the fake --------------------------------------------------
+
+
+class TestFakeEventsContract(TrackPlannerContract):
+    name = "fake-events"
+    options = {"per_scene": 3}
+    bad_options = [({"per_scene": 0}, "per_scene"), ({"per_scene": 17}, "per_scene")]

@@ -25,6 +25,8 @@ What is checked, for every kind:
 - ``check_plan`` accepts the plan of ``request`` and refuses each of ``bad_plans``;
 - the same seed gives byte-identical files; another seed gives other assets (generators);
 - one asset per scene (generators), one ``Tokens`` per scene (tokenizers);
+- a track planner's cues (:class:`TrackPlannerContract`) have their own indices, belong to the
+  story's scenes and lie within their scenes' spans on the timeline; a resume reuses them;
 - a run interrupted after its first asset and run again in the same folder resumes and ends with
   the same files, byte for byte, as an uninterrupted run.
 
@@ -55,6 +57,7 @@ __all__ = [
     "GeneratorContract",
     "PlannerContract",
     "TokenizerContract",
+    "TrackPlannerContract",
     "folder_bytes",
 ]
 
@@ -305,3 +308,51 @@ class ComposerContract(ComponentContract):
 
         manifest = json.loads((out / "files.json").read_text(encoding="utf-8"))
         assert sorted(manifest[self.name]) == sorted(str(f.relative_to(out)) for f in files)
+
+
+class TrackPlannerContract(ComponentContract):
+    """A track planner (``plans_tracks``) planning the cues of a track ``track`` rendered by
+    ``generator`` (default ``fake-audio``, with ``text`` and the track's ``tokenizers``), next to a
+    ``fake-image`` track, in a story planned by ``planner`` (default ``fake-planner``)."""
+
+    kind: ClassVar[str] = "planner"
+    planner: ClassVar[ComponentSpec] = "fake-planner"
+    generator: ClassVar[ComponentSpec] = "fake-audio"
+    text: ClassVar[str] = "{prompt}"
+    tokenizers: ClassVar[Sequence[ComponentSpec]] = ()
+    track: ClassVar[str] = "events"
+
+    def pipeline(self, registry: Registry, **extra: Any) -> Pipeline:
+        return Pipeline(planner=self.planner, tracks={
+            "frames": {"generator": "fake-image"},
+            self.track: {"planner": self.spec(**extra), "generator": self.generator, "text": self.text,
+                         "tokenizers": list(self.tokenizers)},
+        }, registry=registry)
+
+    def test_declares_plans_tracks(self) -> None:
+        comp = self._component()
+        assert getattr(comp, "plans_tracks", False), f"planner {self.name!r} does not declare plans_tracks = True"
+
+    def test_cues_lie_within_their_scenes(self, reference: Any) -> None:
+        story = reference[0]
+        track = story.tracks[self.track]
+        assert track.cues, f"planner {self.name!r} planned no cue for the contract's request"
+        indices = [c.index for c in track.cues]
+        assert len(indices) == len(set(indices)), f"cue indices repeat: {indices}"
+        scenes = {s.index for s in story.plan.scenes}
+        for cue in track.cues:
+            assert cue.scene in scenes, f"cue {cue.index} belongs to scene {cue.scene}, not one of the plan's"
+            span = story.timeline.scene(cue.scene)
+            end = cue.start + (cue.duration or 0.0)
+            assert span.start - 1e-6 <= cue.start and end <= span.end + 1e-6, (
+                f"cue {cue.index} ({cue.start:.3f}-{end:.3f} s) is outside scene {cue.scene} "
+                f"({span.start:.3f}-{span.end:.3f} s)")
+        assert sorted(track.assets) == sorted(indices)
+
+    def test_saved_cues_are_the_planned_ones(self, reference: Any) -> None:
+        import json
+
+        story, out, _ = reference
+        saved = json.loads((out / "tracks" / self.track / "cues.json").read_text(encoding="utf-8"))
+        assert saved["planner"] == self.name
+        assert saved["cues"] == [c.to_dict() for c in story.tracks[self.track].cues]
