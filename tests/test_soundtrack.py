@@ -14,14 +14,7 @@ from PIL import Image
 
 from storysdk import Pipeline, StoryRequest
 from storysdk.audio import crossfade_join, read_audio
-from storysdk.builtins.soundtrack import (
-    AUDIOSTORY_CROSSFADE,
-    JoinedTrack,
-    Silence,
-    SoundtrackComposer,
-    declared_crossfade,
-    join_clips,
-)
+from storysdk.builtins.soundtrack import SoundtrackComposer
 from storysdk.errors import ConfigError
 from storysdk.mixing import Mix, mixdown
 from storysdk.model import AudioAsset, ImageAsset, Scene, Story, StoryPlan
@@ -154,7 +147,7 @@ def test_a_story_assembled_by_hand(tmp_path: Path) -> None:
 
 def test_audiostory_padding_joins_on_its_own_track(tmp_path: Path) -> None:
     sr = 1000
-    pad = AUDIOSTORY_CROSSFADE  # plugins/storysdk-audiostory/docs/audiostory.md §1.7: every clip but the last 3 s longer
+    pad = 3.0  # plugins/storysdk-audiostory/docs/audiostory.md §1.7: every clip but the last 3 s longer
     clips = [noise(i, 1, (4 + 3) * sr if i < 2 else 4 * sr, sigma=0.05) for i in range(3)]
     meta = {0: {"crossfade": pad}, 1: {"crossfade": pad}, 2: {"crossfade": 0.0}}
     story = make_story([(c, sr) for c in clips], metadata=meta, mix=Mix(loudness=None))
@@ -234,13 +227,3 @@ def test_declared_formats_are_the_ones_audio_writes() -> None:
     field = SoundtrackComposer.Options.model_fields["format"]
     assert set(get_args(field.annotation)) == set(AUDIO_FORMATS)
     assert SoundtrackComposer(format="FLAC").options.format == "flac"
-
-
-def test_join_clips_is_still_audiostory_s_join() -> None:
-    """Kept for code that joins clips itself (the cookbook's recipe A)."""
-    a, b, c = (AudioAsset(i, noise(50 + i, 1, 1000), 1000, metadata={"crossfade": 0.25}) for i in range(3))
-    track = join_clips([a, b, Silence(0.5), c])
-    assert isinstance(track, JoinedTrack) and declared_crossfade([a, b]) == 0.25
-    assert track.starts == (0, 750, 1750, 2250) and track.ends == (1000, 1750, 2250, 3250)
-    assert np.array_equal(track.samples[:, :1750], crossfade_join([a.samples, b.samples], 250))
-    assert not np.any(track.samples[:, 1750:2250])

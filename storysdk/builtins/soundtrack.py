@@ -11,32 +11,18 @@ Writes ``soundtrack.wav`` (32-bit float) or ``soundtrack.flac`` (24-bit), and
 it and peak, each audio track's settings and cues (on the story's clock), and the scenes'
 spans. With ``stems = true`` also ``soundtrack-<track>.<format>`` per audio track, as that
 track sounds in the mix (placed, gain, ducked, master gain): the stems add up to the mix.
-
-:func:`join_clips` (clips and :class:`Silence` in order on one crossfaded track, AudioStory's
-join) is kept for code that joins clips itself (the cookbook's recipe A).
 """
 
 from __future__ import annotations
 
 import json
 import math
-from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, ClassVar, Literal, Union
+from typing import Any, ClassVar, Literal
 
-import attrs
-import numpy as np
 from pydantic import ValidationInfo, field_validator
 
-from ..audio import (
-    crossfade_join,
-    crossfade_offsets,
-    encode_audio,
-    peak_normalize,
-    resample,
-    to_channels,
-)
-from ..errors import ConfigError
+from ..audio import encode_audio
 from ..interfaces import Composer
 from ..mixing import Mix, Mixdown, mixdown
 from ..model import AudioAsset, Modality, Story
@@ -45,130 +31,7 @@ from ..timeline import Timeline, timeline_of
 from .fields import lower_case
 from .frames import atomic_write_bytes
 
-__all__ = [
-    "AUDIOSTORY_CROSSFADE",
-    "JoinedTrack",
-    "Silence",
-    "SoundtrackComposer",
-    "declared_crossfade",
-    "join_clips",
-    "soundtrack_info",
-]
-
-AUDIOSTORY_CROSSFADE = 3.0  # plugins/storysdk-audiostory/docs/audiostory.md §1.7: 3 s linear crossfade (what its generator pads)
-
-
-@attrs.frozen
-class Silence:
-    """A silent stretch of ``seconds`` on a :func:`join_clips` timeline (hard cuts on both sides)."""
-
-    seconds: float
-
-    def __attrs_post_init__(self) -> None:
-        s = self.seconds
-        if isinstance(s, bool) or not isinstance(s, (int, float)) or not s >= 0:
-            raise ConfigError(f"a silence must last a number of seconds >= 0, got {s!r}")
-
-
-TrackItem = Union[AudioAsset, Silence]
-
-
-@attrs.frozen(eq=False)
-class JoinedTrack:
-    """The result of :func:`join_clips`: the track and where each item sits on it.
-
-    ``samples`` is float32 (channels, frames) at ``sample_rate``; ``starts[i]`` and
-    ``ends[i]`` are item ``i``'s first frame and one past its last (a clip's end overlaps the
-    next clip's start by ``fade`` frames where they crossfade).
-    """
-
-    samples: np.ndarray
-    sample_rate: int
-    fade: int
-    starts: tuple[int, ...]
-    ends: tuple[int, ...]
-
-    @property
-    def channels(self) -> int:
-        return int(self.samples.shape[0])
-
-    @property
-    def frames(self) -> int:
-        return int(self.samples.shape[1])
-
-
-def declared_crossfade(clips: Sequence[AudioAsset]) -> float:
-    """The crossfade the clips ask for: the largest ``metadata["crossfade"]`` among all clips
-    but the last when every one of them declares it (AudioStory's padding), else 0 (hard cuts)."""
-    declared = [c.metadata.get("crossfade") for c in clips[:-1]]
-    if declared and all(isinstance(d, (int, float)) and not isinstance(d, bool) and d >= 0 for d in declared):
-        return float(max(declared))  # type: ignore[type-var]
-    return 0.0
-
-
-def join_clips(
-    items: Sequence[TrackItem],
-    crossfade: float | None = None,
-    sample_rate: int | None = None,
-    channels: int | None = None,
-    peak: float | None = None,
-) -> JoinedTrack:
-    """Join clips (and silences) in order into one track, as AudioStory joins its clips.
-
-    (The ``soundtrack`` composer plays the story's mix instead, :func:`storysdk.mixing.mixdown`,
-    which joins a track's contiguous padded clips the same way.)
-
-    Every clip is resampled to ``sample_rate`` (``None``: the highest among the clips) and
-    mapped to ``channels`` (``None``: the most among the clips). Consecutive clips are joined
-    by :func:`storysdk.audio.crossfade_join` with a fade of ``int(crossfade * rate)`` frames
-    (plugins/storysdk-audiostory/docs/audiostory.md §9); ``crossfade=None`` uses :func:`declared_crossfade`. A
-    :class:`Silence` is inserted with hard cuts on both sides (``round(seconds * rate)``
-    frames), so the clips after it keep their place. ``peak`` scales the whole track to that
-    peak level (``None``: unchanged).
-    """
-    clips = [it for it in items if isinstance(it, AudioAsset)]
-    if not clips:
-        raise ConfigError("join_clips needs at least one audio clip; give the story some audio")
-    if any(not isinstance(it, (AudioAsset, Silence)) for it in items):
-        raise ConfigError("join_clips takes AudioAsset and Silence items only")
-    rate = sample_rate or max(a.sample_rate for a in clips)
-    chans = channels or max(a.channels for a in clips)
-    seconds = declared_crossfade(clips) if crossfade is None else crossfade
-    fade = int(seconds * rate)  # plugins/storysdk-audiostory/docs/audiostory.md §9: int(seconds x rate)
-
-    pieces: list[np.ndarray] = []  # runs of crossfaded clips and silences, joined by hard cuts
-    starts: list[int] = []
-    ends: list[int] = []
-    run: list[np.ndarray] = []
-    offset = 0
-
-    def close_run() -> None:
-        nonlocal offset
-        if run:
-            lengths = [p.shape[1] for p in run]
-            for start, n in zip(crossfade_offsets(lengths, fade), lengths):
-                starts.append(offset + start)
-                ends.append(offset + start + n)
-            pieces.append(crossfade_join(run, fade))
-            offset += pieces[-1].shape[1]
-            run.clear()
-
-    for item in items:
-        if isinstance(item, AudioAsset):
-            run.append(to_channels(resample(item.samples, item.sample_rate, rate), chans))
-            continue
-        close_run()
-        n = int(round(item.seconds * rate))
-        pieces.append(np.zeros((chans, n), dtype=np.float32))
-        starts.append(offset)
-        ends.append(offset + n)
-        offset += n
-    close_run()
-    joined = pieces[0] if len(pieces) == 1 else np.concatenate(pieces, axis=1)
-    if peak is not None:
-        joined = peak_normalize(joined, peak)
-    return JoinedTrack(joined, rate, fade, tuple(starts), tuple(ends))
-
+__all__ = ["SoundtrackComposer", "soundtrack_info"]
 
 _ON_THE_TIMELINE = (
     "clips sit on the story's timeline now (timeline.json) and the soundtrack is the story's mix "
