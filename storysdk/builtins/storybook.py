@@ -131,8 +131,8 @@ class StorybookComposer(Composer):
 
         image_tracks = [t for t in shown if t.modality == "image"]
         audible = any(isinstance(a, AudioAsset) for t in story.audio_tracks() for a in t.assets.values())
-        timeline = timeline_of(story)
-        mixed = mixdown(story, timeline=timeline) if audible else None
+        timeline = timeline_of(story) if audible else None
+        mixed = mixdown(story, timeline=timeline) if timeline is not None else None
         audio_tracks = [t for t in shown if t.modality == "audio" and mixed is not None and t.name in mixed.tracks]
 
         body: list[str] = []
@@ -154,7 +154,7 @@ class StorybookComposer(Composer):
                     figure.append(f'<img src="{src}" alt="{caption or f"Scene {scene.index}"}" width="{w}" '
                                   f'height="{h}" data-track="{html.escape(track.name)}">')
             players: list[str] = []
-            if mixed is not None:
+            if mixed is not None and timeline is not None:
                 players = self._players(story, scene.index, audio_tracks, mixed, timeline, sound)
             if not figure and not players:
                 continue
