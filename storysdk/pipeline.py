@@ -379,9 +379,7 @@ class Pipeline:
         :meth:`run` and :meth:`plan` call it first, before anything is planned or loaded; a
         server calls it before queueing a job. Raises :class:`~storysdk.limits.LimitError`.
         """
-        check_tracks = getattr(self._limits, "check_tracks", None)
-        if check_tracks is not None:
-            check_tracks(self.tracks)
+        self._limits.check_tracks(self.tracks)
         for comp in self.components():
             self._limits.check_options(comp.kind, comp.name, getattr(comp, "options", None))
         if request is not None:
@@ -837,9 +835,7 @@ class _Run:
             _add_note(exc, f"storysdk: while planner {track.planner.name!r} planned track {track.name!r}")
             raise
         _check_cues(track, cues, timeline)
-        check_cues = getattr(self.pipe._limits, "check_cues", None)
-        if check_cues is not None:
-            check_cues(track.name, cues, track.planner.name)
+        self.pipe._limits.check_cues(track.name, cues, track.planner.name)
         if tf is not None:
             tf.save_cues(list(cues), planner=track.planner.name)
         _emit(self.progress, "plan", track.planner.name, 1, 1, message=f"track {track.name}: {len(cues)} cues")
