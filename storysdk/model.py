@@ -827,12 +827,29 @@ class Story:
 
     def add(self, asset: Asset, track: str | None = None) -> None:
         """Add ``asset``: to track ``track`` (keyed by its cue index), or without a track to
-        :attr:`images` / :attr:`audio` (keyed by scene index)."""
+        :attr:`images` / :attr:`audio` (keyed by scene index).
+
+        A story assembled by hand without :attr:`tracks` takes ``track="images"`` and
+        ``track="audio"`` (its tracks of those names); a track of another modality than the
+        asset's, or one the story does not have, is a :class:`ConfigError`.
+        """
         if not isinstance(asset, (ImageAsset, AudioAsset)):  # pragma: no cover - guarded by the pipeline
             raise ConfigError(f"not an asset: {asset!r}")
         if track is not None:
-            self.track(track).assets[asset.scene_index] = asset
-            return
+            compat = "images" if isinstance(asset, ImageAsset) else "audio"
+            if not self.tracks and track == compat:
+                track = None  # the hand-made story's own track: its images/audio
+            else:
+                target = self.tracks.get(track) if self.tracks else None
+                if target is None:
+                    self.track(track)  # the story has no such track: its error lists the tracks
+                    raise ConfigError(f"track {track!r} is an {('audio' if compat == 'images' else 'image')} track; "
+                                      f"add the {asset.modality} asset to an {asset.modality} track")
+                if target.modality != asset.modality:
+                    raise ConfigError(f"track {track!r} is an {target.modality} track; add the {asset.modality} "
+                                      f"asset to an {asset.modality} track")
+                target.assets[asset.scene_index] = asset
+                return
         if isinstance(asset, ImageAsset):
             self.images[asset.scene_index] = asset
         else:

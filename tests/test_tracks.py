@@ -38,7 +38,7 @@ from storysdk import (
     derive_seed,
     hookimpl,
 )
-from storysdk.model import Cue
+from storysdk.model import Cue, Track
 from storysdk.options import Field, Options
 from storysdk.output import atomic_write
 from storysdk.testing import FakeAudioGenerator, FakeImageGenerator, make_registry
@@ -733,3 +733,27 @@ def test_interleaved_planner_with_a_whole_plan_pace_track_is_refused() -> None:
                      timing={"mode": "track", "track": "voice", "padding": 0.25}, registry=make_registry()
                      ).run(StoryRequest(script=SCRIPT, seed=1))
     assert [s.duration for s in story.timeline.scenes] == [0.26, 0.26, 0.26]  # 80 frames at 8 kHz + 0.25 s
+
+
+# -- the model's tracks -----------------------------------------------------------------------
+def test_story_add_to_tracks() -> None:
+    plan = StoryPlan(scenes=[Scene(0, "a"), Scene(1, "b")])
+    picture, clip = ImageAsset(1, Image.new("RGB", (2, 2))), AudioAsset(0, np.zeros((1, 8), np.float32), 8000)
+    hand = Story(plan=plan)
+    hand.add(picture, track="images")
+    hand.add(clip, track="audio")
+    assert hand.images == {1: picture} and hand.audio == {0: clip}
+    assert hand.track("images").assets == {1: picture} and [c.index for c in hand.track("images").cues] == [1]
+    with pytest.raises(ConfigError, match=r"'audio' is an audio track"):
+        hand.add(picture, track="audio")
+    with pytest.raises(ConfigError, match=r"has no track 'voice'"):
+        hand.add(clip, track="voice")
+    story = Story(plan=plan, tracks={"frames": Track("frames", "image"), "voice": Track("voice", "audio")})
+    story.add(picture, track="frames")
+    story.add(clip, track="voice")
+    assert story.tracks["frames"].assets == {1: picture} and story.tracks["voice"].assets == {0: clip}
+    assert story.images == {} and story.audio == {}
+    with pytest.raises(ConfigError, match=r"'voice' is an audio track"):
+        story.add(picture, track="voice")
+    with pytest.raises(ConfigError, match=r"has no track 'images'; its tracks: frames, voice"):
+        story.add(picture, track="images")
