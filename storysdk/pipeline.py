@@ -979,8 +979,6 @@ class _Run:
             wanted = {c.index for c in batch}
             try:
                 for asset in gen.generate(batch, ctx):
-                    if self.stop.is_set():
-                        raise _Stopped("stopped: another track rendering side by side failed")
                     _check_asset(gen, asset, wanted)
                     if tf is not None:
                         tf.save_asset(asset)
@@ -988,6 +986,8 @@ class _Run:
                     self._record(track, out.cue(asset.scene_index), asset)
                     done += 1
                     _emit(self.progress, "generate", label, done, len(todo), asset.scene_index)
+                    if self.stop.is_set():  # a finished asset is kept (saved above), then the track stops
+                        raise _Stopped("stopped: another track rendering side by side failed")
             except StorySDKError:
                 raise
             except Exception as exc:

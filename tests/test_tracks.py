@@ -757,3 +757,35 @@ def test_story_add_to_tracks() -> None:
         story.add(picture, track="voice")
     with pytest.raises(ConfigError, match=r"has no track 'images'; its tracks: frames, voice"):
         story.add(picture, track="images")
+
+
+class Quiet(Generator):
+    """Never reports: it stops at its next asset, which is kept."""
+
+    name = "quiet"
+    modality = "audio"
+
+    def __init__(self, failed: threading.Event, started: threading.Event) -> None:
+        super().__init__()
+        self.failed, self.started = failed, started
+        self.asked: list[int] = []
+
+    def generate(self, scenes: Sequence[Scene], ctx: RenderContext) -> Iterator[AudioAsset]:
+        for s in scenes:
+            self.asked.append(s.index)
+            if s.index == 1:
+                self.started.set()
+                assert self.failed.wait(20)
+                time.sleep(0.3)  # the failure has reached the pipeline by now
+            yield AudioAsset(s.index, np.full((1, 80), 0.1, np.float32), 8000, made_by=self.name)
+
+
+def test_a_side_by_side_track_without_reports_stops_at_its_next_asset_and_keeps_it(tmp_path: Path) -> None:
+    failed, started = threading.Event(), threading.Event()
+    quiet = Quiet(failed, started)
+    pipe = Pipeline(planner="fake-planner", tracks={"frames": {"generator": Failing(failed, started)},
+                                                    "sound": {"generator": quiet}}, parallel=True, registry=make_registry())
+    with pytest.raises(RuntimeError, match=r"broke on scene 1"):
+        pipe.run(StoryRequest(script=SCRIPT, seed=1), out_dir=tmp_path)
+    assert quiet.asked == [0, 1]
+    assert sorted(p.name for p in (tmp_path / "tracks/sound").glob("*.wav")) == ["scene-0000.wav", "scene-0001.wav"]
