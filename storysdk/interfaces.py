@@ -149,7 +149,8 @@ class TrackContext:
     ``timeline`` (a :class:`storysdk.timeline.Timeline`) holds every scene's start and duration;
     the cues :meth:`Planner.plan_track` returns go on that clock. :meth:`text` is the track's
     ``text`` template filled for a scene (``None``: the scene has no text for this track and
-    gets no cue). :meth:`report` is the progress channel and cancellation point, as
+    gets no cue). ``seed`` is the track's seed (its ``seed`` setting, else the story's), for a
+    planner that samples. :meth:`report` is the progress channel and cancellation point, as
     :meth:`RenderContext.report`.
     """
 
@@ -160,6 +161,7 @@ class TrackContext:
     template: str = "{prompt}"
     component: str = ""
     progress: ProgressCallback | None = None
+    seed: int = 0
 
     def text(self, scene: Scene) -> str | None:
         from .tracks import render_text

@@ -825,8 +825,10 @@ class _Run:
         out = self.story.tracks[track.name]
         tf = self._track_folder(track)
         _emit(self.progress, "plan", track.planner.name, 0, 1, message=f"track {track.name}")
+        seed = track.settings.seed if track.settings.seed is not None else self.story.plan.seed
         ctx = TrackContext(request=self.request, plan=self.story.plan, timeline=timeline, track=track.name,
-                           template=track.settings.text, component=track.planner.name, progress=self.progress)
+                           template=track.settings.text, component=track.planner.name, progress=self.progress,
+                           seed=seed)
         try:
             cues = track.planner.plan_track(self.story.plan, ctx)
         except StorySDKError:

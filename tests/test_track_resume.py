@@ -148,6 +148,7 @@ class QueryEvents(Planner):
         super().__init__()
         self.forbid = forbid
         self.calls = 0
+        self.seeds: list[int] = []
 
     def plan(self, request: StoryRequest) -> StoryPlan:
         raise NotImplementedError
@@ -156,6 +157,7 @@ class QueryEvents(Planner):
         if self.forbid:
             raise AssertionError("the saved cues should have been reused")
         self.calls += 1
+        self.seeds.append(ctx.seed)
         cues: list[Cue] = []
         for scene in plan.scenes:
             span = ctx.timeline.scene(scene.index)
@@ -234,6 +236,14 @@ def test_resume_reuses_saved_cues_and_their_tokens(tmp_path: Path) -> None:
     # the same files as an uninterrupted run
     query_pipeline(QueryEvents()).run(REQ, out_dir=tmp_path / "b")
     assert folder_bytes(tmp_path / "a") == folder_bytes(tmp_path / "b")
+    assert planner.seeds == [3]  # the story's seed: the track sets none
+
+
+def test_a_track_planner_gets_the_tracks_seed() -> None:
+    planner = QueryEvents()
+    Pipeline(planner="fake-planner", tracks={"amb": {"planner": planner, "generator": QueryAudio(), "seed": 77}},
+             registry=make_registry()).run(REQ)
+    assert planner.seeds == [77]
 
 
 def test_a_track_planned_again_drops_the_old_cues_files(tmp_path: Path) -> None:
