@@ -27,7 +27,7 @@ from .errors import ConfigError
 from .model import Scene
 from .options import Field, Options, suggest, validate_options
 
-__all__ = ["TRACK_KEYS", "TrackSettings", "check_track_name", "check_template", "render_text", "validate_settings"]
+__all__ = ["TRACK_KEYS", "TrackSettings", "check_track_name", "check_template", "render_text"]
 
 #: The keys of a track table besides its settings.
 COMPONENT_KEYS = ("generator", "planner", "tokenizers")

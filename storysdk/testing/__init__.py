@@ -15,8 +15,8 @@ from ..hookspecs import Register, hookimpl
 from ..registry import Registry
 from .fakes import (
     FakeAudioGenerator,
-    FakeEventPlanner,
     FakeComposer,
+    FakeEventPlanner,
     FakeImageGenerator,
     FakeInterleavedPlanner,
     FakePlanner,
@@ -25,8 +25,8 @@ from .fakes import (
 
 __all__ = [
     "FakeAudioGenerator",
-    "FakeEventPlanner",
     "FakeComposer",
+    "FakeEventPlanner",
     "FakeImageGenerator",
     "FakeInterleavedPlanner",
     "FakePlanner",
