@@ -789,3 +789,9 @@ def test_a_side_by_side_track_without_reports_stops_at_its_next_asset_and_keeps_
         pipe.run(StoryRequest(script=SCRIPT, seed=1), out_dir=tmp_path)
     assert quiet.asked == [0, 1]
     assert sorted(p.name for p in (tmp_path / "tracks/sound").glob("*.wav")) == ["scene-0000.wav", "scene-0001.wav"]
+
+
+def test_a_track_planner_that_plans_no_stories_says_so() -> None:
+    pipe = Pipeline(planner="fake-events", generators=["fake-image"], registry=make_registry())
+    with pytest.raises(ConfigError, match=r"fake-events plans a track's cues, not a story: use it as a track's planner"):
+        pipe.run(StoryRequest(script=SCRIPT, seed=1))

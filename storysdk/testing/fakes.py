@@ -15,6 +15,7 @@ from typing import ClassVar
 import numpy as np
 from PIL import Image
 
+from ..errors import ConfigError
 from ..interfaces import Composer, Generator, Planner, RenderContext, StepContext, Tokenizer, TrackContext
 from ..model import AudioAsset, Cue, ImageAsset, Modality, Scene, Story, StoryPlan, StoryRequest, Tokens
 from ..options import Field, Options
@@ -172,7 +173,11 @@ class FakeEventPlanner(Planner):
         per_scene: int = Field(2, ge=1, le=16, description="cues per scene")
 
     def plan(self, request: StoryRequest) -> StoryPlan:
-        raise NotImplementedError("fake-events only plans tracks")
+        raise ConfigError(
+            "fake-events plans a track's cues, not a story: use it as a track's planner "
+            "(tracks={'ambience': {'planner': 'fake-events', 'generator': 'fake-audio'}}) and plan the story "
+            "with another planner (fake-planner)"
+        )
 
     def plan_track(self, plan: StoryPlan, ctx: TrackContext) -> list[Cue]:
         cues: list[Cue] = []
