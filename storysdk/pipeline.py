@@ -69,6 +69,8 @@ Parallel = Union[bool, Literal["devices"]]
 DEFAULT_MAX_SCENES = 64
 #: The key of a composer table naming the sub-folder it writes into (not one of its options).
 COMPOSER_DIR_KEY = "dir"
+#: Folders of the output folder that hold the run's own files (no composer dir may lie inside one).
+RESERVED_DIRS = ("tracks", "tokens")
 
 
 def _add_note(exc: BaseException, note: str) -> None:
@@ -266,6 +268,9 @@ class Pipeline:
                     or not Path(sub).parts or "\\" in sub):
                 raise ConfigError(f"composer dir must be a folder inside the output folder (e.g. \"comic-b\"), got {sub!r}")
             sub = Path(sub).as_posix()  # "b/", "./b" and "b" are one folder
+            if Path(sub).parts[0] in RESERVED_DIRS:
+                raise ConfigError(f"composer dir {sub!r} is inside the run's own {Path(sub).parts[0]}/ folder; "
+                                  f"choose another folder (e.g. \"{Path(sub).name}-pages\")")
         else:
             sub = ""
         comp = self._build("composer", spec)

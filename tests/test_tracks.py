@@ -380,6 +380,13 @@ def test_composer_dir_must_be_inside_the_folder(bad: object) -> None:
                  registry=make_registry())
 
 
+@pytest.mark.parametrize("bad", ["tracks", "tracks/fake-image", "./tokens/x"])
+def test_composer_dir_must_not_be_the_runs_own_folders(bad: str) -> None:
+    with pytest.raises(ConfigError, match=r"inside the run's own (tracks|tokens)/ folder"):
+        Pipeline(planner="fake-planner", generators=["fake-image"], composers=[{"name": "fake-composer", "dir": bad}],
+                 registry=make_registry())
+
+
 def test_a_file_written_by_two_composers_is_a_component_error(tmp_path: Path) -> None:
     pipe = Pipeline(planner="fake-planner", generators=["fake-image"], composers=["fake-composer", Writer()],
                     registry=make_registry())
