@@ -122,12 +122,17 @@ class Pipeline:
     >>> story = pipe.run(StoryRequest(script="...", seed=1), out_dir="out")   # doctest: +SKIP
 
     ``generators=[...]`` is the one-track-per-modality shorthand: each generator becomes a track
-    named after it. ``tokenizers`` are story tokenizers: they run on the story's scenes and every
-    track's cues get their tokens (a track's own ``tokenizers`` run on its cues). ``timing`` (a
+    named after it. ``tokenizers`` are story tokenizers: they run on the story's scenes (on a
+    resume only on the scenes some track still has to render) and every track's cues get their
+    scene's tokens, a track planner's cues too. A track's own ``tokenizers`` run on its cues
+    first; a kind a cue has only from its scene is theirs to replace. ``timing`` (a
     :class:`~storysdk.timeline.Timing` or its fields) decides each scene's length, ``mix`` (a
     :class:`~storysdk.mixing.Mix` or its fields) the master settings of the soundtrack, and
-    ``parallel`` which tracks render side by side (:data:`Parallel`). A composer table may name
-    a ``dir`` to write into (two composers of one kind need distinct ones).
+    ``parallel`` which tracks render side by side (:data:`Parallel`): when one of them fails
+    (or the run is interrupted), the others stop at their next report or asset, keeping what
+    they finished, and the first real error is raised. A composer table (or the options of a
+    ``(name, options)`` spec) may name a ``dir`` to write into: a folder inside the output
+    folder, outside ``tracks/`` and ``tokens/``; two composers of one kind need distinct ones.
 
     ``defaults`` are options given to every named component that declares them
     (``{"preset": "tiny", "steps": 4}``); explicit options win, and a key that no component
