@@ -284,3 +284,30 @@ class TestFakeEventsContract(TrackPlannerContract):
     name = "fake-events"
     options = {"per_scene": 3}
     bad_options = [({"per_scene": 0}, "per_scene"), ({"per_scene": 17}, "per_scene")]
+
+
+def test_an_interleaved_story_with_tracks_resumes_byte_identical(tmp_path: Path) -> None:
+    def pipe() -> Pipeline:
+        return Pipeline(planner="fake-interleaved", tokenizers=["fake-tokenizer"], tracks={
+            "frames": {"generator": "fake-image"},
+            "voice": {"generator": ("fake-audio", {"per_character": 0.05}), "text": "{caption}"},
+            "events": {"planner": "fake-events", "generator": "fake-audio"},
+        }, timing={"mode": "track", "track": "voice", "padding": 0.1}, composers=["fake-composer"],
+            registry=make_registry())
+
+    request = StoryRequest(prompt="a quiet harbour", num_scenes=4, seed=8)
+
+    def stop(event: ProgressEvent) -> None:  # during the third scene's picture
+        if event.stage == "generate" and event.component == "fake-image (frames)" and event.scene_index == 1:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        pipe().run(request, out_dir=tmp_path / "a", progress=stop)
+    assert len(StoryPlan.load(tmp_path / "a/plan.json").scenes) == 2
+    events: list[ProgressEvent] = []
+    story = pipe().run(request, out_dir=tmp_path / "a", progress=events.append)
+    made = [(e.component, e.scene_index) for e in events if e.stage == "generate" and e.scene_index is not None]
+    assert ("fake-image (frames)", 0) not in made and ("fake-audio (voice)", 1) not in made
+    assert ("fake-image (frames)", 2) in made and len(story.plan.scenes) == 4
+    pipe().run(request, out_dir=tmp_path / "b")
+    assert folder_bytes(tmp_path / "a") == folder_bytes(tmp_path / "b")
