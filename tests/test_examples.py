@@ -9,6 +9,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import soundfile as sf
 from PIL import Image
@@ -45,9 +46,19 @@ def test_there_are_story_files_and_one_mixes_images_and_audio() -> None:
         "seed-story-tiny.toml",
     ]
     mixed = storysdk.load_story_file(EXAMPLES / "mixed-story.toml")
-    assert [g["name"] for g in mixed.generators] == ["diffusers-image", "diffusers-audio"]
+    assert mixed.tracks is not None and mixed.generators == []
+    assert {name: t["generator"]["name"] for name, t in mixed.tracks.items()} == {
+        "frames": "diffusers-image", "ambience": "diffusers-audio", "music": "tangoflux"}
+    assert [t["name"] for t in mixed.tracks["frames"]["tokenizers"]] == ["clip-text"]
     assert {"comic", "soundtrack", "storybook", "frames", "video"} == {c["name"] for c in mixed.composers}
     assert mixed.defaults == {"preset": "auto"}
+    assert (mixed.timing, mixed.mix["loudness"], mixed.mix["ceiling"]) == ({"mode": "plan"}, -16.0, -1.0)
+
+
+def _generator_names(story_file: storysdk.StoryFile) -> list[str]:
+    if story_file.tracks is not None:
+        return [t["generator"]["name"] for t in story_file.tracks.values()]
+    return [g["name"] for g in story_file.generators]
 
 
 @pytest.mark.parametrize("path", STORY_FILES, ids=lambda p: p.name)
@@ -56,11 +67,14 @@ def test_story_file_parses_builds_and_plans(path: Path) -> None:
     pipe = story_file.pipeline(defaults={"preset": "tiny"})  # what --preset tiny builds
     assert pipe.planner.name == story_file.planner["name"]
     assert [t.name for t in pipe.tokenizers] == [t["name"] for t in story_file.tokenizers]
-    assert [g.name for g in pipe.generators] == [g["name"] for g in story_file.generators]
+    assert [g.name for g in pipe.generators] == _generator_names(story_file)
+    if story_file.tracks is not None:
+        assert list(pipe.tracks) == list(story_file.tracks)
     assert [c.name for c in pipe.composers] == [c["name"] for c in story_file.composers]
     plan = pipe.plan(story_file.request)
     assert plan.scenes and plan.seed == story_file.request.seed
     json.loads(plan.to_json())
+    pipe.check_plan(plan)  # every component (each track's too) accepts the plan before a model loads
 
 
 def test_mixed_story_plan_follows_the_script() -> None:
@@ -80,30 +94,46 @@ def test_mixed_story_plan_follows_the_script() -> None:
 
 
 def test_mixed_story_renders_on_the_tiny_preset(tmp_path: Path) -> None:
-    """The demo's story file, shrunk (2 scenes, 64 px, 1 step), renders every deliverable."""
+    """The demo's story file, shrunk (2 scenes, 64 px, 1 step), renders every deliverable on one
+    timeline: the MP4 lasts as long as the soundtrack and the timeline (within one video frame),
+    and the soundtrack's peak stays under full scale."""
     story_file = storysdk.load_story_file(EXAMPLES / "mixed-story.toml")
     story_file.request.width = story_file.request.height = 64
-    for gen in story_file.generators:
-        gen["steps"] = 1
+    assert story_file.tracks is not None
+    for track in story_file.tracks.values():
+        track["generator"]["steps"] = 1
     pipe = story_file.pipeline(defaults={"preset": "tiny", "device": "cpu"})
     plan = pipe.plan(story_file.request)
     plan.scenes = [plan.scenes[0], plan.scenes[3]]  # Lily alone, and the [NC] storm
     story = pipe.run(story_file.request, plan=plan, out_dir=tmp_path)
 
-    assert sorted(story.images) == sorted(story.audio) == [0, 3]
+    # the timeline: each scene as long as planned (12 s over 6 scenes), every track cued on it
+    seconds = story_file.request.duration / 6  # type: ignore[operator]
+    timeline = json.loads((tmp_path / "timeline.json").read_text())
+    assert [(s["index"], s["start"], s["duration"]) for s in timeline["scenes"]] == [
+        (0, 0.0, pytest.approx(seconds)), (3, pytest.approx(seconds), pytest.approx(seconds))]
+    total = timeline["duration"]
+    assert total == pytest.approx(2 * seconds)
+    assert list(timeline["tracks"]) == ["frames", "ambience", "music"]
+    for name, cues in timeline["tracks"].items():
+        assert [(c["scene"], c["start"], c["duration"]) for c in cues] == [
+            (s["index"], s["start"], s["duration"]) for s in timeline["scenes"]], name
+    assert sorted(story.tracks["frames"].assets) == sorted(story.images) == [0, 3]  # cues of a scene: its index
     assert {a.image.size for a in story.images.values()} == {(64, 64)}
+    music = story.tracks["music"].assets
+    assert [a.made_by for a in music.values()] == ["tangoflux", "tangoflux"]
+
     (page,) = story.files["comic"]
     assert page.is_file() and Image.open(page).size[0] >= 64
     frames = story.files["frames"]
     assert [p.suffix for p in frames] == [".webp", ".webp"]
     assert all(Image.open(p).size == (64, 64) for p in frames)
-    wav = [p for p in story.files["soundtrack"] if p.suffix == ".wav"]
-    assert len(wav) == 1
-    data, rate = sf.read(str(wav[0]), always_2d=True)
-    clip = story.audio[0]
-    assert clip.seconds == pytest.approx(2.0, abs=1 / clip.sample_rate)  # 12 s over 6 scenes
-    crossfade = story_file.composers[2]["crossfade"]
-    assert data.shape[0] == round((2 * clip.seconds - crossfade) * rate)
+    (wav,) = [p for p in story.files["soundtrack"] if p.suffix == ".wav"]
+    data, rate = sf.read(str(wav), always_2d=True)
+    assert (rate, data.shape[1]) == (44100, 2)  # the [mix] settings
+    assert data.shape[0] == round(total * rate)  # the timeline's length, to the sample
+    peak = float(np.abs(data).max())
+    assert 0.0 < peak <= 10 ** (-1.0 / 20) + 1e-6 <= 1.0  # under the -1 dBFS ceiling, so under full scale
     (html,) = [p for p in story.files["storybook"] if p.suffix == ".html"]
     text = html.read_text(encoding="utf-8")
     assert "The Crystal Cave" in text
@@ -111,6 +141,7 @@ def test_mixed_story_renders_on_the_tiny_preset(tmp_path: Path) -> None:
         assert scene.caption in text
     manifest = json.loads((tmp_path / "files.json").read_text())
     assert set(manifest) == {"comic", "frames", "soundtrack", "storybook", "video"}
+
     (mp4,) = [p for p in story.files["video"] if p.suffix == ".mp4"]
     import av
 
@@ -119,8 +150,12 @@ def test_mixed_story_renders_on_the_tiny_preset(tmp_path: Path) -> None:
         assert kinds == ["audio", "subtitle", "video"]
         video = container.streams.video[0]
         assert (video.codec_context.width, video.codec_context.height) == (64, 64)
-        seconds = container.duration / av.time_base
-    assert seconds == pytest.approx(data.shape[0] / rate, abs=0.05)  # the soundtrack's length
+        frame = 1 / float(video.average_rate)
+        mp4_seconds = container.duration / av.time_base
+        decoded = sum(1 for _ in container.decode(video=0))
+    assert abs(mp4_seconds - data.shape[0] / rate) <= frame  # the soundtrack's length
+    assert abs(mp4_seconds - total) <= frame  # the timeline's
+    assert abs(decoded * frame - total) <= frame
 
 
 def test_python_api_example_runs(tmp_path: Path) -> None:
@@ -140,9 +175,9 @@ def test_python_api_example_runs(tmp_path: Path) -> None:
     md = (out / "story.md").read_text(encoding="utf-8")
     for caption in ("Ada finishes her robot.", "It wakes up!", "They go out to see the city."):
         assert caption in md
-    for link in re.findall(r"\]\((images/[^)]+)\)", md):
-        assert (out / link).is_file()
-    assert len(list((out / "images").glob("scene-*.png"))) == 3
+    links = re.findall(r"\]\(([^)]+\.png)\)", md)
+    assert len(links) == 3 and all((out / link).is_file() for link in links), links  # its pictures, on their track
+    assert {(out / link).parent.parent.name for link in links} == {"tracks"}
 
 
 @pytest.mark.parametrize("doc", RUNNABLE_DOCS, ids=lambda p: p.name)
