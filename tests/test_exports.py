@@ -15,12 +15,13 @@ import storysdk
 EXPORTED = {
     "storysdk": [
         "AudioAsset", "BusyError", "Character", "CheckpointError", "Component", "ComponentCache",
-        "ComponentError", "ComponentInfo", "Composer", "ConfigError", "DeviceOptions", "FailedPlugin",
-        "Field", "Generator", "ImageAsset", "JobCancelled", "LimitError", "Limits", "OptionInfo", "Options", "OutputFolderError",
-        "Pipeline", "PlanContext", "Planner", "PluginError", "PluginInfo", "ProgressEvent", "Register", "Registration",
-        "Registry", "RenderContext", "Scene", "ScriptError", "StepContext", "Story", "StoryFile",
-        "StoryPlan", "StoryRequest", "StorySDKError", "Tokenizer", "Tokens", "UnknownComponentError",
-        "__version__", "derive_seed", "get_registry", "hookimpl", "load_story_file",
+        "ComponentError", "ComponentInfo", "Composer", "ConfigError", "Cue", "DeviceOptions", "FailedPlugin",
+        "Field", "Generator", "ImageAsset", "JobCancelled", "LimitError", "Limits", "Mix", "OptionInfo", "Options",
+        "OutputFolderError", "Pipeline", "PlanContext", "Planner", "PluginError", "PluginInfo", "ProgressEvent",
+        "Register", "Registration", "Registry", "RenderContext", "Scene", "ScriptError", "StepContext", "Story",
+        "StoryFile", "StoryPlan", "StoryRequest", "StorySDKError", "Timeline", "Timing", "Tokenizer", "Tokens",
+        "Track", "TrackContext", "UnknownComponentError", "__version__", "derive_seed", "get_registry", "hookimpl",
+        "load_story_file",
     ],
     "storysdk.limits": ["LIMITS", "LimitError", "LimitInfo", "Limits"],
     "storysdk.model": [
@@ -32,7 +33,7 @@ EXPORTED = {
         "RenderContext", "StepContext", "Tokenizer", "TrackContext", "derive_seed",
     ],
     "storysdk.timeline": ["TIMELINE_FORMAT", "CueSpan", "Span", "Timeline", "Timing", "scene_durations", "timeline_of"],
-    "storysdk.mixing": ["Mix", "Mixdown", "duck_envelope", "mixdown", "place_track"],
+    "storysdk.mixing": ["Mix", "Mixdown", "duck_envelope", "measure_loudness", "mixdown", "place_track"],
     "storysdk.tracks": ["TRACK_KEYS", "TrackSettings", "check_track_name", "check_template", "render_text"],
     "storysdk.runtime": [
         "OFFLOAD_MODES", "PRESETS", "Resolved", "Weights", "apply_offload", "check_weights_file",
@@ -59,7 +60,7 @@ EXPORTED = {
     ],
     "storysdk.testing.contract": [
         "ComponentContract", "ComposerContract", "GeneratorContract", "PlannerContract", "TokenizerContract",
-        "folder_bytes",
+        "TrackPlannerContract", "folder_bytes",
     ],
 }
 

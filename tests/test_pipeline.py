@@ -398,16 +398,22 @@ class _PaddedAudio(Generator):
 
 
 def test_resumed_assets_keep_their_metadata(tmp_path: Path) -> None:
+    # the clips set each scene's length (timing mode "track"): what they sound, less their padding
     pipe = Pipeline(planner="fake-planner", generators=[_PaddedAudio()], composers=["soundtrack"],
-                    registry=make_registry())
+                    timing={"mode": "track", "track": "padded-audio"}, registry=make_registry())
     req = StoryRequest(script="a\nb\nc", seed=2)
     first = pipe.run(req, out_dir=tmp_path)
     wav = (tmp_path / "soundtrack.wav").read_bytes()
+    timeline = (tmp_path / "timeline.json").read_bytes()
     assert first.audio[1].metadata == {"crossfade": 0.25, "note": "padded"}
+    assert [(s.start, s.duration) for s in first.timeline.scenes] == [(0.0, 0.25), (0.25, 0.25), (0.5, 0.25)]
     again = pipe.run(req, out_dir=tmp_path)  # every clip is loaded from disk
     assert again.audio[1].metadata == {"crossfade": 0.25, "note": "padded", "resumed": True}
-    # the declared padding still drives the join: 3 clips of 0.5 s with 2 joins of 0.25 s
+    # the declared padding still drives the timeline and the join: 3 clips of 0.5 s, each sounding
+    # 0.25 s, the contiguous ones crossfaded over their 0.25 s padding, the last one's padding past
+    # the story's end (0.75 s) left out
+    assert (tmp_path / "timeline.json").read_bytes() == timeline
     assert (tmp_path / "soundtrack.wav").read_bytes() == wav
     import soundfile as sf
 
-    assert sf.info(str(tmp_path / "soundtrack.wav")).frames == 3 * 4000 - 2 * 2000
+    assert sf.info(str(tmp_path / "soundtrack.wav")).frames == 3 * 4000 - 2 * 2000 - 2000

@@ -133,7 +133,8 @@ def test_bad_options_are_config_errors(registry: storysdk.Registry) -> None:
 def test_options_are_declared_with_descriptions(registry: storysdk.Registry) -> None:
     info = registry.get("composer", "template-contact-sheet")
     rows = {o.name: o for o in info.option_info()}
-    assert list(rows) == ["columns", "thumb", "padding", "label_size", "filename"]
+    assert list(rows) == ["columns", "thumb", "padding", "label_size", "filename", "track"]
+    assert (rows["track"].default, ContactSheetComposer.track_options) == (None, {"track": "image"})
     assert (rows["thumb"].type, rows["thumb"].default, rows["thumb"].constraints) == ("int", 128, (">= 8",))
     assert all(o.description for o in rows.values())
     assert ContactSheetComposer(columns=2).options.columns == 2
@@ -199,26 +200,102 @@ def test_mixed_pipeline_renders_and_reruns_identically(registry: storysdk.Regist
 
     def run(out: Path) -> storysdk.Story:
         pipe = storysdk.Pipeline(
-            planner="fake-planner",
-            generators=[("template-shapes", {"shapes": 3}), "fake-audio"],
-            composers=[("template-contact-sheet", {"columns": 2, "thumb": 32}), "fake-composer"],
+            planner=("fake-planner", {"duration": 1.5}),
+            tracks={  # a picture and a clip for every scene, each track in its own folder
+                "shapes": {"generator": ("template-shapes", {"shapes": 3})},
+                "beeps": {"generator": "fake-audio"},
+            },
+            composers=[("template-contact-sheet", {"columns": 2, "thumb": 32, "track": "shapes"}), "fake-composer"],
             registry=registry,
         )
         return pipe.run(request, out_dir=out)
 
     story = run(tmp_path / "a")
-    assert sorted(story.images) == [0, 1, 2, 3] and sorted(story.audio) == [0, 1, 2, 3]
+    shapes, beeps = story.tracks["shapes"], story.tracks["beeps"]
+    assert (shapes.modality, shapes.generator, beeps.modality) == ("image", "template-shapes", "audio")
+    assert sorted(shapes.assets) == [0, 1, 2, 3] and sorted(beeps.assets) == [0, 1, 2, 3]
+    assert story.images == shapes.assets and story.audio == beeps.assets  # by scene: the first track of each
     (sheet,) = story.files["template-contact-sheet"]
     assert Image.open(sheet).size == (2 * 32 + 3 * 8, 2 * (32 + 18) + 3 * 8)
     # every picture the pipeline saved is the one the generator draws for that scene
     plan = storysdk.StoryPlan.load(tmp_path / "a" / "plan.json")
     direct = _render(ShapesGenerator(shapes=3), plan)
     for i in range(4):
-        saved = Image.open(tmp_path / "a" / "images" / f"scene-{i:04d}.png").convert("RGB")
+        saved = Image.open(tmp_path / "a" / "tracks" / "shapes" / f"scene-{i:04d}.png").convert("RGB")
         assert saved.tobytes() == direct[i]
+        assert (tmp_path / "a" / "tracks" / "beeps" / f"scene-{i:04d}.wav").is_file()
+    # one clock: the scenes follow each other at their planned 1.5 s, each track's cue spans its scene
+    assert [(s.index, s.start, s.duration) for s in story.timeline.scenes] == [(i, 1.5 * i, 1.5) for i in range(4)]
+    assert story.timeline.total == 6.0 and all(beeps.assets[i].seconds == 1.5 for i in range(4))
+    for name in ("shapes", "beeps"):
+        assert [(c.scene, c.start, c.duration) for c in story.timeline.tracks[name]] == [
+            (i, 1.5 * i, 1.5) for i in range(4)]
     # same seed, fresh folder: byte-identical files
     run(tmp_path / "b")
     assert sheet.read_bytes() == (tmp_path / "b" / "contact-sheet.png").read_bytes()
+
+
+def test_the_sheet_shows_the_track_its_option_names(registry: storysdk.Registry, tmp_path: Path) -> None:
+    """Two image tracks: one sheet of the first (no ``track``), one of the second in its own ``dir``."""
+    request = storysdk.StoryRequest(script="dawn\nnoon\ndusk", width=32, height=32, seed=11)
+    options = {"columns": 3, "thumb": 32}
+    pipe = storysdk.Pipeline(
+        planner="fake-planner",
+        tracks={"plain": {"generator": ("template-shapes", {"shapes": 1})},
+                "busy": {"generator": ("template-shapes", {"shapes": 9}), "seed": 5}},
+        composers=[("template-contact-sheet", options),
+                   {"name": "template-contact-sheet", **options, "track": "busy", "dir": "busy"}],
+        registry=registry,
+    )
+    story = pipe.run(request, out_dir=tmp_path)
+    assert story.files["template-contact-sheet"] == [tmp_path / "contact-sheet.png"]
+    assert story.files["busy/template-contact-sheet"] == [tmp_path / "busy" / "contact-sheet.png"]
+    # the busy track is drawn with its own seed: 9 shapes from seed 5, not the story's 11
+    plan = story.plan
+    busy = _render(ShapesGenerator(shapes=9), storysdk.StoryPlan(scenes=plan.scenes, width=32, height=32, seed=5))
+    assert {i: a.image.tobytes() for i, a in story.tracks["busy"].assets.items()} == busy
+    assert _render(ShapesGenerator(shapes=1), plan) == {i: a.image.tobytes() for i, a in story.images.items()}
+    # each sheet is the one a story holding only that track's pictures gives
+    for name, path in (("plain", tmp_path / "contact-sheet.png"), ("busy", tmp_path / "busy" / "contact-sheet.png")):
+        alone = storysdk.Story(plan=plan, images=dict(story.tracks[name].assets))  # type: ignore[arg-type]
+        (reference,) = ContactSheetComposer(**options).compose(alone, tmp_path / f"ref-{name}")
+        assert path.read_bytes() == reference.read_bytes()
+    assert (tmp_path / "contact-sheet.png").read_bytes() != (tmp_path / "busy" / "contact-sheet.png").read_bytes()
+
+
+@pytest.mark.parametrize("track, problem", [("beeps", "is an audio track"), ("shape", "is not one of the pipeline's tracks")])
+def test_a_sheet_of_a_track_that_is_not_an_image_track_is_refused_when_built(
+    registry: storysdk.Registry, track: str, problem: str
+) -> None:
+    with pytest.raises(storysdk.ConfigError) as info:
+        storysdk.Pipeline(
+            planner="fake-planner",
+            tracks={"shapes": {"generator": "template-shapes"}, "beeps": {"generator": "fake-audio"}},
+            composers=[("template-contact-sheet", {"track": track})],
+            registry=registry,
+        )
+    assert str(info.value).startswith(
+        f"composer 'template-contact-sheet': track = {track!r} {problem}; image tracks: shapes")
+
+
+def test_the_readme_python_block_runs_as_written(registry: storysdk.Registry, tmp_path: Path,
+                                                 monkeypatch: pytest.MonkeyPatch) -> None:
+    import re
+
+    import storysdk.registry
+
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    (block,) = re.findall(r"^```python\n(.*?)^```", readme.read_text(encoding="utf-8"), flags=re.S | re.M)
+    monkeypatch.setattr(storysdk.registry, "_default", registry)  # the built-ins and this plugin
+    monkeypatch.chdir(tmp_path)
+    namespace: dict[str, object] = {}
+    exec(compile(block, f"{readme}:python-block", "exec", dont_inherit=True), namespace)  # noqa: S102
+    story = namespace["story"]
+    assert isinstance(story, storysdk.Story)
+    assert story.files["template-contact-sheet"] == [Path("out/shapes/contact-sheet.png")]  # as the comment says
+    out = tmp_path / "out" / "shapes"
+    assert sorted(p.name for p in (out / "tracks" / "shapes").glob("*.png")) == [f"scene-000{i}.png" for i in range(3)]
+    assert Image.open(out / "contact-sheet.png").size == (3 * 128 + 4 * 8, 128 + 18 + 2 * 8)
 
 
 def test_make_registry_with_the_plugin_module() -> None:
