@@ -38,6 +38,7 @@ from typing import Any
 
 import attrs
 import numpy as np
+from pydantic import field_validator
 
 from .audio import crossfade_join, crossfade_offsets, resample, resampled_length, to_channels
 from .errors import ComponentError, ConfigError
@@ -60,12 +61,18 @@ class Mix(Options):
     channels: int | None = Field(None, ge=1, le=8, description="None: the most among the clips (mono clips are repeated)")
     loudness: float | None = Field(
         DEFAULT_LOUDNESS, ge=-70, le=0, allow_inf_nan=False,
-        description="integrated loudness of the mix in LUFS (ITU-R BS.1770-4); None: no loudness normalisation",
+        description="integrated loudness of the mix in LUFS (ITU-R BS.1770-4); None or \"off\" (a story file has "
+        "no null): no loudness normalisation",
     )
     ceiling: float = Field(
         DEFAULT_CEILING, ge=-60, le=0, allow_inf_nan=False,
         description="the mix's sample peak is scaled down to at most this many dBFS (it never clips)",
     )
+
+    @field_validator("loudness", mode="before")
+    @classmethod
+    def _off(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and value.strip().lower() == "off" else value
 
 
 @attrs.frozen(eq=False)

@@ -54,7 +54,7 @@ from .options import suggest, validate_options
 from .output import OutputFolder, TrackFolder, atomic_write, fingerprint
 from .registry import KINDS, ComponentInfo, Registry, get_registry
 from .timeline import Timeline, Timing, check_timing, scene_durations
-from .tracks import TrackSettings, check_template, check_track_name, render_text, split_track_table, validate_settings
+from .tracks import SCENE_FIELDS, TrackSettings, check_template, check_track_name, render_text, split_track_table, validate_settings
 
 __all__ = ["ComponentSpec", "Pipeline", "PipelineTrack", "TrackSpec"]
 
@@ -326,7 +326,7 @@ class Pipeline:
                             else "is not one of the pipeline's tracks")
                     raise ConfigError(
                         f"composer {comp.name!r}: {option} = {name!r} {what}; {modality} tracks: "
-                        f"{', '.join(fitting) or '(none)'}{suggest(str(name), fitting)}"
+                        f"{', '.join(fitting) or '(none)'}.{suggest(str(name), fitting)}"
                     )
 
     @property
@@ -470,6 +470,7 @@ class Pipeline:
         self._limits.check_plan(_timed_plan(plan, plan.scenes, durations))
         timeline = Timeline.of_scenes(plan.scenes, durations, self.timing)
         for track in self.tracks.values():
+            _check_texts(track, plan)
             if track.planner is not None:
                 track.planner.check_plan(plan)
                 continue
@@ -950,6 +951,23 @@ class _Run:
                 scene.tokens[t.kind] = t
             _emit(self.progress, "tokenize", tok.name, len(todo), len(todo))
 
+    def _inheritable(self, cue: Cue) -> dict[str, Tokens]:
+        """The scene tokens ``cue`` may take: all of them when it renders its scene's prompt; when its
+        track's text template gives it another text, none of the story tokenizers' (they encode the
+        scene's prompt, not the cue's: its generator encodes the cue's own text, or the track's own
+        tokenizer does). A planner's tokens (SEED-Story's features, AudioStory's queries) always pass."""
+        scene = self.story.plan.scene(cue.scene)
+        tokens = dict(scene.tokens)
+        if cue.prompt == scene.prompt:
+            return tokens
+        story_made = {t.name for t in self.pipe.tokenizers}
+        for kind, tok in list(tokens.items()):
+            if tok.made_by in story_made:
+                del tokens[kind]
+                if cue.tokens.get(kind) is tok:
+                    del cue.tokens[kind]
+        return tokens
+
     def _progress(self) -> ProgressCallback | None:
         """The progress channel of a track's components: also where a track stops when another
         track rendering side by side failed."""
@@ -972,7 +990,7 @@ class _Run:
         # the track's own tokenizers run on its cues first (a kind a cue has only from its scene
         # is theirs to replace), then every cue gets its scene's tokens (the story tokenizers',
         # which may have run after the cue was made) of the kinds it has none of
-        scene_tokens = {c.index: dict(self.story.plan.scene(c.scene).tokens) for c in todo}
+        scene_tokens = {c.index: self._inheritable(c) for c in todo}
         plan = _track_plan(self.story.plan, out.cues)
         self._tokenize(track.tokenizers, todo, plan, track.name, inherited=scene_tokens)
         for cue in todo:
@@ -1058,6 +1076,23 @@ class _Run:
                 f"composer(s) {names_failed} failed ({type(first).__name__}: {first}); the tracks' assets and the "
                 f"other composers' files are saved in {folder.root}"
             ) from first
+
+
+def _check_texts(track: PipelineTrack, plan: StoryPlan) -> None:
+    """A track's text template naming a text no scene of ``plan`` has (``{ambiance}`` for
+    ``{ambience}``) would leave the track silently empty: a ConfigError naming the texts there are."""
+    if not plan.scenes:
+        return
+    have = {k for s in plan.scenes for k, v in s.texts.items() if v.strip()}
+    for field in check_template(track.settings.text, track=track.name):
+        if field in SCENE_FIELDS or field in have:
+            continue
+        known = ", ".join(f"{{{k}}}" for k in sorted(have)) or "none"
+        raise ConfigError(
+            f"track {track.name!r}: its text {track.settings.text!r} names {{{field}}}, which no scene of the plan has, "
+            f"so the track would stay empty.{suggest(field, have)} The scenes' texts: {known}; every scene has "
+            "{prompt}, {caption} and {narration}"
+        )
 
 
 def _sounding(asset: AudioAsset) -> float:
