@@ -308,10 +308,10 @@ def test_story_tokens_reach_every_tracks_cues_and_track_tokenizers_their_own(tmp
     prompts = {s.index: s.prompt for s in story.plan.scenes}
     # the story tokenizer ran on the scenes: their prompts' bytes, on every cue of a scene-cued track
     assert a.calls[0]["tokens"] == {i: {"fake": prompts[i].encode()} for i in range(3)}
-    assert narr.calls[0]["tokens"] == {i: {"fake": prompts[i].encode(), "shout": f"SAY {prompts[i]}".upper().encode()}
-                                       for i in range(3)}
-    # a track planner's cues get their scene's story tokens too, but a track tokenizer of the same
-    # kind wins on that track's cues (it ran on the cue's own text)
+    # a cue that renders another text than its scene's prompt takes none of the story tokenizers'
+    # tokens (they encode the scene's prompt): only its own track's tokenizer's, made from its text
+    assert narr.calls[0]["tokens"] == {i: {"shout": f"SAY {prompts[i]}".upper().encode()} for i in range(3)}
+    # a track planner's cues (their own texts) likewise: a track tokenizer of that kind encodes their text
     cues = {c.index: c for c in story.tracks["events"].cues}
     assert planned.calls[0]["tokens"] == {i: {"fake": cues[i].prompt.upper().encode()} for i in range(6)}
     # the story's scenes keep the story tokens only
@@ -319,16 +319,19 @@ def test_story_tokens_reach_every_tracks_cues_and_track_tokenizers_their_own(tmp
     assert all(s.tokens["fake"].tensors["bytes"].tobytes() == s.prompt.encode() for s in story.plan.scenes)
 
 
-def test_story_tokens_reach_a_track_planners_cues() -> None:
-    planned = AudioRecorder()
+def test_story_tokenizer_tokens_reach_only_cues_that_render_their_scenes_prompt() -> None:
+    planned, same = AudioRecorder(), AudioRecorder()
     pipe = Pipeline(planner="fake-planner", tokenizers=["fake-tokenizer"],
-                    tracks={"events": {"planner": ("fake-events", {"per_scene": 3}), "generator": planned}},
+                    tracks={"events": {"planner": ("fake-events", {"per_scene": 3}), "generator": planned},
+                            "same": {"generator": same, "text": "{prompt}"}},
                     registry=make_registry())
     story = pipe.run(StoryRequest(script=SCRIPT, seed=5))
     seen = planned.calls[0]["tokens"]
     assert len(seen) == 9
     for cue in story.tracks["events"].cues:
-        assert seen[cue.index] == {"fake": story.plan.scene(cue.scene).prompt.encode()}
+        assert cue.prompt != story.plan.scene(cue.scene).prompt
+        assert seen[cue.index] == {}  # the scene's prompt encoded would be another text's conditioning
+    assert same.calls[0]["tokens"] == {s.index: {"fake": s.prompt.encode()} for s in story.plan.scenes}
 
 
 def test_resume_does_not_tokenize_finished_scenes_again(tmp_path: Path) -> None:
