@@ -401,3 +401,16 @@ def test_batch_refuses_a_story_with_more_tracks_than_its_limit(tmp_path: Path) -
     assert rec.error.startswith("number of tracks = 2 is over the limit tracks = 1 ")
     assert not (tmp_path / "out" / "two-tracks" / "tracks").exists()  # refused before anything rendered
     assert (tmp_path / "out" / "one-track" / "tracks" / "frames" / "scene-0000.png").is_file()
+
+
+def test_the_stories_file_of_docs_batching_md_reads_as_written(tmp_path: Path) -> None:
+    doc = (ROOT / "docs" / "batching.md").read_text(encoding="utf-8")
+    section = doc.split("## The stories file", 1)[1].split("\n## ", 1)[0]
+    block = section.split("```\n", 2)[1]
+    (tmp_path / "stories.jsonl").write_text(block, encoding="utf-8")
+    (tmp_path / "attic.toml").write_text(GOOD, encoding="utf-8")
+    entries = load_batch_file(tmp_path / "stories.jsonl")
+    assert [(e.id, e.seed) for e in entries] == [("attic", None), ("attic-seed-8", 8), ("fox", None)]
+    fox = parse_story_file(entries[2].text)
+    assert fox.tracks == {"frames": {"generator": {"name": "diffusers-image", "steps": 2}}}
+    assert [c["name"] for c in fox.composers] == ["frames"] and fox.defaults == {"preset": "tiny"}
