@@ -4,7 +4,7 @@
 
     {"id": "attic", "story": "stories/attic.toml"}
     {"id": "attic-seed-8", "story": "stories/attic.toml", "seed": 8}
-    {"id": "inline", "toml": "[story]\\nscript = \\"a cat\\"\\n[[generators]]\\nname = \\"diffusers-image\\""}
+    {"id": "inline", "toml": "[story]\\nscript = \\"a cat\\"\\n[tracks.frames]\\ngenerator = \\"diffusers-image\\""}
 
 Each line is a JSON object with exactly one of
 

@@ -10,8 +10,8 @@ GPU (or the only worker of ``storysdk serve``) busy for hours.
 
     from storysdk import Limits, Pipeline
 
-    limits = Limits(steps=100, scenes=32)          # the others keep their defaults
-    pipe = Pipeline(planner="script", generators=[("diffusers-image", {"preset": "tiny"})],
+    limits = Limits(steps=100, scenes=32, tracks=4)   # the others keep their defaults
+    pipe = Pipeline(planner="script", tracks={"frames": {"generator": ("diffusers-image", {"preset": "tiny"})}},
                     limits=limits)
 
     Limits.parse(["pixels=2048x2048", "steps=none"])   # what `storysdk run --limit ...` builds
