@@ -68,6 +68,8 @@ class ProgressEvent:
     total: int
     scene_index: int | None = None
     message: str = ""
+    #: What ``scene_index`` counts: ``"scene"``, or ``"cue"`` for a track planner's cues.
+    unit: str = "scene"
 
 
 #: The pipeline's progress callback. It may raise to stop the run: the server's jobs raise

@@ -484,6 +484,9 @@ class Scene:
         _table(f"{where}: metadata", metadata)
         texts = data.get("texts")
         texts = {} if texts is None else texts
+        if not isinstance(texts, Mapping):
+            raise ConfigError(f"{where}: texts must be a table of role = text strings (narration, ambience, "
+                              f"music, ...), got {_shown(texts)}")
         _table(f"{where}: texts", texts)
         for key, value in texts.items():
             _text(f"{where}: texts.{key}", value)

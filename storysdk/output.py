@@ -120,6 +120,12 @@ class OutputFolder:
     def __repr__(self) -> str:
         return f"OutputFolder({str(self.root)!r}{', locked' if self.locked else ''})"
 
+    @property
+    def _run_root(self) -> Path:
+        """The run's output folder (a track's folder says its parent's)."""
+        parent = getattr(self, "parent", None)
+        return parent.root if isinstance(parent, OutputFolder) else self.root
+
     # -- the lock ----------------------------------------------------------------------------
     @property
     def locked(self) -> bool:
@@ -222,7 +228,7 @@ class OutputFolder:
                 fh.write(data)
         except OSError as exc:
             raise OutputFolderError(
-                f"cannot write {path} ({exc.strerror or exc}); the finished assets are kept in {self.root}: "
+                f"cannot write {path} ({exc.strerror or exc}); the finished assets are kept in {self._run_root}: "
                 "free some space (or make the folder writable) and run the same command again to resume"
             ) from exc
         return path

@@ -78,6 +78,32 @@ def _add_note(exc: BaseException, note: str) -> None:
         exc.add_note(note)
 
 
+class _StartUp:
+    """Tracks rendering side by side start up one at a time: a track holds the lock from its start
+    until its generator first reports or yields (its models are loaded by then), so that model
+    loading, and the lazy imports of diffusers and transformers (which fail when two threads make
+    them at once), never run in two threads together. Without threads it is a no-op."""
+
+    def __init__(self, lock: threading.Lock | None) -> None:
+        self._lock = lock
+        self._held = False
+
+    def __enter__(self) -> _StartUp:
+        if self._lock is not None:
+            self._lock.acquire()
+            self._held = True
+        return self
+
+    def open(self) -> None:
+        if self._held:
+            self._held = False
+            assert self._lock is not None
+            self._lock.release()
+
+    def __exit__(self, *exc: object) -> None:
+        self.open()
+
+
 class _Stopped(StorySDKError):
     """Raised in a track rendering side by side with one that failed: it stops at its next report."""
 
@@ -296,8 +322,11 @@ class Pipeline:
         if self.timing.mode == "track":
             name = self.timing.track
             if name not in self.tracks:
+                audio = [t.name for t in self.tracks.values() if t.modality == "audio" and t.planner is None]
                 raise ConfigError(f"timing track {name!r} is not one of the pipeline's tracks ({', '.join(self.tracks) or 'none'})"
-                                  f".{suggest(str(name), self.tracks)}")
+                                  f".{suggest(str(name), self.tracks)} Set the timing's track to the audio track whose "
+                                  f"clips set the scenes' lengths ({', '.join(audio) or 'there is none: add one'}), "
+                                  "or use timing mode \"plan\" or \"fixed\"")
             pace = self.tracks[str(name)]
             if pace.modality != "audio" or pace.planner is not None:
                 raise ConfigError(f"timing track {name!r} must be an audio track without a track planner "
@@ -310,7 +339,8 @@ class Pipeline:
                 )
         for track in self.tracks.values():
             if track.modality != "audio" and (track.settings.duck is not None or track.settings.gain != 0.0):
-                raise ConfigError(f"track {track.name!r} is an image track: gain and duck are for audio tracks")
+                raise ConfigError(f"track {track.name!r} is an image track: gain and duck are for audio tracks; "
+                                  "remove them from its table")
 
     def _check_composer_tracks(self) -> None:
         """A composer option naming a track (``track = "frames"``) must name one of the right modality."""
@@ -330,9 +360,10 @@ class Pipeline:
                     )
 
     @property
-    def generators(self) -> list[Generator]:
-        """Every track's generator, in track order."""
-        return [t.generator for t in self.tracks.values()]
+    def generators(self) -> tuple[Generator, ...]:
+        """Every track's generator, in track order (read-only: a track's generator is
+        ``pipe.tracks[name].generator``)."""
+        return tuple(t.generator for t in self.tracks.values())
 
     def _build(self, kind: str, spec: ComponentSpec) -> Component:
         base = KINDS[kind][1]
@@ -408,10 +439,18 @@ class Pipeline:
         from .runtime import weights_of
 
         out: dict[str, str] = {}
+        owner = {id(c): name for name, t in self.tracks.items() for c in t.components()}
         for comp in self.components():
             used = weights_of(comp)
-            if used is not None:
-                out[f"{comp.kind} {comp.name}"] = used
+            if used is None:
+                continue
+            key = f"{comp.kind} {comp.name}"
+            track = owner.get(id(comp))
+            if track is not None and track != comp.name and (key in out or any(
+                    t.name != track and any(c.name == comp.name and c.kind == comp.kind for c in t.components())
+                    for t in self.tracks.values())):
+                key += f" ({track})"  # the same component name on two tracks: say which
+            out[key] = used
         return out
 
     def components(self) -> list[Component]:
@@ -598,6 +637,8 @@ class _Run:
         self.story: Story = None  # type: ignore[assignment]
         self.durations: dict[int, float] = {}
         self.stop = threading.Event()
+        #: Set while tracks render side by side: their start-ups run one at a time (:class:`_StartUp`).
+        self.startup: threading.Lock | None = None
         #: Tracks whose track planner's cues are known (planned now or loaded from the folder).
         self.planned: set[str] = set()
 
@@ -798,6 +839,7 @@ class _Run:
                 errors.append(exc)
                 self.stop.set()
 
+        self.startup = threading.Lock()
         with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="storysdk-track") as pool:
             try:
                 for future in [pool.submit(work, group) for group in groups]:
@@ -968,12 +1010,14 @@ class _Run:
                     del cue.tokens[kind]
         return tokens
 
-    def _progress(self) -> ProgressCallback | None:
+    def _progress(self, startup: _StartUp | None = None) -> ProgressCallback | None:
         """The progress channel of a track's components: also where a track stops when another
-        track rendering side by side failed."""
+        track rendering side by side failed, and (``startup``) where a generator's start-up ends."""
         progress, stop = self.progress, self.stop
 
         def call(event: ProgressEvent) -> None:
+            if startup is not None:
+                startup.open()
             if stop.is_set():
                 raise _Stopped("stopped: another track rendering side by side failed")
             if progress is not None:
@@ -982,6 +1026,10 @@ class _Run:
         return call
 
     def _render_track(self, track: PipelineTrack, *, scenes_only: set[int] | None = None) -> None:
+        with _StartUp(self.startup) as startup:
+            self._render_track_started(track, scenes_only, startup)
+
+    def _render_track_started(self, track: PipelineTrack, scenes_only: set[int] | None, startup: _StartUp) -> None:
         out = self.story.tracks[track.name]
         cues = [c for c in out.cues if scenes_only is None or c.scene in scenes_only]
         todo = [c for c in cues if c.index not in out.assets]
@@ -998,8 +1046,8 @@ class _Run:
                 cue.tokens.setdefault(kind, tok)
         gen = track.generator
         seed = track.settings.seed if track.settings.seed is not None else plan.seed
-        ctx = RenderContext(plan=plan, seed=seed, component=gen.name, progress=self._progress(), story=self.story,
-                            track=track.name)
+        ctx = RenderContext(plan=plan, seed=seed, component=gen.name, progress=self._progress(startup),
+                            story=self.story, track=track.name)
         tf = self._track_folder(track)
         batches = [todo] if gen.batching else [[c] for c in todo]
         done = 0
@@ -1009,13 +1057,15 @@ class _Run:
             wanted = {c.index for c in batch}
             try:
                 for asset in gen.generate(batch, ctx):
+                    startup.open()
                     _check_asset(gen, asset, wanted)
                     if tf is not None:
                         tf.save_asset(asset)
                     wanted.discard(asset.scene_index)  # after the save: a failed save names its cue
                     self._record(track, out.cue(asset.scene_index), asset)
                     done += 1
-                    _emit(self.progress, "generate", label, done, len(todo), asset.scene_index)
+                    _emit(self.progress, "generate", label, done, len(todo), asset.scene_index,
+                          unit="scene" if track.planner is None else "cue")
                     if self.stop.is_set():  # a finished asset is kept (saved above), then the track stops
                         raise _Stopped("stopped: another track rendering side by side failed")
             except StorySDKError:
@@ -1125,9 +1175,10 @@ def _emit(
     total: int,
     scene_index: int | None = None,
     message: str = "",
+    unit: str = "scene",
 ) -> None:
     if progress is not None:
-        progress(ProgressEvent(stage, component, done, total, scene_index, message))
+        progress(ProgressEvent(stage, component, done, total, scene_index, message, unit))
 
 
 def _check_indices(scenes: Iterable[Scene], who: str) -> None:

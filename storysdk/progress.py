@@ -60,7 +60,7 @@ class ProgressBar:
         total = max(ev.total, 1)
         label = f"{ev.stage:<8} {_shown(ev.component)}"
         if ev.scene_index is not None and ev.stage != "step":
-            label += f" scene {ev.scene_index}"
+            label += f" {getattr(ev, 'unit', 'scene') or 'scene'} {ev.scene_index}"
         if ev.message:
             label += f" ({ev.message})"
         if self.tty:

@@ -513,6 +513,8 @@ class Together(Generator):
     def generate(self, scenes: Sequence[Scene], ctx: RenderContext) -> Iterator[AudioAsset]:
         for s in scenes:
             self.threads.add(threading.get_ident())
+            # side-by-side tracks start up one at a time, until their generator first reports
+            ctx.report(0, 1, s.index)
             if self.barrier is not None:
                 self.barrier.wait()
             t = np.arange(800) / 8000
@@ -536,6 +538,37 @@ def test_parallel_tracks_run_in_threads_and_match_a_serial_run(tmp_path: Path) -
     assert c.threads == d.threads == {threading.get_ident()}
     side, one = files(tmp_path / "side"), files(tmp_path / "one")
     assert side == one and len([k for k in side if k.endswith(".wav")]) == 6
+
+
+def test_side_by_side_tracks_start_up_one_at_a_time_then_overlap() -> None:
+    """Model loading (and the lazy imports of diffusers/transformers, which fail in two threads at
+    once) runs one track at a time: until a generator first reports, no other track's does."""
+    state = {"loading": 0, "most": 0}
+    lock = threading.Lock()
+    barrier = threading.Barrier(2, timeout=20)
+
+    class Loading(Together):
+        loaded = False
+
+        def generate(self, scenes: Sequence[Scene], ctx: RenderContext) -> Iterator[AudioAsset]:
+            if self.loaded:
+                yield from super().generate(scenes, ctx)
+                return
+            self.loaded = True
+            with lock:
+                state["loading"] += 1
+                state["most"] = max(state["most"], state["loading"])
+            time.sleep(0.05)  # "loading a model"
+            with lock:
+                state["loading"] -= 1
+            yield from super().generate(scenes, ctx)  # reports, then meets the other track on the barrier
+
+    a, b = Loading(barrier), Loading(barrier)
+    pipe = Pipeline(planner="fake-planner", tracks={"a": {"generator": a}, "b": {"generator": b}}, parallel=True,
+                    registry=make_registry())
+    pipe.run(StoryRequest(script=SCRIPT, seed=3))
+    assert state["most"] == 1  # never two start-ups at once
+    assert a.threads != b.threads  # and the rendering still met on the barrier: side by side
 
 
 def test_parallel_devices_groups_tracks_by_device() -> None:
