@@ -252,7 +252,7 @@ def test_run_summary_lists_the_timeline_and_every_track(tmp_path: Path, capsys: 
     # a log (not a terminal): one line per asset, naming its track
     assert "2/2 generate fake-image (frames) scene 1\n" in captured.err
     assert "2/2 generate fake-audio (voice) scene 1\n" in captured.err
-    assert f"{fx}/{fx} generate fake-audio (fx) scene {fx - 1}\n" in captured.err
+    assert f"{fx}/{fx} generate fake-audio (fx) cue {fx - 1}\n" in captured.err
     assert f"1/1 plan     fake-events (track fx: {fx} cues)\n" in captured.err
 
 

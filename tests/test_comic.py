@@ -357,7 +357,7 @@ def test_the_track_option_is_checked_when_the_pipeline_is_built() -> None:
     with pytest.raises(ConfigError, match=r"composer 'comic': track = 'voice' is an audio track; image tracks: frames"):
         Pipeline(planner="fake-planner", tracks=tracks, composers=[("comic", {"track": "voice"})], registry=reg)
     with pytest.raises(ConfigError, match=r"composer 'comic': track = 'frame' is not one of the pipeline's tracks; "
-                                          r"image tracks: frames Did you mean 'frames'\?"):
+                                          r"image tracks: frames. Did you mean 'frames'\?"):
         Pipeline(planner="fake-planner", tracks=tracks, composers=[("comic", {"track": "frame"})], registry=reg)
     with pytest.raises(ConfigError, match=r"option track=3: input should be a valid string"):
         ComicComposer(track=3)
