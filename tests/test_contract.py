@@ -86,7 +86,7 @@ class TestFrames(ComposerContract):
 class TestSoundtrack(ComposerContract):
     name = "soundtrack"
     request = REQUEST
-    bad_options = [({"crossfade": -1.0}, "crossfade")]
+    bad_options = [({"format": "mp3"}, "format"), ({"crossfade": -1.0}, "no longer this component")]
 
 
 class TestStorybook(ComposerContract):
