@@ -44,7 +44,7 @@ from .audio import crossfade_join, crossfade_offsets, resample, resampled_length
 from .errors import ComponentError, ConfigError
 from .model import AudioAsset, Story, Track
 from .options import Field, Options, validate_options
-from .timeline import CueSpan, Timeline, timeline_of
+from .timeline import CueSpan, Timeline, crossfade_padding, timeline_of
 
 __all__ = ["Mix", "Mixdown", "duck_envelope", "measure_loudness", "mixdown", "place_track"]
 
@@ -108,9 +108,7 @@ class Mixdown:
         return float(np.max(np.abs(self.samples))) if self.samples.size else 0.0
 
 
-def _padding(asset: AudioAsset) -> float:
-    pad = asset.metadata.get("crossfade")
-    return float(pad) if isinstance(pad, (int, float)) and not isinstance(pad, bool) and pad > 0 else 0.0
+_padding = crossfade_padding
 
 
 def _items(track: Track, spans: Sequence[CueSpan]) -> list[tuple[CueSpan, AudioAsset]]:

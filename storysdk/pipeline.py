@@ -53,7 +53,7 @@ from .model import MODALITIES, AudioAsset, Cue, ImageAsset, Scene, Story, StoryP
 from .options import suggest, validate_options
 from .output import OutputFolder, TrackFolder, atomic_write, fingerprint
 from .registry import KINDS, ComponentInfo, Registry, get_registry
-from .timeline import Timeline, Timing, check_timing, scene_durations
+from .timeline import Timeline, Timing, check_timing, scene_durations, sounding_seconds
 from .tracks import SCENE_FIELDS, TrackSettings, check_template, check_track_name, render_text, split_track_table, validate_settings
 
 __all__ = ["ComponentSpec", "Pipeline", "PipelineTrack", "TrackSpec"]
@@ -752,7 +752,7 @@ class _Run:
                 cue.start = timeline.scene(cue.scene).start
                 asset = track.assets.get(cue.index)
                 if isinstance(asset, AudioAsset):  # the cue spans what its clip sounds
-                    cue.duration = round(max(_sounding(asset), 1e-6), 6)
+                    cue.duration = round(max(sounding_seconds(asset), 1e-6), 6)
 
     # -- scene by scene ---------------------------------------------------------------------
     def _scenes(self, scenes: list[Scene], tracks: list[PipelineTrack]) -> None:
@@ -1143,13 +1143,6 @@ def _check_texts(track: PipelineTrack, plan: StoryPlan) -> None:
             f"so the track would stay empty.{suggest(field, have)} The scenes' texts: {known}; every scene has "
             "{prompt}, {caption} and {narration}"
         )
-
-
-def _sounding(asset: AudioAsset) -> float:
-    """Seconds a clip sounds on its track: its length less the crossfade padding it declares."""
-    pad = asset.metadata.get("crossfade")
-    pad = float(pad) if isinstance(pad, (int, float)) and not isinstance(pad, bool) and pad > 0 else 0.0
-    return max(asset.seconds - pad, 0.0)
 
 
 def _check_cues(track: PipelineTrack, cues: object, timeline: Timeline) -> None:

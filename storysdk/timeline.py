@@ -29,7 +29,17 @@ from .errors import ConfigError
 from .model import AudioAsset, Cue, Scene, Story, Track
 from .options import Field, Options
 
-__all__ = ["TIMELINE_FORMAT", "CueSpan", "Span", "Timeline", "Timing", "scene_durations", "timeline_of"]
+__all__ = [
+    "TIMELINE_FORMAT",
+    "CueSpan",
+    "Span",
+    "Timeline",
+    "Timing",
+    "crossfade_padding",
+    "scene_durations",
+    "sounding_seconds",
+    "timeline_of",
+]
 
 TIMELINE_FORMAT = 1
 #: A scene's length when nothing else says how long it is (the video composer's still length).
@@ -65,11 +75,16 @@ def check_timing(timing: Timing) -> None:
         raise ConfigError(f'timing names track {timing.track!r} but its mode is {timing.mode!r}; set mode = "track"')
 
 
-def _clip_seconds(asset: AudioAsset) -> float:
-    """How long a clip sounds on its track: its length less the crossfade padding it declares."""
+def crossfade_padding(asset: AudioAsset) -> float:
+    """The crossfade padding a clip declares (``metadata["crossfade"]``, AudioStory's 3 s), else 0."""
     pad = asset.metadata.get("crossfade")
-    pad = float(pad) if isinstance(pad, (int, float)) and not isinstance(pad, bool) and pad > 0 else 0.0
-    return max(asset.seconds - pad, 0.0)
+    return float(pad) if isinstance(pad, (int, float)) and not isinstance(pad, bool) and pad > 0 else 0.0
+
+
+def sounding_seconds(asset: AudioAsset) -> float:
+    """How long a clip sounds on its track: its length less the crossfade padding it declares
+    (the padding sounds under the next clip)."""
+    return max(asset.seconds - crossfade_padding(asset), 0.0)
 
 
 def scene_durations(scenes: Sequence[Scene], timing: Timing, pace: Track | None = None) -> dict[int, float]:
@@ -81,7 +96,7 @@ def scene_durations(scenes: Sequence[Scene], timing: Timing, pace: Track | None 
             out[scene.index] = timing.seconds
         elif timing.mode == "track" and pace is not None and pace.of_scene(scene.index):
             clips = [a for _, a in pace.of_scene(scene.index) if isinstance(a, AudioAsset)]
-            spoken = sum(_clip_seconds(a) for a in clips)
+            spoken = sum(sounding_seconds(a) for a in clips)
             out[scene.index] = round(max(spoken + timing.padding, timing.minimum), 6)
         else:
             out[scene.index] = planned
@@ -152,7 +167,7 @@ class Timeline:
             duration = cue.duration
             if duration is None:
                 asset = track.assets.get(cue.index)
-                duration = _clip_seconds(asset) if isinstance(asset, AudioAsset) else 0.0
+                duration = sounding_seconds(asset) if isinstance(asset, AudioAsset) else 0.0
             spans.append(CueSpan(cue.index, cue.scene, float(cue.start), float(duration)))
         self.tracks[track.name] = spans
 
@@ -238,7 +253,7 @@ def timeline_of(story: Story) -> Timeline:
                 duration = cue.duration
                 if duration is None:
                     asset = track.assets.get(cue.index)
-                    duration = _clip_seconds(asset) if isinstance(asset, AudioAsset) else 0.0
+                    duration = sounding_seconds(asset) if isinstance(asset, AudioAsset) else 0.0
                 spans.append(CueSpan(cue.index, cue.scene, float(cue.start), float(duration)))
             else:
                 span = timeline.scene(cue.scene)

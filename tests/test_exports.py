@@ -32,7 +32,8 @@ EXPORTED = {
         "Component", "Composer", "Generator", "PlanContext", "Planner", "ProgressCallback", "ProgressEvent",
         "RenderContext", "StepContext", "Tokenizer", "TrackContext", "derive_seed",
     ],
-    "storysdk.timeline": ["TIMELINE_FORMAT", "CueSpan", "Span", "Timeline", "Timing", "scene_durations", "timeline_of"],
+    "storysdk.timeline": ["TIMELINE_FORMAT", "CueSpan", "Span", "Timeline", "Timing", "crossfade_padding",
+                          "scene_durations", "sounding_seconds", "timeline_of"],
     "storysdk.mixing": ["Mix", "Mixdown", "duck_envelope", "measure_loudness", "mixdown", "place_track"],
     "storysdk.tracks": ["TRACK_KEYS", "TrackSettings", "check_track_name", "check_template", "render_text"],
     "storysdk.runtime": [
