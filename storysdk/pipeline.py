@@ -26,7 +26,7 @@ from __future__ import annotations
 import json
 import threading
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import ThreadPoolExecutor, wait
 from pathlib import Path
 from typing import Any, Literal, Union
 
@@ -842,8 +842,11 @@ class _Run:
         self.startup = threading.Lock()
         with ThreadPoolExecutor(max_workers=len(groups), thread_name_prefix="storysdk-track") as pool:
             try:
-                for future in [pool.submit(work, group) for group in groups]:
-                    future.result()
+                futures = [pool.submit(work, group) for group in groups]
+                # wait in short slices: a Ctrl-C whose signal the OS handed to a track's thread is
+                # raised here (the main thread runs Python code) within 0.1 s, not once all is done
+                while wait(futures, timeout=0.1).not_done:
+                    pass
             except BaseException:  # Ctrl-C (or a cancel) in this thread: the tracks stop at their next report
                 self.stop.set()
                 raise

@@ -664,7 +664,10 @@ def test_progress_calls_never_overlap_across_tracks() -> None:
     assert len(threads) >= 2 and overlaps == []
 
 
-def test_ctrl_c_while_tracks_render_side_by_side_stops_them(tmp_path: Path) -> None:
+@pytest.mark.parametrize("to_thread", [False, True], ids=["process", "track-thread"])
+def test_ctrl_c_while_tracks_render_side_by_side_stops_them(tmp_path: Path, to_thread: bool) -> None:
+    """Ctrl-C stops tracks rendering side by side, also when the OS hands the signal to a track's
+    thread (``to_thread``: its C handler runs there and the main thread's wait is not woken)."""
     import os
     import signal
 
@@ -681,7 +684,10 @@ def test_ctrl_c_while_tracks_render_side_by_side_stops_them(tmp_path: Path) -> N
             for s in scenes:
                 if self.send and s.index == 1:
                     time.sleep(0.2)  # the main thread waits for the tracks by now
-                    os.kill(os.getpid(), signal.SIGINT)
+                    if to_thread:
+                        signal.pthread_kill(threading.get_ident(), signal.SIGINT)
+                    else:
+                        os.kill(os.getpid(), signal.SIGINT)
                 for step in range(300):
                     ctx.report(step, 300, s.index)
                     self.reports += 1
