@@ -698,8 +698,14 @@ def test_ctrl_c_while_tracks_render_side_by_side_stops_them(tmp_path: Path, to_t
     pipe = Pipeline(planner="fake-planner", tracks={"a": {"generator": a}, "b": {"generator": b}}, parallel=True,
                     registry=make_registry())
     started = time.monotonic()
-    with pytest.raises(KeyboardInterrupt):
-        pipe.run(StoryRequest(script=SCRIPT, seed=1), out_dir=tmp_path)
+    # Ctrl-C as in an interactive process: a process started in the background by a shell
+    # (make test &, some CI runners) inherits SIGINT ignored, and Python then raises nothing
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            pipe.run(StoryRequest(script=SCRIPT, seed=1), out_dir=tmp_path)
+    finally:
+        signal.signal(signal.SIGINT, previous)
     # both stopped at a report during scene 1 (9 s of reports were left to do)
     assert 300 <= a.reports < 600 and 300 <= b.reports < 600
     assert time.monotonic() - started < 6
