@@ -4,7 +4,7 @@ A component declares its options as a nested ``Options`` class, a pydantic model
 validator (:func:`validate_options`) checks every value before the component exists, and
 ``storysdk plugins --options NAME`` prints the same declarations::
 
-    from typing import Literal
+    from typing import TypeVar, Literal
     from storysdk import Generator, Options, Field
 
     class Solid(Generator):
@@ -36,7 +36,7 @@ import difflib
 import types
 import typing
 from collections.abc import Iterable, Mapping
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, TypeVar
 
 import attrs
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -107,7 +107,11 @@ def _who(kind: str, name: str) -> str:
     return f"{kind} {name!r}" if kind else repr(name)
 
 
-def validate_options(cls: type[Options], values: Mapping[str, Any], *, kind: str = "", name: str = "") -> Options:
+#: An :class:`Options` subclass (what :func:`validate_options` returns an instance of).
+OptionsT = TypeVar("OptionsT", bound="Options")
+
+
+def validate_options(cls: type[OptionsT], values: Mapping[str, Any], *, kind: str = "", name: str = "") -> OptionsT:
     """``cls(**values)``, or a :class:`ConfigError` naming the option, the problem and the fix.
 
     An unknown name gets a "did you mean" suggestion, a former name (``cls.renamed``) the name

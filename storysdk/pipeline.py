@@ -116,7 +116,7 @@ class PipelineTrack:
     generator: Generator
     planner: Planner | None = None
     tokenizers: list[Tokenizer] = attrs.field(factory=list)
-    settings: TrackSettings = attrs.field(factory=TrackSettings)
+    settings: TrackSettings = attrs.field(factory=lambda: TrackSettings())
 
     @property
     def modality(self) -> str:

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import attrs
 
 from .errors import ConfigError
-from .model import AudioAsset, Cue, Scene, Story, Track
+from .model import AudioAsset, Scene, Story, Track
 from .options import Field, Options
 
 __all__ = [
@@ -216,12 +216,6 @@ def _seconds(value: Any) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) or value < 0:
         raise ValueError(f"{value!r} is not a number of seconds >= 0")
     return float(value)
-
-
-def cues_for(scenes: Sequence[Scene], timeline: Timeline) -> list[Cue]:
-    """One cue per scene, spanning the scene (the cues of a track without a track planner)."""
-    return [Cue.of_scene(s, start=timeline.scene(s.index).start, duration=timeline.scene(s.index).duration)
-            for s in scenes]
 
 
 def timeline_of(story: Story) -> Timeline:

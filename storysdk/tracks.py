@@ -25,7 +25,7 @@ from typing import Any
 
 from .errors import ConfigError
 from .model import Scene
-from .options import Field, Options, suggest, validate_options
+from .options import Field, Options, OptionsT, suggest, validate_options
 
 __all__ = ["TRACK_KEYS", "TrackSettings", "check_track_name", "check_template", "render_text"]
 
@@ -116,7 +116,7 @@ def split_track_table(name: str, table: Mapping[str, Any]) -> tuple[dict[str, An
     return components, settings
 
 
-def validate_settings(cls: type[Options], data: Any, *, what: str) -> Options:
+def validate_settings(cls: type[OptionsT], data: Any, *, what: str) -> OptionsT:
     """``cls(**data)`` for a table of settings that belongs to no component (``[timing]``,
     ``[mix]``): an unknown key (with a suggestion) or a bad value is a ConfigError that starts
     with ``what`` (``"timing"``, ``"story.toml: [mix]"``)."""
