@@ -1,0 +1,1 @@
+"""storysdk-speech: narration generators (Piper in a separate process, transformers TTS)."""
