@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+from collections.abc import Iterator, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,9 @@ from PIL import Image
 
 from storysdk import Pipeline, StoryRequest
 from storysdk.builtins.video import VideoComposer, fit_picture, plan_video
+from storysdk.captions import draw_caption
 from storysdk.errors import ConfigError
+from storysdk.interfaces import Generator, RenderContext
 from storysdk.mixing import Mix, mixdown
 from storysdk.model import AudioAsset, Cue, ImageAsset, Scene, Story, StoryPlan, Track
 from storysdk.testing import make_registry
@@ -600,3 +604,153 @@ def test_pipeline_with_fake_components_writes_the_mp4(tmp_path: Path) -> None:
     assert rate == 8000 and samples.shape[1] >= 24000
     info = json.loads((tmp_path / "video.json").read_text())
     assert info["track"] == "fake-image" and info["audio"]["tracks"] == ["fake-audio"]
+
+
+# -- narration subtitles: one cue per sentence ----------------------------------------------------
+class SentenceVoice(Generator):
+    """A test voice: each sentence of its text a tone of ``per_character`` s per character, the
+    sentences ``gap`` s apart, recorded in ``metadata["sentences"]`` as a speech generator does."""
+
+    name = "sentence-voice"
+    modality = "audio"
+
+    def __init__(self, per_character: float = 0.0137, gap: float = 0.21, rate: int = SR) -> None:
+        super().__init__()
+        self.per_character, self.gap, self.rate = per_character, gap, rate
+
+    def generate(self, scenes: Sequence[Scene], ctx: RenderContext) -> Iterator[AudioAsset]:
+        for scene in scenes:
+            parts, sentences, t = [], [], 0
+            for k, text in enumerate(re.split(r"(?<=[.!?])\s+", scene.prompt.strip())):
+                if k:
+                    parts.append(np.zeros(int(round(self.gap * self.rate)), np.float32))
+                    t += parts[-1].size
+                parts.append(tone(len(text) * self.per_character, 0.4, self.rate)[0])
+                sentences.append({"text": text, "start": t / self.rate, "end": (t + parts[-1].size) / self.rate})
+                t += parts[-1].size
+            yield AudioAsset(scene.index, np.concatenate(parts)[None], self.rate, made_by=self.name,
+                             metadata={"sentences": sentences, "voice": "test"})
+
+
+def sound_onsets(x: np.ndarray, rate: int, silence: float = 0.1) -> list[float]:
+    """Seconds where the sound starts after at least ``silence`` s of zeros (or at the start)."""
+    loud = np.nonzero(np.abs(x) > 1e-4)[0]
+    starts = [loud[0]] + [b for a, b in zip(loud, loud[1:]) if b - a > silence * rate]
+    return [(int(s) - 1) / rate for s in starts]  # a sine from 0: its first sample is silent
+
+
+SCRIPT = "The fox wakes. It runs to the river!\nA bird sings.\nRain falls. The frog hides. Night comes?"
+
+
+def test_narration_subtitles_start_with_each_sentence(tmp_path: Path) -> None:
+    pipe = Pipeline(
+        planner="fake-planner",
+        tracks={"frames": {"generator": "fake-image"},
+                "ambience": {"generator": "fake-audio"},
+                "narration": {"generator": SentenceVoice(), "text": "{narration}", "duck": 10}},
+        timing={"mode": "track", "track": "narration", "padding": 0.4},
+        composers=[("video", {"captions": "narration"})],
+        registry=make_registry(),
+    )
+    story = pipe.run(StoryRequest(script=SCRIPT, seed=2, width=32, height=32), out_dir=tmp_path)
+    sentences = [s for line in SCRIPT.splitlines() for s in re.split(r"(?<=[.!?])\s+", line)]
+    cues = subtitles(tmp_path / "story.mp4")
+    assert [c[2] for c in cues] == sentences  # one cue per sentence, in order, instead of one per scene
+
+    # where each sentence starts on the timeline: the clip's cue start + the sentence's start in the clip
+    saved = json.loads((tmp_path / "timeline.json").read_text())["tracks"]["narration"]
+    want = []
+    for cue in saved:
+        meta = story.track("narration").assets[cue["index"]].metadata["sentences"]
+        for k, s in enumerate(meta):
+            end = meta[k + 1]["start"] if k + 1 < len(meta) else s["end"]
+            want.append((cue["start"] + s["start"], cue["start"] + end))
+    for (start, end, _), (w0, w1) in zip(cues, want):
+        assert abs(start / 1000 - w0) <= 0.001 and abs(end / 1000 - w1) <= 0.001
+    # not rounded to video frames: some sentences start well between two frames at 24 fps
+    assert max(abs(w0 * 24 - round(w0 * 24)) / 24 for w0, _ in want) > 0.01
+    # and that is where the narration sounds in the story's mix (an independent check of the timing)
+    mixed = mixdown(story)
+    heard = sound_onsets(mixed.tracks["narration"][0], mixed.sample_rate)
+    assert len(heard) == len(cues)
+    assert [c[0] / 1000 for c in cues] == pytest.approx(heard, abs=0.001)
+
+    info = json.loads((tmp_path / "video.json").read_text())
+    assert info["narration_track"] == "narration" and info["subtitles"] is True
+    assert [(c["start_ms"], c["end_ms"], c["text"]) for c in info["cues"]] == cues
+    assert [c["sentence"] for c in info["cues"]] == [0, 1, 0, 0, 1, 2]
+    assert [c["scene"] for c in info["cues"]] == [0, 0, 1, 2, 2, 2]
+    assert [c["start"] for c in info["cues"]] == pytest.approx([w0 for w0, _ in want], abs=1e-6)
+
+
+def narrated_story(size=(128, 96)) -> Story:
+    """Two scenes by hand: scene 0's narration clip has two sentences, scene 1's clip has none."""
+    scenes = [Scene(0, "p0", caption="cap 0", texts={"narration": "Hello there. Bye now."}),
+              Scene(1, "p1", caption="cap 1", texts={"narration": "The end."})]
+    story = Story(StoryPlan(scenes=scenes), mix=PLAIN)
+    story.add(ImageAsset(0, Image.new("RGB", size, BLUE)))
+    story.add(ImageAsset(1, Image.new("RGB", size, RED)))
+    voice = SentenceVoice(per_character=0.05, gap=0.2)
+    story.add(next(voice.generate([Scene(0, "Hello there. Bye now.")], None)))  # type: ignore[arg-type]
+    story.add(AudioAsset(1, tone(0.5, 0.3), SR))
+    return story
+
+
+def test_burned_narration_follows_the_sentences(tmp_path: Path) -> None:
+    story = narrated_story()
+    meta = story.audio[0].metadata["sentences"]
+    assert [t for s in meta for t in (s["start"], s["end"])] == pytest.approx([0, 0.6, 0.8, 1.2])  # 12, 8 characters
+    mp4, js = VideoComposer(captions="narration", burn_captions=True).compose(story, tmp_path)
+    # scene 1 has no sentences: its whole narration text over its frames (frame 29 to the end)
+    assert subtitles(mp4) == [(0, 800, "Hello there."), (800, 1200, "Bye now."), (ms(29), ms(41), "The end.")]
+    _, pixels, _ = video_frames(mp4)
+    refs = {(pic, text): np.asarray(draw_caption(Image.new("RGB", (128, 96), pic), text), int)
+            for pic in (BLUE, RED) for text in ("Hello there.", "Bye now.", "The end.")}
+    shown = [min(refs, key=lambda k: float(np.abs(p.astype(int) - refs[k]).mean())) for p in pixels]
+    want = [(BLUE, "Hello there.")] * frame_of(0.8) + [(BLUE, "Bye now.")] * (29 - frame_of(0.8))
+    assert shown == want + [(RED, "The end.")] * (41 - 29)
+    info = json.loads(js.read_text())
+    assert info["narration_track"] == "audio" and [c["sentence"] for c in info["cues"]] == [0, 1, None]
+
+
+def test_narration_track_option_picks_the_track_and_is_checked(tmp_path: Path) -> None:
+    story = narrated_story(size=(32, 32))
+    scenes = story.plan.scenes
+    story.tracks = {
+        "frames": image_track("frames", scenes, {0: BLUE, 1: RED}),
+        "ambience": Track("ambience", "audio", [Cue.of_scene(s) for s in scenes],
+                          {i: AudioAsset(i, tone(0.6, 0.1), SR) for i in (0, 1)}),
+        "voice": Track("voice", "audio", [Cue.of_scene(scenes[0])], {0: story.audio[0]}),
+        "other": Track("other", "audio", [Cue.of_scene(scenes[1])], {1: AudioAsset(1, tone(0.6, 0.2), SR, metadata={
+            "sentences": [{"text": "One.", "start": 0.1, "end": 0.2}, {"text": "Two.", "start": 0.3, "end": 0.4}]})}),
+    }
+    t1 = timeline_of(story).scene(1).start  # the scenes last the first audio track's clips: 0.6 s each
+    assert t1 == pytest.approx(0.6)
+    first, _ = VideoComposer(captions="narration").compose(story, tmp_path / "a")  # the first track with sentences
+    # voice's 1.2 s clip runs on into scene 1 (from frame 14): "Bye now." is heard at 0.8 s, after the start of
+    # scene 1's cue; each cue ends where the next one starts
+    assert subtitles(first) == [(0, ms(14), "Hello there."), (ms(14), 800, "The end."), (800, 1200, "Bye now.")]
+    chosen, js = VideoComposer(captions="narration", narration_track="other").compose(story, tmp_path / "b")
+    assert subtitles(chosen) == [(0, ms(frame_of(0.6)), "Hello there. Bye now."), (700, 900, "One."), (900, 1000, "Two.")]
+    assert json.loads(js.read_text())["narration_track"] == "other"
+    plain, js = VideoComposer(captions="narration", narration_track="ambience").compose(story, tmp_path / "c")
+    assert [c[2] for c in subtitles(plain)] == ["Hello there. Bye now.", "The end."]  # no sentences: scene cues
+    assert json.loads(js.read_text())["narration_track"] is None
+    captions, _ = VideoComposer(narration_track="voice").compose(story, tmp_path / "d")  # captions: scene cues
+    assert [c[2] for c in subtitles(captions)] == ["cap 0", "cap 1"]
+    with pytest.raises(ConfigError, match=r"narration_track = 'voise': the story has no such track; its audio "
+                                          r"tracks: ambience, voice, other\. Did you mean 'voice'\?"):
+        VideoComposer(captions="narration", narration_track="voise").compose(story, tmp_path / "x")
+    with pytest.raises(ConfigError, match="narration_track = 'frames' is an image track; choose an audio track: amb"):
+        VideoComposer(captions="narration", narration_track="frames").compose(story, tmp_path / "x")
+    story.tracks["other"].assets[1].metadata["sentences"] = [{"text": "One.", "start": 0.3}]
+    with pytest.raises(ConfigError, match=r"track 'other', cue 1: malformed metadata\['sentences'\] \(KeyError: 'end'\); "
+                                          "give each sentence its text and its start and end in seconds"):
+        VideoComposer(captions="narration", narration_track="other").compose(story, tmp_path / "x")
+    with pytest.raises(ConfigError, match="option narration_track=3: input should be a valid string"):
+        VideoComposer(narration_track=3)
+    for name, what in [("frames", "is an image track; audio tracks: voice"), ("nope", "is not one of the pipeline's")]:
+        with pytest.raises(ConfigError, match=f"composer 'video': narration_track = '{name}' {what}"):
+            Pipeline(planner="fake-planner", tracks={"frames": {"generator": "fake-image"},
+                                                     "voice": {"generator": "fake-audio"}},
+                     composers=[("video", {"narration_track": name})], registry=make_registry())

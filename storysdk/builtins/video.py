@@ -35,6 +35,16 @@ the scene's caption (``captions="caption"``) or the text its narration speaks
 on the pictures as the comic composer draws it (:func:`storysdk.captions.draw_caption`). No
 text at all: no subtitle track.
 
+Narration subtitles. With ``captions="narration"`` and a narration track whose clips carry
+``metadata["sentences"]`` (``[{"text", "start", "end"}]``, seconds within the clip, in order:
+what a speech generator such as ``piper`` records), a scene whose clip has sentences gets one
+cue per sentence instead of one for the scene: it starts at the clip's cue start on the
+timeline plus the sentence's ``start`` (in whole ms, not rounded to frames) and lasts until
+the next sentence of the clip starts (the last one: until its ``end``). A cue never runs past
+the next cue's start or the video's end. Scenes without sentences keep their scene cue. The
+track is ``narration_track`` (``None``: the first audio track whose clips carry sentences).
+Burned-in captions then follow the same cues: a frame shows the text of the cue it falls in.
+
 Pictures are fitted to the frame size aspect kept, centred on black (letterbox); a picture
 at most one pixel larger in each direction (an odd size rounded down to even) is cropped at
 the right and bottom instead of being scaled. Encoding is :func:`storysdk.video_encode.write_mp4`.
@@ -46,7 +56,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -60,8 +70,8 @@ from ..captions import draw_caption
 from ..errors import ConfigError
 from ..interfaces import Composer
 from ..mixing import Mix, Mixdown, mixdown
-from ..model import AudioAsset, ImageAsset, Modality, Story
-from ..options import Field, Options
+from ..model import AudioAsset, ImageAsset, Modality, Story, Track
+from ..options import Field, Options, suggest
 from ..output import atomic_path
 from ..timeline import Timeline, timeline_of
 from ..tracks import check_track_name
@@ -70,7 +80,7 @@ from ..video_encode import Cue as Subtitle
 from .fields import check_font_path, font_path_field, font_size_field, pair
 from .frames import atomic_write_bytes
 
-__all__ = ["Shot", "VideoComposer", "VideoPlan", "fit_picture", "frame_rate", "plan_video"]
+__all__ = ["Caption", "Shot", "VideoComposer", "VideoPlan", "fit_picture", "frame_rate", "narration_of", "plan_video"]
 
 _MOVED_CROSSFADE = (
     "clips are placed on the story's timeline now and the video's audio is the story's mix (storysdk.mixing), "
@@ -99,11 +109,28 @@ class Shot:
     end_frame: int
 
 
+@attrs.frozen
+class Caption:
+    """One subtitle cue: ``text`` shown from ``start`` to ``end`` seconds, video frames
+    ``[first_frame, end_frame)``; ``scene`` is its scene, ``sentence`` the sentence's index in
+    that scene's narration clip (``None``: the scene's whole text over its span)."""
+
+    scene: int
+    text: str
+    start: Fraction
+    end: Fraction
+    first_frame: int
+    end_frame: int
+    sentence: int | None = None
+
+
 @attrs.frozen(eq=False)
 class VideoPlan:
     """The shots of a video, its frame count and rate, the picture track and the timeline they follow.
 
-    ``pictures`` maps a scene index to the picture shown from that scene on.
+    ``pictures`` maps a scene index to the picture shown from that scene on. ``captions`` are the
+    subtitle cues in time order; ``narration`` names the audio track whose sentences timed them
+    (``None``: one cue per scene).
     """
 
     shots: tuple[Shot, ...]
@@ -112,6 +139,8 @@ class VideoPlan:
     track: str
     pictures: Mapping[int, ImageAsset]
     timeline: Timeline
+    captions: tuple[Caption, ...] = ()
+    narration: str | None = None
 
     @property
     def total(self) -> Fraction:
@@ -123,8 +152,98 @@ def _round_half_up(value: Fraction) -> int:
     return int((value * 2 + 1) // 2)
 
 
+def _ms(seconds: Fraction) -> int:
+    return _round_half_up(seconds * 1000)
+
+
 def _exact(seconds: float) -> Fraction:
     return Fraction(repr(round(float(seconds), 6)))  # the decimal timeline.json records, exactly
+
+
+def _sentences(track: Track, cue: int, asset: AudioAsset) -> list[tuple[str, Fraction, Fraction]]:
+    """The clip's ``metadata["sentences"]`` as (text, start, end) seconds within the clip; a
+    malformed list is a ConfigError naming the track and cue."""
+    given = asset.metadata.get("sentences")
+    if given is None:
+        return []
+    out: list[tuple[str, Fraction, Fraction]] = []
+    try:
+        if isinstance(given, (str, bytes)) or not isinstance(given, Sequence):
+            raise TypeError(f"a list of sentences, got {type(given).__name__}")
+        for item in given:
+            text, start, end = item["text"], item["start"], item["end"]
+            if not isinstance(text, str):
+                raise TypeError(f"text must be a string, got {type(text).__name__}")
+            times = []
+            for t in (start, end):
+                if isinstance(t, bool) or not isinstance(t, (int, float)) or not math.isfinite(t) or t < 0:
+                    raise ValueError(f"{t!r} is not a number of seconds >= 0")
+                times.append(_exact(t))
+            if times[1] < times[0] or (out and times[0] < out[-1][1]):
+                raise ValueError(f"sentence {len(out)} ({start!r} to {end!r} s) ends before it starts or starts "
+                                 "before the previous one ends")
+            out.append((text, times[0], times[1]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise ConfigError(
+            f"track {track.name!r}, cue {cue}: malformed metadata['sentences'] ({type(exc).__name__}: {exc}); "
+            "give each sentence its text and its start and end in seconds within the clip, in order "
+            "([{'text': ..., 'start': ..., 'end': ...}]), or leave metadata['sentences'] out"
+        ) from exc
+    return out
+
+
+def _has_sentences(track: Track) -> bool:
+    return any(isinstance(a, AudioAsset) and a.metadata.get("sentences") for a in track.assets.values())
+
+
+def narration_of(story: Story, name: str | None = None) -> Track | None:
+    """The narration track: the audio track ``name`` (a name the story lacks, or an image track,
+    is a :class:`ConfigError` listing its audio tracks), else the first audio track whose clips
+    carry ``metadata["sentences"]`` (``None`` when there is none)."""
+    if name is None:
+        return next((t for t in story.audio_tracks() if _has_sentences(t)), None)
+    tracks = story.all_tracks()
+    audio = ", ".join(t.name for t in story.audio_tracks()) or "(none)"
+    if name not in tracks:
+        raise ConfigError(f"narration_track = {name!r}: the story has no such track; its audio tracks: {audio}."
+                          f"{suggest(name, [t.name for t in story.audio_tracks()])}")
+    if tracks[name].modality != "audio":
+        raise ConfigError(f"narration_track = {name!r} is an {tracks[name].modality} track; choose an audio track: {audio}")
+    return tracks[name]
+
+
+def _captions(story: Story, shots: Sequence[Shot], timeline: Timeline, fps: Fraction, frames: int,
+              narration: Track | None) -> tuple[Caption, ...]:
+    """The subtitle cues: each shot's text over its frames, or a narrated scene's sentences."""
+    total = Fraction(frames) / fps  # the video's end
+    starts = {c.index: c.start for c in timeline.tracks.get(narration.name, [])} if narration is not None else {}
+    raw: list[tuple[int, str, Fraction, Fraction, int | None, bool]] = []
+    for shot in shots:
+        spoken: list[tuple[int, str, Fraction, Fraction, int | None, bool]] = []
+        if narration is not None:
+            for cue, asset in narration.of_scene(shot.index):
+                if not isinstance(asset, AudioAsset):
+                    continue
+                at = _exact(starts.get(cue.index, cue.start))
+                sentences = _sentences(narration, cue.index, asset)
+                for k, (text, start, end) in enumerate(sentences):
+                    until = sentences[k + 1][1] if k + 1 < len(sentences) else end
+                    spoken.append((shot.index, text.strip(), at + start, at + until, k, False))
+        if spoken:
+            raw += spoken
+        else:
+            start, end = Fraction(shot.first_frame) / fps, Fraction(shot.end_frame) / fps
+            raw.append((shot.index, shot.text.strip(), start, end, None, True))
+    raw.sort(key=lambda c: c[2])
+    out: list[Caption] = []
+    for k, (scene, text, start, end, sentence, framed) in enumerate(raw):
+        first, last = (min(frames, _round_half_up(t * fps)) for t in (start, end))
+        end = min(end, total, *(c[2] for c in raw[k + 1 : k + 2]))  # never past the next cue nor the video's end
+        if not framed:
+            last = min(frames, _round_half_up(end * fps))
+        if text and (_ms(end) > _ms(start) if not framed else last > first):
+            out.append(Caption(scene, text, start, end, first, last, sentence))
+    return tuple(out)
 
 
 def plan_video(
@@ -132,11 +251,14 @@ def plan_video(
     fps: Fraction,
     track: str | None = None,
     captions: Literal["caption", "narration"] = "caption",
+    narration_track: str | None = None,
 ) -> VideoPlan | None:
     """The video of ``story`` on its timeline (see the module docstring); ``None`` without pictures.
 
     ``track`` is the image track shown (``None``: the first one; a name the story does not
-    have, or an audio track, is a :class:`ConfigError` listing its image tracks).
+    have, or an audio track, is a :class:`ConfigError` listing its image tracks). With
+    ``captions="narration"`` the subtitle cues follow the sentences of ``narration_track``
+    (:func:`narration_of`).
     """
     images = story.image_track(track)
     if images is None or not any(isinstance(a, ImageAsset) for a in images.assets.values()):
@@ -160,7 +282,11 @@ def plan_video(
     if not shots:
         return None
     shots[-1] = attrs.evolve(shots[-1], end_frame=frames)
-    return VideoPlan(tuple(shots), frames, fps, images.name, pictures, timeline)
+    narration = narration_of(story, narration_track) if captions == "narration" else None
+    cues = _captions(story, shots, timeline, fps, frames, narration)
+    timed = narration if any(c.sentence is not None for c in cues) else None
+    return VideoPlan(tuple(shots), frames, fps, images.name, pictures, timeline, cues,
+                     None if timed is None else timed.name)
 
 
 def fit_picture(image: Image.Image, size: tuple[int, int]) -> Image.Image:
@@ -216,7 +342,9 @@ class VideoComposer(Composer):
     * ``transition`` seconds of picture dissolve centred on each scene boundary (0: cuts).
     * ``subtitles`` (default true): the scenes' texts as a ``mov_text`` track; ``burn_captions``
       (default false): drawn on the pictures, with ``font_size``/``font_path``; ``captions``:
-      which text, ``"caption"`` (default) or ``"narration"``.
+      which text, ``"caption"`` (default) or ``"narration"`` (one cue per sentence where the
+      narration track's clips carry ``metadata["sentences"]``); ``narration_track``: that track
+      (``None``: the first audio track whose clips carry sentences).
     * ``size`` ``[width, height]``, or ``width`` and/or ``height`` (the other follows the first
       picture's aspect); even numbers. Default: the first picture's size rounded down to even.
     * ``crf`` x264 quality (0-51, lower is better, default 18); ``x264_preset`` (default
@@ -234,11 +362,16 @@ class VideoComposer(Composer):
     name = "video"
     description = "an MP4 of the story's timeline: each scene's picture, its caption as subtitles, the story's mix"
     requires: ClassVar[tuple[Modality, ...]] = ("image",)
-    track_options: ClassVar[dict[str, Modality]] = {"track": "image"}
+    track_options: ClassVar[dict[str, Modality]] = {"track": "image", "narration_track": "audio"}
 
     class Options(Options):
         track: str | None = Field(
             None, description="the image track whose pictures are shown; None: the story's first image track"
+        )
+        narration_track: str | None = Field(
+            None,
+            description="with captions = narration: the audio track whose clips' sentences time the subtitles "
+            "(one cue per sentence); None: the first audio track whose clips carry sentences",
         )
         fps: float = Field(
             24.0, gt=0, le=240, allow_inf_nan=False,
@@ -297,7 +430,7 @@ class VideoComposer(Composer):
         _pair = pair("size")
         _font = check_font_path()
 
-        @field_validator("track")
+        @field_validator("track", "narration_track")
         @classmethod
         def _track(cls, value: str | None) -> str | None:
             return None if value is None else check_track_name(value)
@@ -354,7 +487,7 @@ class VideoComposer(Composer):
     def compose(self, story: Story, out_dir: Path) -> list[Path]:
         require_av()
         opts = self.options
-        plan = plan_video(story, self._fps, opts.track, opts.captions)
+        plan = plan_video(story, self._fps, opts.track, opts.captions, opts.narration_track)
         if plan is None:
             return []
         size = self._size(next(iter(plan.pictures.values())).image)  # the first picture on the timeline
@@ -434,18 +567,29 @@ class VideoComposer(Composer):
         if not self.options.subtitles:
             return []
 
-        def ms(frame: int) -> int:
-            return _round_half_up(Fraction(frame) / plan.fps * 1000)
-
-        return [
-            Subtitle(ms(s.first_frame), ms(s.end_frame), s.text.strip())
-            for s in plan.shots
-            if s.text.strip() and s.end_frame > s.first_frame
-        ]
+        cues = [Subtitle(_ms(c.start), _ms(c.end), c.text) for c in plan.captions]
+        return [c for c in cues if c.end_ms > c.start_ms]
 
     def _frames(self, plan: VideoPlan, size: tuple[int, int]) -> Iterator[np.ndarray]:
+        if not (self.options.burn_captions and plan.narration is not None):
+            yield from self._pictures(plan, size, self.options.burn_captions)
+            return
+        # narration sentences: each frame shows the text of the cue it falls in, drawn over the pictures
+        texts = [""] * plan.frames
+        for c in plan.captions:
+            texts[c.first_frame : c.end_frame] = [c.text] * (c.end_frame - c.first_frame)
+        last: tuple[np.ndarray, str, np.ndarray] | None = None
+        for n, frame in enumerate(self._pictures(plan, size, False)):
+            if not texts[n]:
+                yield frame
+                continue
+            if last is None or last[0] is not frame or last[1] != texts[n]:
+                image = draw_caption(Image.fromarray(frame), texts[n], self.options.font_size, self.options.font_path)
+                last = (frame, texts[n], np.asarray(image, dtype=np.uint8))
+            yield last[2]
+
+    def _pictures(self, plan: VideoPlan, size: tuple[int, int], burn: bool) -> Iterator[np.ndarray]:
         cache: dict[tuple[int | None, str], np.ndarray] = {}
-        burn = self.options.burn_captions
 
         def picture(shot: Shot) -> np.ndarray:
             key = (shot.picture, shot.text if burn else "")
@@ -517,7 +661,13 @@ class VideoComposer(Composer):
             "transition": self.options.transition,
             "subtitles": subtitles,
             "captions": self.options.captions,
+            "narration_track": plan.narration,
             "burn_captions": self.options.burn_captions,
+            "cues": [
+                {"scene": c.scene, "sentence": c.sentence, "start": float(c.start), "end": float(c.end),
+                 "start_ms": _ms(c.start), "end_ms": _ms(c.end), "text": c.text}
+                for c in plan.captions
+            ],
             "audio": audio,
             "scenes": [
                 {
