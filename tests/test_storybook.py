@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import io
+import re
+from collections.abc import Iterator, Sequence
 from html.parser import HTMLParser
 
 import numpy as np
@@ -12,8 +14,9 @@ import soundfile as sf
 from PIL import Image
 
 from storysdk import Pipeline, StoryRequest
-from storysdk.builtins.storybook import MIX_LABEL, StorybookComposer
+from storysdk.builtins.storybook import MIX_LABEL, READ_ALOUD_LABEL, StorybookComposer
 from storysdk.errors import ComponentError, ConfigError
+from storysdk.interfaces import Generator, RenderContext
 from storysdk.mixing import Mix, mixdown
 from storysdk.model import AudioAsset, Cue, ImageAsset, Scene, Story, StoryPlan, Track
 from storysdk.testing import make_registry
@@ -317,3 +320,99 @@ def test_a_track_planner_s_pictures_are_named_by_cue(tmp_path) -> None:
 def test_bad_options(options, match) -> None:
     with pytest.raises(ConfigError, match=match):
         StorybookComposer(**options)
+
+
+# -- read aloud -----------------------------------------------------------------------------------
+class Reader(Generator):
+    """A test voice: a 0.1 s tone per word, its sentences recorded in metadata["sentences"]."""
+
+    name = "reader"
+    modality = "audio"
+
+    def generate(self, scenes: Sequence[Scene], ctx: RenderContext) -> Iterator[AudioAsset]:
+        for scene in scenes:
+            sentences, t = [], 0.0
+            for text in re.split(r"(?<=[.!?])\s+", scene.prompt.strip()):
+                d = 0.1 * len(text.split())
+                sentences.append({"text": text, "start": t, "end": t + d})
+                t += d
+            n = int(round(t * 8000))
+            wave = 0.2 * np.sin(2 * np.pi * 300 * np.arange(n) / 8000)
+            yield AudioAsset(scene.index, wave[None].astype(np.float32), 8000, made_by=self.name,
+                             metadata={"sentences": sentences})
+
+
+READ = "A fox wakes. It yawns!\nRain falls on the cave."
+
+
+@pytest.fixture(scope="module")
+def read_aloud(tmp_path_factory):
+    out = tmp_path_factory.mktemp("read")
+    pipe = Pipeline(
+        planner="fake-planner",
+        tracks={"frames": {"generator": "fake-image"},
+                "ambience": {"generator": "fake-audio", "gain": -6},
+                "voice": {"generator": Reader(), "text": "{narration}", "duck": 10}},
+        timing={"mode": "track", "track": "voice", "padding": 0.5},
+        composers=["storybook"],
+        registry=make_registry(),
+    )
+    return pipe.run(StoryRequest(script=READ, seed=4), out_dir=out)
+
+
+def readers(tags: list[tuple[str, dict]]) -> list[dict]:
+    return [a for t, a in tags if t == "div" and "read-aloud" in a.get("class", "").split()]
+
+
+def test_each_scene_has_a_read_aloud_control_for_its_narration(read_aloud) -> None:
+    story = read_aloud
+    doc = parse(story.files["storybook"][0])
+    assert doc.errors == []
+    mixed, timeline = mixdown(story), timeline_of(story)
+    rate = mixed.sample_rate
+    parts = sections(doc)
+    # the narration's player comes first, labelled "Read aloud"; the ambience keeps its own label
+    assert doc.text["div"] == [MIX_LABEL] + [READ_ALOUD_LABEL, "ambience"] * 2
+    assert doc.text["p"] == ["A fox wakes. It yawns!", "Rain falls on the cave."]  # the text it reads, beside it
+    assert doc.text["figcaption"] == READ.splitlines()
+    for scene in story.plan.scenes:
+        tags = parts[f"scene-{scene.index:03d}"]
+        (control,) = readers(tags)
+        assert control["data-track"] == "voice" and control["aria-label"] == f"Read aloud: scene {scene.index}"
+        players = [a["data-track"] for t, a in tags if t == "div" and "player" in a.get("class", "").split()]
+        assert players == ["voice", "ambience"]
+        audios = [a for t, a in tags if t == "audio"]
+        assert audios[0]["aria-label"] == READ_ALOUD_LABEL
+        data, sr = decode_audio(audios[0]["src"])
+        span = timeline.scene(scene.index)
+        lo, hi = round(span.start * rate), round(span.end * rate)
+        assert sr == rate and np.max(np.abs(data - mixed.tracks["voice"][:, lo:hi])) < 2**-22
+        # independently: the voice is not ducked; its clip at the master gain, then 0.5 s of padding in silence
+        words = len(scene.prompt.split())
+        clip = story.tracks["voice"].assets[scene.index].samples
+        assert clip.shape[1] == round(0.1 * words * 8000) and data.shape[1] == round((0.1 * words + 0.5) * rate)
+        ref = np.zeros_like(data)
+        ref[:, : clip.shape[1]] = clip * 10 ** (mixed.master_gain / 20)
+        assert np.max(np.abs(data - ref)) < 2**-21
+
+
+def test_narration_track_option_names_the_reader(read_aloud, many, tmp_path) -> None:
+    story = read_aloud
+    doc = parse(StorybookComposer(narration_track="ambience").compose(story, tmp_path / "a")[0])
+    assert doc.text["div"] == [MIX_LABEL] + [READ_ALOUD_LABEL, "voice"] * 2  # no sentences: Scene.narration
+    assert doc.text["p"] == READ.splitlines()
+    # without sentences and without the option: no read-aloud control (the many-tracks story)
+    plain = parse(StorybookComposer().compose(many[0], tmp_path / "b")[0])
+    assert all(readers(tags) == [] for tags in sections(plain).values()) and "p" not in plain.text
+    # the narration track left out by tracks: no control
+    only = parse(StorybookComposer(tracks=["frames", "ambience"]).compose(story, tmp_path / "c")[0])
+    assert all(readers(tags) == [] for tags in sections(only).values())
+    with pytest.raises(ConfigError, match=r"narration_track = 'voise': the story has no such track; its audio "
+                                          r"tracks: ambience, voice\. Did you mean 'voice'\?"):
+        StorybookComposer(narration_track="voise").compose(story, tmp_path / "x")
+    with pytest.raises(ConfigError, match="narration_track = 'frames' is an image track; choose an audio track"):
+        StorybookComposer(narration_track="frames").compose(story, tmp_path / "x")
+    with pytest.raises(ConfigError, match="composer 'storybook': narration_track = 'frames' is an image track; "
+                                          "audio tracks: voice"):
+        Pipeline(planner="fake-planner", tracks={"frames": {"generator": "fake-image"}, "voice": {"generator": "fake-audio"}},
+                 composers=[("storybook", {"narration_track": "frames"})], registry=make_registry())

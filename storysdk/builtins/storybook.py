@@ -7,6 +7,12 @@ track over the scene's span on the story's timeline, as it sounds in the story's
 (:func:`storysdk.mixing.mixdown`, ``Mixdown.tracks``: placed, with its gain and ducking and the
 master gain). Above the scenes, a player plays the whole mix, the ``soundtrack`` composer's.
 
+Read aloud. The narration track's player is each scene's "Read aloud" control: labelled so,
+first among the scene's players, with the text it reads shown beside it (the sentences its clip
+records in ``metadata["sentences"]``, else ``Scene.narration``). The narration track is
+``narration_track``, else the first audio track whose clips carry ``metadata["sentences"]`` (what
+a speech generator such as ``piper`` records); a story without one has no read-aloud control.
+
 With ``embed=True`` (default) pictures and sounds are ``data:`` URIs inside the one file; with
 ``embed=False`` they are written to ``storybook_files/`` next to it (``story.<ext>`` for the
 whole mix, ``<track>/scene-NNN.<ext>`` for a scene's picture or sound; a track planner's
@@ -32,9 +38,10 @@ from ..model import AudioAsset, Modality, Story, Track
 from ..options import Field, Options, suggest
 from ..timeline import Timeline, timeline_of
 from .fields import lower_case, quality_field
+from .video import narration_of
 from .frames import IMAGE_FORMATS, atomic_write_bytes, check_image_format, encode_image, pictures
 
-__all__ = ["StorybookComposer"]
+__all__ = ["MIX_LABEL", "READ_ALOUD_LABEL", "StorybookComposer"]
 
 _AUDIO_MIME = {"flac": "audio/flac", "wav": "audio/wav"}
 _STYLE = (
@@ -46,10 +53,15 @@ _STYLE = (
     ".scene figure{margin:0}"
     ".scene figcaption,.scene p{font-size:1.2rem;line-height:1.5;text-align:center;margin:.8rem 0}"
     ".label{font-size:.9rem;color:#666;text-align:center;margin:.8rem 0 .3rem}"
+    ".read-aloud{border:1px solid #d8d2c4;border-radius:.5rem;padding:.3rem .8rem .8rem;margin:.8rem 0}"
+    ".read-aloud .label{font-size:1rem;color:#333;font-weight:bold}"
+    ".scene .read-aloud p{font-style:italic;margin:.3rem 0}"
     "audio{display:block;width:100%;margin-top:.5rem}"
 )
 #: The label of the whole story's player.
 MIX_LABEL = "The whole story"
+#: The label of a scene's narration player.
+READ_ALOUD_LABEL = "Read aloud"
 
 
 class StorybookComposer(Composer):
@@ -58,8 +70,10 @@ class StorybookComposer(Composer):
 
     Options (declared in :class:`Options`): ``title`` (default: the plan's title, else
     "Story"), ``tracks`` (which image and audio tracks the scenes show, by name, in that order;
-    ``None``: all), ``image_format`` png/jpeg, ``quality`` (JPEG), ``audio_format`` flac
-    (24-bit) or wav (32-bit float), ``embed`` (``False``: files in ``storybook_files/``).
+    ``None``: all), ``narration_track`` (the audio track whose player reads each scene aloud;
+    ``None``: the first audio track whose clips carry sentences), ``image_format`` png/jpeg,
+    ``quality`` (JPEG), ``audio_format`` flac (24-bit) or wav (32-bit float), ``embed``
+    (``False``: files in ``storybook_files/``).
     Scenes with neither a picture nor a player are left out. Returns the HTML path, then any
     asset files in page order.
     """
@@ -67,12 +81,18 @@ class StorybookComposer(Composer):
     name = "storybook"
     description = "a self-contained HTML storybook with pictures, captions and audio players"
     requires: ClassVar[tuple[Modality, ...]] = ("image", "audio")
+    track_options: ClassVar[dict[str, Modality]] = {"narration_track": "audio"}
 
     class Options(Options):
         title: str | None = Field(None, description="the page's title; None: the plan's title, else 'Story'")
         tracks: list[str] | None = Field(
             None, min_length=1,
             description="the image and audio tracks the scenes show, by name, in this order; None: every track",
+        )
+        narration_track: str | None = Field(
+            None,
+            description="the audio track whose player reads each scene aloud (labelled 'Read aloud', with its "
+            "text); None: the first audio track whose clips carry sentences",
         )
         image_format: Literal["png", "jpeg", "jpg"] = Field(
             "png", description="picture format inside the page: png, jpeg or jpg, in any letter case"
@@ -134,6 +154,11 @@ class StorybookComposer(Composer):
         timeline = timeline_of(story) if audible else None
         mixed = mixdown(story, timeline=timeline) if timeline is not None else None
         audio_tracks = [t for t in shown if t.modality == "audio" and mixed is not None and t.name in mixed.tracks]
+        narration = narration_of(story, opts.narration_track)
+        if narration is not None and narration in audio_tracks:  # the read-aloud player comes first
+            audio_tracks.remove(narration)
+            audio_tracks.insert(0, narration)
+        reader = narration.name if narration is not None else None
 
         body: list[str] = []
         if mixed is not None:
@@ -155,7 +180,7 @@ class StorybookComposer(Composer):
                                   f'height="{h}" data-track="{html.escape(track.name)}">')
             players: list[str] = []
             if mixed is not None and timeline is not None:
-                players = self._players(story, scene.index, audio_tracks, mixed, timeline, sound)
+                players = self._players(story, scene.index, audio_tracks, mixed, timeline, sound, reader)
             if not figure and not players:
                 continue
             body.append(f'<section class="scene" id="{stem}">')
@@ -189,8 +214,9 @@ class StorybookComposer(Composer):
         return [html_path, *written]
 
     def _players(self, story: Story, index: int, tracks: Sequence[Track], mixed: Mixdown, timeline: Timeline,
-                 sound: Callable[[np.ndarray, int, str], str]) -> list[str]:
-        """One player per audio track with a cue in scene ``index``: the track over the scene's span."""
+                 sound: Callable[[np.ndarray, int, str], str], reader: str | None = None) -> list[str]:
+        """One player per audio track with a cue in scene ``index``: the track over the scene's span;
+        track ``reader``'s is the scene's read-aloud control."""
         span = timeline.scene(index)
         rate = mixed.sample_rate
         lo = min(int(round(span.start * rate)), mixed.frames)
@@ -200,7 +226,23 @@ class StorybookComposer(Composer):
             if hi <= lo or not any(isinstance(a, AudioAsset) for _, a in track.of_scene(index)):
                 continue
             src = sound(mixed.tracks[track.name][:, lo:hi], rate, f"{track.name}/scene-{index:03d}.{self.options.audio_format}")
-            label = f'<div class="label">{html.escape(track.name)}</div>' if len(tracks) > 1 else ""
-            out.append(f'<div class="player" data-track="{html.escape(track.name)}">{label}'
+            name = html.escape(track.name)
+            if track.name == reader:
+                text = html.escape(_spoken(story, track, index))
+                out.append(f'<div class="player read-aloud" data-track="{name}" role="group" '
+                           f'aria-label="{READ_ALOUD_LABEL}: scene {index}"><div class="label">{READ_ALOUD_LABEL}</div>'
+                           + (f"<p>{text}</p>" if text else "")
+                           + f'<audio controls preload="metadata" src="{src}" aria-label="{READ_ALOUD_LABEL}"></audio></div>')
+                continue
+            label = f'<div class="label">{name}</div>' if len(tracks) > 1 else ""
+            out.append(f'<div class="player" data-track="{name}">{label}'
                        f'<audio controls preload="metadata" src="{src}"></audio></div>')
         return out
+
+
+def _spoken(story: Story, track: Track, index: int) -> str:
+    """What the narration reads in scene ``index``: its clips' sentences, else ``Scene.narration``."""
+    said = [str(s.get("text", "")).strip() for _, a in track.of_scene(index) if isinstance(a, AudioAsset)
+            for s in (a.metadata.get("sentences") or []) if isinstance(s, dict)]
+    said = [t for t in said if t]
+    return " ".join(said) if said else story.plan.scene(index).narration.strip()
