@@ -48,11 +48,15 @@ def test_there_are_story_files_and_one_mixes_images_and_audio() -> None:
     mixed = storysdk.load_story_file(EXAMPLES / "mixed-story.toml")
     assert mixed.tracks is not None and mixed.generators == []
     assert {name: t["generator"]["name"] for name, t in mixed.tracks.items()} == {
-        "frames": "diffusers-image", "ambience": "diffusers-audio", "music": "tangoflux"}
+        "frames": "diffusers-image", "narration": "piper", "ambience": "diffusers-audio", "music": "tangoflux"}
     assert [t["name"] for t in mixed.tracks["frames"]["tokenizers"]] == ["clip-text"]
+    assert (mixed.tracks["narration"]["text"], mixed.tracks["narration"]["duck"]) == ("{narration}", 10)
+    assert all("duck" not in t for name, t in mixed.tracks.items() if name != "narration")  # ducked under it
     assert {"comic", "soundtrack", "storybook", "frames", "video"} == {c["name"] for c in mixed.composers}
+    assert [c.get("captions") for c in mixed.composers if c["name"] == "video"] == ["narration"]
     assert mixed.defaults == {"preset": "auto"}
-    assert (mixed.timing, mixed.mix["loudness"], mixed.mix["ceiling"]) == ({"mode": "plan"}, -16.0, -1.0)
+    assert (mixed.timing, mixed.mix["loudness"], mixed.mix["ceiling"]) == (
+        {"mode": "track", "track": "narration", "padding": 0.5}, -16.0, -1.0)
 
 
 def _generator_names(story_file: storysdk.StoryFile) -> list[str]:
@@ -88,36 +92,92 @@ def test_mixed_story_plan_follows_the_script() -> None:
         assert list(scene.characters) == tags
         assert "[" not in scene.prompt  # tags were replaced by the descriptions
     assert [s.characters for s in plan.scenes][3] == ()  # the [NC] frame
-    total = story_file.request.duration
-    assert total is not None
-    assert sum(s.duration or 0 for s in plan.scenes) == pytest.approx(total)
+    assert story_file.request.duration is None  # the narration sets the pace, not a planned length
+    assert [s.narration for s in plan.scenes] == [s.caption for s in plan.scenes]  # what the voice reads
+
+
+#: The second scene of the shrunk demo speaks two sentences, so that the subtitles' sentence cues
+#: are checked where a sentence does not start with its clip.
+STORM = "Then the storm rolls in. Thunder shakes the green hills, and the rain begins."
+
+
+def _words(text: str) -> int:
+    return len(re.findall(r"[A-Za-z0-9']+", text))
+
+
+def _dbfs_rms(x: np.ndarray) -> float:
+    return float(20 * np.log10(np.sqrt(np.mean(np.square(x, dtype=np.float64))) + 1e-12))
 
 
 def test_mixed_story_renders_on_the_tiny_preset(tmp_path: Path) -> None:
     """The demo's story file, shrunk (2 scenes, 64 px, 1 step), renders every deliverable on one
-    timeline: the MP4 lasts as long as the soundtrack and the timeline (within one video frame),
-    and the soundtrack's peak stays under full scale."""
+    timeline paced by its Piper narration (the real bundled voice): every narration clip speaks
+    (RMS above -40 dBFS) at the voice's 22.05 kHz, a scene's clip grows with its words (1 to 6
+    words a second), each scene lasts its clip + 0.5 s, the MP4 lasts as long as the soundtrack
+    and the timeline (within one video frame), its subtitles start within 0.1 s of the sentences
+    the narration speaks, and the soundtrack's peak stays under full scale."""
     story_file = storysdk.load_story_file(EXAMPLES / "mixed-story.toml")
     story_file.request.width = story_file.request.height = 64
     assert story_file.tracks is not None
     for track in story_file.tracks.values():
-        track["generator"]["steps"] = 1
+        if "steps" in track["generator"]:  # the model-backed tracks; Piper has no steps
+            track["generator"]["steps"] = 1
     pipe = story_file.pipeline(defaults={"preset": "tiny", "device": "cpu"})
     plan = pipe.plan(story_file.request)
     plan.scenes = [plan.scenes[0], plan.scenes[3]]  # Lily alone, and the [NC] storm
+    plan.scenes[1].texts["narration"] = STORM  # the narration reads this instead of the caption
+    spoken = {0: plan.scenes[0].caption, 3: STORM}
     story = pipe.run(story_file.request, plan=plan, out_dir=tmp_path)
 
-    # the timeline: each scene as long as planned (12 s over 6 scenes), every track cued on it
-    seconds = story_file.request.duration / 6  # type: ignore[operator]
+    # the narration: the clip files, as saved under tracks/narration/ (float32 WAV + sidecar)
+    clips: dict[int, np.ndarray] = {}
+    sidecars: dict[int, dict] = {}
+    for index in (0, 3):
+        data, rate = sf.read(str(tmp_path / "tracks" / "narration" / f"scene-{index:04d}.wav"),
+                             always_2d=True, dtype="float32")
+        assert (rate, data.shape[1]) == (22050, 1), index  # the joe voice's own rate, mono
+        clips[index] = data[:, 0]
+        sidecars[index] = json.loads((tmp_path / "tracks" / "narration" / f"scene-{index:04d}.json").read_text())
+        assert _dbfs_rms(clips[index]) > -40.0, index  # it speaks
+        seconds = len(clips[index]) / rate
+        assert 1.0 <= _words(spoken[index]) / seconds <= 6.0, (index, seconds)  # a human rate of speech
+    narration = story.tracks["narration"]
+    assert [a.made_by for a in narration.assets.values()] == ["piper", "piper"]
+    assert [c.prompt for c, _ in narration.ordered()] == [spoken[0], spoken[3]]  # text = "{narration}"
+    assert narration.duck == 10 and all(t.duck is None for t in story.audio_tracks() if t.name != "narration")
+    # a scene's clip grows with the number of its words (7, then 14)
+    assert _words(spoken[0]) < _words(spoken[3]) and len(clips[0]) < len(clips[3])
+    # each clip's sentences, in order, where the audio says they are: every sentence speaks and the
+    # pause the generator put between two sentences is silent
+    sentences: dict[int, list[dict]] = {}
+    for index, clip in clips.items():
+        sentences[index] = sidecars[index]["sentences"]
+        assert sentences[index] == narration.assets[index].metadata["sentences"]
+        assert [s["text"] for s in sentences[index]] == (
+            [spoken[0]] if index == 0 else ["Then the storm rolls in.",
+                                            "Thunder shakes the green hills, and the rain begins."])
+        bounds = [(round(s["start"] * 22050), round(s["end"] * 22050)) for s in sentences[index]]
+        assert bounds[0][0] == 0 and bounds[-1][1] <= len(clip)
+        for (a, b), nxt in zip(bounds, bounds[1:] + [(len(clip), len(clip))]):
+            assert a < b <= nxt[0] and _dbfs_rms(clip[a:b]) > -40.0, index
+            if nxt[0] < len(clip):
+                assert nxt[0] - b >= round(0.2 * 22050)  # sentence_silence (0.3 s by default)
+                assert float(np.abs(clip[b:nxt[0]]).max()) < 10 ** (-60 / 20), index
+
+    # the timeline: each scene lasts its narration clip + 0.5 s padding; every other track spans the scenes
     timeline = json.loads((tmp_path / "timeline.json").read_text())
+    d0, d3 = (len(clips[i]) / 22050 + 0.5 for i in (0, 3))
     assert [(s["index"], s["start"], s["duration"]) for s in timeline["scenes"]] == [
-        (0, 0.0, pytest.approx(seconds)), (3, pytest.approx(seconds), pytest.approx(seconds))]
+        (0, 0.0, pytest.approx(d0)), (3, pytest.approx(d0), pytest.approx(d3))]
     total = timeline["duration"]
-    assert total == pytest.approx(2 * seconds)
-    assert list(timeline["tracks"]) == ["frames", "ambience", "music"]
+    assert total == pytest.approx(d0 + d3)
+    assert timeline["timing"]["mode"] == "track" and timeline["timing"]["track"] == "narration"
+    assert list(timeline["tracks"]) == ["frames", "narration", "ambience", "music"]
     for name, cues in timeline["tracks"].items():
+        want = [(s["index"], s["start"], s["duration"] - (0.5 if name == "narration" else 0.0))
+                for s in timeline["scenes"]]  # the pace track's cues span what their clips sound
         assert [(c["scene"], c["start"], c["duration"]) for c in cues] == [
-            (s["index"], s["start"], s["duration"]) for s in timeline["scenes"]], name
+            (i, pytest.approx(a), pytest.approx(d)) for i, a, d in want], name
     assert sorted(story.tracks["frames"].assets) == sorted(story.images) == [0, 3]  # cues of a scene: its index
     assert {a.image.size for a in story.images.values()} == {(64, 64)}
     music = story.tracks["music"].assets
@@ -130,7 +190,7 @@ def test_mixed_story_renders_on_the_tiny_preset(tmp_path: Path) -> None:
     assert all(Image.open(p).size == (64, 64) for p in frames)
     (wav,) = [p for p in story.files["soundtrack"] if p.suffix == ".wav"]
     data, rate = sf.read(str(wav), always_2d=True)
-    assert (rate, data.shape[1]) == (44100, 2)  # the [mix] settings
+    assert (rate, data.shape[1]) == (44100, 2)  # the [mix] settings: the 22.05 kHz narration resampled
     assert data.shape[0] == round(total * rate)  # the timeline's length, to the sample
     peak = float(np.abs(data).max())
     assert 0.0 < peak <= 10 ** (-1.0 / 20) + 1e-6 <= 1.0  # under the -1 dBFS ceiling, so under full scale
@@ -153,10 +213,23 @@ def test_mixed_story_renders_on_the_tiny_preset(tmp_path: Path) -> None:
         frame = 1 / float(video.average_rate)
         mp4_seconds = container.duration / av.time_base
         decoded = sum(1 for _ in container.decode(video=0))
+    with av.open(str(mp4)) as container:
+        subs = container.streams.subtitles[0]
+        cues = []  # (start s, text) of each subtitle sample; the muxer writes empty samples in gaps
+        for packet in container.demux(subs):
+            raw = bytes(packet)
+            n = int.from_bytes(raw[:2], "big") if packet.size else 0
+            if n:
+                cues.append((float(packet.pts * subs.time_base), raw[2:2 + n].decode("utf-8")))
     assert abs(mp4_seconds - data.shape[0] / rate) <= frame  # the soundtrack's length
     assert abs(mp4_seconds - total) <= frame  # the timeline's
     assert abs(decoded * frame - total) <= frame
-
+    # one subtitle per spoken sentence, starting within 0.1 s of where the narration track speaks it
+    starts = {c["scene"]: c["start"] for c in timeline["tracks"]["narration"]}
+    want_cues = [(starts[i] + s["start"], s["text"]) for i in (0, 3) for s in sentences[i]]
+    assert [t for _, t in cues] == [t for _, t in want_cues]
+    for (got, text_), (want, _) in zip(cues, want_cues):
+        assert abs(got - want) <= 0.1, (text_, got, want)
 
 def test_python_api_example_runs(tmp_path: Path) -> None:
     out = tmp_path / "out"
