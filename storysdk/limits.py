@@ -122,8 +122,9 @@ LIMITS: dict[str, LimitInfo] = {
         LimitInfo("prompt", "characters", "one prompt: the request's prompt, a scene's prompt, "
                   "a character description, a negative prompt or a style",
                   "10000: text encoders read 77 tokens (CLIP) to a few thousand (LLMs)"),
-        LimitInfo("caption", "characters", "one caption (a scene's caption, the start caption, the title)",
-                  "10000: about 1700 words, several book pages under one picture"),
+        LimitInfo("caption", "characters", "one caption or scene text (a scene's caption or one of its texts, "
+                  "e.g. its narration; the start caption, the title)",
+                  "10000: about 1700 words, several book pages under one picture or some 11 minutes read aloud"),
         LimitInfo("script", "characters", "the whole text of a request: its frame script or character text",
                   "200000: 256 frames of about 800 characters each"),
         LimitInfo("page", "pixels", "width x height of a composed page or video frame (comic page_size, video size)",
@@ -272,6 +273,8 @@ class Limits:
         for s in plan.scenes:
             self._text("prompt", s.prompt, f"scene {s.index} prompt")
             self._text("caption", s.caption, f"scene {s.index} caption")
+            for role, text in s.texts.items():  # what a track's text template renders: a narration is read aloud
+                self._text("caption", text, f"scene {s.index} {role} text")
             if s.duration is not None:
                 self._at_most("scene_seconds", s.duration, f"scene {s.index} duration")
                 total += float(s.duration)

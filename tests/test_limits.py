@@ -281,6 +281,42 @@ def test_a_30k_word_caption_is_refused_before_any_model_loads(tmp_path: Path, no
     assert no_model_load == []
 
 
+def test_scene_texts_count_under_the_caption_limit() -> None:
+    """A scene's texts (what its tracks' text templates render: a narration is read aloud) are
+    captions to the limits: a 100k-character narration is refused, naming the limit and its fix."""
+    narration = "Once upon a time. " * 5556  # 100008 characters
+    plan = _plan(3)
+    plan.scenes[1].texts.update(narration=narration, ambience="rain")
+    with pytest.raises(LimitError) as exc:
+        Limits().check_plan(plan)
+    text = _limit_error(exc, "caption", len(narration), 10_000)
+    assert text.startswith(f"length of scene 1 narration text in characters = {len(narration)} is over the limit "
+                           "caption = 10000 (one caption or scene text")
+    assert "--limit caption=100008 (storysdk run, plan or serve)" in text
+    plan.scenes[1].texts["narration"] = "n" * 10_000  # at the limit: allowed; one over: refused, whatever the role
+    Limits().check_plan(plan)
+    plan.scenes[2].texts["music"] = "m" * 10_001
+    with pytest.raises(LimitError, match="length of scene 2 music text in characters = 10001 is over the limit caption"):
+        Limits().check_plan(plan)
+    Limits(caption=10_001).check_plan(plan)
+    Limits(caption=None).check_plan(plan)
+    Limits.parse(["caption=none"]).check_plan(plan)
+
+
+def test_a_100k_character_narration_is_refused_before_the_folder_is_claimed(tmp_path: Path) -> None:
+    pipe = Pipeline(planner="fake-planner",
+                    tracks={"narration": {"generator": "fake-audio", "text": "{narration}"}})
+    plan = _plan(2)
+    plan.scenes[0].texts["narration"] = "word " * 20_000
+    with pytest.raises(LimitError, match="length of scene 0 narration text in characters = 100000 is over the limit "
+                                         r"caption = 10000 .*--limit caption=100000"):
+        pipe.run(StoryRequest(), plan=plan, out_dir=tmp_path / "out")
+    assert not (tmp_path / "out").exists()
+    pipe.limits = Limits(caption=100_000)
+    story = pipe.run(StoryRequest(), plan=plan, out_dir=tmp_path / "raised")
+    assert sorted(story.track("narration").assets) == [0, 1]
+
+
 def test_a_comic_page_of_100000_squared_is_refused_before_any_model_loads(tmp_path: Path,
                                                                          no_model_load: list[str]) -> None:
     pipe = Pipeline(planner="script", generators=[("diffusers-image", {"preset": "tiny", "steps": 1})],
