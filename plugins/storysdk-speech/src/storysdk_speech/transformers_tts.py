@@ -129,6 +129,11 @@ class TransformersTTSGenerator(Generator):
         for who, value in [("speaker", opts.speaker), *((f"voices[{k!r}]", v) for k, v in (opts.voices or {}).items())]:
             if isinstance(value, int) and value < 0:
                 raise ConfigError(f"generator {self.name!r}: {who} = {value} is not a speaker id; use 0 or more")
+        if opts.offload is not None and isinstance(opts.device, str) and opts.device.strip().lower().startswith("cpu"):
+            raise ConfigError(
+                f"generator {self.name!r}: offload={opts.offload!r} needs a CUDA device (got device={opts.device!r}); "
+                "drop the offload option on CPU"
+            )
         self._model = str(opts.model) if opts.model is not None else DEFAULT_MODEL
         self._weights = resolve_weights(opts.preset, self._model, who=f"generator {self.name!r}")
         self._preset = self._weights.preset
@@ -271,7 +276,8 @@ class TransformersTTSGenerator(Generator):
 
     def _spoken(self, voice: _Voice, lines: list[tuple[str, Speaker]]) -> list[tuple[str, str, Speaker]]:
         """(sentence as written, as it is said, speaker); characters the model cannot say dropped with
-        one warning naming them (punctuation quietly: VITS vocabularies mostly have none)."""
+        one warning naming them (punctuation quietly: VITS vocabularies mostly have none); sentences
+        without a letter or digit left are not spoken."""
         opts = self.options
         out = []
         dropped: set[str] = set()
@@ -292,7 +298,7 @@ class TransformersTTSGenerator(Generator):
                 said = " ".join("".join(kept).split())
             out.append((shown, said, speaker))
         warn_dropped(dropped, f"model {self.model_name!r}")
-        return [line for line in out if line[1].strip()]
+        return [line for line in out if any(c.isalnum() for c in line[1])]  # "..." alone is nothing to say
 
 
 # -- helpers ---------------------------------------------------------------------------------------
