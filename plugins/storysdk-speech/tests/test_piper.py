@@ -200,3 +200,11 @@ def test_pipeline_timing_follows_the_narration_track(tmp_path):
     assert spans[1]["start"] == pytest.approx(spans[0]["start"] + spans[0]["duration"])
     assert sorted(p.name for p in (tmp_path / "out" / "tracks" / "frames").glob("*.png")) == [
         "scene-0000.png", "scene-0001.png"]
+
+
+def test_the_plugin_registers_both_generators():
+    from storysdk.interfaces import Generator
+
+    registry = make_registry(plugin)
+    assert registry.get("generator", "piper").factory is PiperGenerator
+    assert issubclass(registry.get("generator", "transformers-tts").factory, Generator)

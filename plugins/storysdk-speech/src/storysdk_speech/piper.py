@@ -163,7 +163,7 @@ def load_voice(model: Path) -> PiperVoiceInfo:
 
 def _check_graph(model: Path, config: Path, speakers: int, fix: str) -> None:
     """The ONNX graph's inputs match the config (onnxruntime, MIT, reads the graph; piper is not imported)."""
-    import onnxruntime
+    import onnxruntime  # type: ignore[import-untyped]
 
     try:
         session = onnxruntime.InferenceSession(str(model), providers=["CPUExecutionProvider"])
@@ -236,6 +236,8 @@ class PiperGenerator(Generator):
         )
         numbers: bool = Field(True, description="speak numbers as words (docs/speech.md §2)")
         abbreviations: bool = Field(True, description="speak abbreviations as words (docs/speech.md §2)")
+
+    options: Options
 
     def __init__(self, **options: Any) -> None:
         super().__init__(**options)
@@ -330,8 +332,9 @@ class PiperGenerator(Generator):
         pieces: list[np.ndarray] = []
         sentences: list[dict[str, Any]] = []
         at = 0
-        for k, ((who, text), clip) in enumerate(zip(lines, clips)):
-            assert clip is not None
+        for k, ((who, text), maybe) in enumerate(zip(lines, clips)):
+            assert maybe is not None
+            clip = maybe
             if k:
                 pieces.append(np.zeros(gap, np.float32))
                 at += gap

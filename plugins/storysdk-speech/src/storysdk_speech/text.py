@@ -124,7 +124,7 @@ _ABBREV_WORD = re.compile(r"(?<![\w.])([A-Za-z]+(?:\.[A-Za-z])*)\.(?=\s|$|[,;:!?
 
 
 def _words(value: int | float | str, **kwargs: object) -> str:
-    from num2words import num2words
+    from num2words import num2words  # type: ignore[import-untyped]
 
     return str(num2words(value, lang="en", **kwargs))
 
