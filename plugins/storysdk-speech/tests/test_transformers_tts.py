@@ -165,6 +165,23 @@ def test_a_saved_folder_loads_as_real_weights_and_speaks_like_the_preset(gen, sa
     assert got.samples.tobytes() == speak(gen, text).samples.tobytes()
 
 
+def test_other_models_go_through_the_text_to_speech_pipeline(saved, monkeypatch):
+    """The pipeline route, driven with the saved VITS folder (transformers' pipeline takes VITS too):
+    the same sentences, the same seeded noise, so the same samples as the direct VITS route."""
+    from storysdk_speech import transformers_tts
+
+    text = "Rain on the roof. It is 3 am."
+    direct = speak(TransformersTTSGenerator(model=str(saved), device="cpu"), text)
+    monkeypatch.setattr(transformers_tts, "_family", lambda model: "pipeline")
+    routed = TransformersTTSGenerator(model=str(saved), device="cpu")
+    assert routed.load().family == "pipeline" and routed.sample_rate == RATE
+    got = speak(routed, text)
+    assert got.samples.tobytes() == direct.samples.tobytes()
+    assert got.metadata["sentences"] == direct.metadata["sentences"]
+    with pytest.raises(ConfigError, match="takes no speaker option"):
+        TransformersTTSGenerator(model=str(saved), device="cpu", speaker=0).load()
+
+
 def _copy(src: Path, dst: Path) -> Path:
     import shutil
 

@@ -194,7 +194,8 @@ class TransformersTTSGenerator(Generator):
             from .tiny import tiny_vits
 
             model, tokenizer = tiny_vits(opts.weights_seed)
-            return self._place(_vits_voice(model.to(dtype=r.dtype), tokenizer, r.device))
+            net: Any = model
+            return self._place(_vits_voice(net.to(dtype=r.dtype), tokenizer, r.device))
         family = _family(self._model)
         if family == "vits":
             return self._place(_load_vits(self._model, r.dtype, r.device))
@@ -398,15 +399,16 @@ def _load_speecht5(model: str, vocoder: str, dtype: Any, device: Any) -> _Voice:
 
 
 def _load_pipeline(model: str, dtype: Any, device: Any, offload: str | None) -> _Voice:
-    from transformers import pipeline
+    from transformers import pipeline as make_pipeline
 
+    factory: Any = make_pipeline
     kwargs: dict[str, Any] = {"dtype": dtype}
     if offload is None:
         kwargs["device"] = device
     else:
         kwargs["device_map"] = "auto" if offload == "sequential" else str(device)
     try:
-        pipe = pipeline("text-to-speech", model=model, **kwargs)
+        pipe = factory("text-to-speech", model=model, **kwargs)
     except ImportError as exc:
         raise ConfigError(f"model {model!r} needs a package that is not installed ({exc}); install it and retry") from None
     except Exception as exc:  # noqa: BLE001 - the pipeline factory raises many error types
