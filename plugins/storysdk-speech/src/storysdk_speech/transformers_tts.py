@@ -139,6 +139,7 @@ class TransformersTTSGenerator(Generator):
         self._preset = self._weights.preset
         if self._preset == "full":
             self._model = _check_source(self._model, "model")
+        self._vocoder = _check_source(str(opts.vocoder), "vocoder") if opts.vocoder is not None else DEFAULT_VOCODER
         self._voice: _Voice | None = None
 
     # -- what the pipeline and run.json read -------------------------------------------------
@@ -200,8 +201,7 @@ class TransformersTTSGenerator(Generator):
         if family == "vits":
             return self._place(_load_vits(self._model, r.dtype, r.device))
         if family == "speecht5":
-            vocoder = _check_source(str(opts.vocoder) if opts.vocoder is not None else DEFAULT_VOCODER, "vocoder")
-            return self._place(_load_speecht5(self._model, vocoder, r.dtype, r.device))
+            return self._place(_load_speecht5(self._model, self._vocoder, r.dtype, r.device))
         return _load_pipeline(self._model, r.dtype, r.device, opts.offload)
 
     def _place(self, voice: _Voice) -> _Voice:
@@ -317,7 +317,8 @@ def _check_source(source: str, option: str) -> str:
     except ConfigError:
         raise ConfigError(
             f"generator 'transformers-tts': the {option} folder {source!r} does not exist; give an existing "
-            f"folder (save_pretrained layout), a hub id like {DEFAULT_MODEL!r}, or preset='tiny' for toy weights"
+            f"folder (save_pretrained layout) or a hub id like "
+            + (f"{DEFAULT_VOCODER!r} (a SpeechT5HifiGan)" if option == "vocoder" else f"{DEFAULT_MODEL!r}, or preset='tiny' for toy weights")
         ) from None
     return source
 
@@ -349,6 +350,10 @@ def _tokenizer(cls: Any, source: str, what: str) -> Any:
     except (ConfigError, CheckpointError):
         raise
     except ImportError as exc:
+        if "sentencepiece" in str(exc).lower():  # SpeechT5Tokenizer (spm_char.model); not among our dependencies
+            raise ConfigError(
+                f"{what} needs the sentencepiece package, which is not installed; pip install sentencepiece and retry"
+            ) from None
         raise ConfigError(f"{what} needs a package that is not installed ({exc}); install it and retry") from None
     except Exception as exc:  # noqa: BLE001 - tokenizers raise OSError, ValueError, JSONDecodeError, ...
         raise CheckpointError(
@@ -390,12 +395,19 @@ def _load_vits(model: str, dtype: Any, device: Any) -> _Voice:
 
 def _load_speecht5(model: str, vocoder: str, dtype: Any, device: Any) -> _Voice:
     from storysdk.runtime import load_pretrained
-    from transformers import SpeechT5ForTextToSpeech, SpeechT5HifiGan, SpeechT5Processor
+    from transformers import AutoTokenizer, SpeechT5ForTextToSpeech, SpeechT5HifiGan
 
     net = load_pretrained(SpeechT5ForTextToSpeech, model, what=f"SpeechT5 model {model!r}", dtype=dtype).eval()
     voc = load_pretrained(SpeechT5HifiGan, vocoder, what=f"SpeechT5 vocoder {vocoder!r}", dtype=dtype).eval()
-    processor = _tokenizer(SpeechT5Processor, model, f"the SpeechT5 processor of {model!r}")
-    return _Voice("speecht5", int(voc.config.sampling_rate), device, model=net, tokenizer=processor, vocoder=voc)
+    if int(voc.config.model_in_dim) != int(net.config.num_mel_bins):
+        raise CheckpointError(
+            f"SpeechT5 vocoder {vocoder!r} takes {voc.config.model_in_dim} mel bins but model {model!r} makes "
+            f"{net.config.num_mel_bins}: they do not belong together; pass the vocoder trained with this model"
+        )
+    # only the text side of SpeechT5Processor is used (its feature extractor reads speech, and a
+    # checkpoint folder need not ship its preprocessor_config.json): the model's own tokenizer class
+    tokenizer = _tokenizer(AutoTokenizer, model, f"the SpeechT5 tokenizer of {model!r}")
+    return _Voice("speecht5", int(voc.config.sampling_rate), device, model=net, tokenizer=tokenizer, vocoder=voc)
 
 
 def _load_pipeline(model: str, dtype: Any, device: Any, offload: str | None) -> _Voice:
@@ -429,7 +441,7 @@ def _check_speaker(voice: _Voice, who: str, value: Speaker, model: str) -> None:
         if voice.family == "speecht5" and who == "speaker":
             raise ConfigError(
                 f"generator 'transformers-tts': SpeechT5 model {model!r} needs a speaker embedding; pass "
-                "speaker = a .npy or .pt file holding a 512-value x-vector"
+                f"speaker = a .npy or .pt file holding a {voice.model.config.speaker_embedding_dim}-value x-vector"
             )
         return
     if voice.family == "vits":
@@ -444,7 +456,7 @@ def _check_speaker(voice: _Voice, who: str, value: Speaker, model: str) -> None:
         if not isinstance(value, str):
             raise ConfigError(
                 f"generator 'transformers-tts': {who} = {value!r}: SpeechT5 takes a speaker embedding; pass "
-                "the path of a .npy or .pt file holding a 512-value x-vector"
+                f"the path of a .npy or .pt file holding a {voice.model.config.speaker_embedding_dim}-value x-vector"
             )
         voice.embeddings[value] = _embedding(value, who, voice)
     else:
