@@ -44,7 +44,7 @@ from .audio import crossfade_join, crossfade_offsets, resample, resampled_length
 from .errors import ComponentError, ConfigError
 from .model import AudioAsset, Story, Track
 from .options import Field, Options, validate_options
-from .timeline import CueSpan, Timeline, crossfade_padding, timeline_of
+from .timeline import CueSpan, Timeline, crossfade_padding, sounding_seconds, timeline_of
 
 __all__ = ["Mix", "Mixdown", "duck_envelope", "measure_loudness", "mixdown", "place_track"]
 
@@ -108,7 +108,6 @@ class Mixdown:
         return float(np.max(np.abs(self.samples))) if self.samples.size else 0.0
 
 
-_padding = crossfade_padding
 
 
 def _items(track: Track, spans: Sequence[CueSpan]) -> list[tuple[CueSpan, AudioAsset]]:
@@ -134,10 +133,10 @@ def _runs(items: Sequence[tuple[CueSpan, AudioAsset]], rate: int) -> list[list[t
     runs: list[list[tuple[CueSpan, AudioAsset]]] = []
     for span, asset in items:
         run = runs[-1] if runs else None
-        if run is not None and _padding(run[-1][1]) > 0 and abs(span.start - run[-1][0].end) < 1e-3:
+        if run is not None and crossfade_padding(run[-1][1]) > 0 and abs(span.start - run[-1][0].end) < 1e-3:
             lengths = [resampled_length(a.frames, a.sample_rate, rate) for _, a in run]
             lengths.append(resampled_length(asset.frames, asset.sample_rate, rate))
-            fade = int(max(_padding(a) for _, a in run) * rate)
+            fade = int(max(crossfade_padding(a) for _, a in run) * rate)
             at = int(round(run[0][0].start * rate)) + crossfade_offsets(lengths, fade)[-1]
             if abs(at - span.start * rate) <= RUN_DRIFT * rate:
                 run.append((span, asset))
@@ -171,7 +170,7 @@ def place_track(track: Track, spans: Sequence[CueSpan], frames: int, rate: int, 
     for run in _runs(_items(track, spans), rate):
         clips = [to_channels(resample(_checked(a, track, s), a.sample_rate, rate), channels) for s, a in run]
         if len(clips) > 1:
-            fade = int(max(_padding(a) for _, a in run[:-1]) * rate)  # plugins/storysdk-audiostory/docs/audiostory.md §9: int(seconds x rate)
+            fade = int(max(crossfade_padding(a) for _, a in run[:-1]) * rate)  # plugins/storysdk-audiostory/docs/audiostory.md §9: int(seconds x rate)
             joined = crossfade_join(clips, fade)
         else:
             joined = clips[0]
@@ -287,7 +286,7 @@ def mixdown(story: Story, mix: Mix | Mapping[str, Any] | None = None, *, timelin
     if duckers and frames:
         attenuation = np.zeros(frames, dtype=np.float64)
         for d in duckers:
-            intervals = [(s.start, s.start + max(a.seconds - _padding(a), 0.0))
+            intervals = [(s.start, s.start + sounding_seconds(a))
                          for s, a in _items(d, timeline.tracks[d.name])]
             np.maximum(attenuation, duck_envelope(intervals, frames, rate, float(d.duck or 0.0), d.attack, d.release),
                        out=attenuation)

@@ -440,15 +440,17 @@ class Pipeline:
 
         out: dict[str, str] = {}
         owner = {id(c): name for name, t in self.tracks.items() for c in t.components()}
+        tracks_of: dict[tuple[str, str], set[str]] = {}
+        for name, t in self.tracks.items():
+            for c in t.components():
+                tracks_of.setdefault((c.kind, c.name), set()).add(name)
         for comp in self.components():
             used = weights_of(comp)
             if used is None:
                 continue
             key = f"{comp.kind} {comp.name}"
             track = owner.get(id(comp))
-            if track is not None and track != comp.name and (key in out or any(
-                    t.name != track and any(c.name == comp.name and c.kind == comp.kind for c in t.components())
-                    for t in self.tracks.values())):
+            if track is not None and track != comp.name and (key in out or len(tracks_of[(comp.kind, comp.name)]) > 1):
                 key += f" ({track})"  # the same component name on two tracks: say which
             out[key] = used
         return out
